@@ -1,0 +1,15 @@
+//! Content-addressed blobs: the one place where bytes become digests.
+//!
+//! A [`BlobStore`] is a directory laid out like an OCI image layout's
+//! `blobs/sha256/<hex>`, so the staging area of a build and an output layout
+//! share one format. Every write goes to a temporary file in the same
+//! directory and is renamed into place only after its digest is known: an
+//! interrupted build never leaves a partial blob under a digest name.
+
+mod digest;
+mod json;
+mod store;
+
+pub use digest::{Digest, DigestWriter};
+pub use json::canonical_json;
+pub use store::{BlobInfo, BlobStore, BlobWriter};

@@ -1,0 +1,221 @@
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tempfile::NamedTempFile;
+
+use crate::{Digest, DigestWriter};
+
+/// A blob's digest and size: what a descriptor needs besides its media type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobInfo {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// A directory of blobs at `<root>/blobs/sha256/<hex>`.
+#[derive(Clone, Debug)]
+pub struct BlobStore {
+    root: PathBuf,
+    blob_dir: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the store rooted at `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let blob_dir = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blob_dir)
+            .with_context(|| format!("cannot create blob directory {}", blob_dir.display()))?;
+        Ok(Self { root, blob_dir })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn path(&self, digest: &Digest) -> PathBuf {
+        self.blob_dir.join(digest.hex())
+    }
+
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.path(digest).is_file()
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.path(digest);
+        File::open(&path).with_context(|| format!("cannot open blob {}", path.display()))
+    }
+
+    /// Starts a streaming write; nothing is visible under a digest until [`BlobWriter::commit`].
+    pub fn writer(&self) -> Result<BlobWriter> {
+        let temp = tempfile::Builder::new()
+            .prefix(".partial-")
+            .tempfile_in(&self.blob_dir)
+            .with_context(|| format!("cannot create a file in {}", self.blob_dir.display()))?;
+        let file = temp.reopen().context("cannot reopen temporary blob file")?;
+        Ok(BlobWriter {
+            store: self.clone(),
+            temp,
+            writer: DigestWriter::new(BufWriter::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    pub fn write_bytes(&self, bytes: &[u8]) -> Result<BlobInfo> {
+        let info = BlobInfo {
+            digest: Digest::of_bytes(bytes),
+            size: bytes.len() as u64,
+        };
+        if !self.contains(&info.digest) {
+            let mut writer = self.writer()?;
+            writer.write_all(bytes).context("cannot write blob")?;
+            writer.commit()?;
+        }
+        Ok(info)
+    }
+
+    /// Brings a blob of `source` into this store: a hard link where the two share a
+    /// file system, otherwise a copy that is checked against its digest.
+    pub fn import(&self, source: &BlobStore, blob: &BlobInfo) -> Result<()> {
+        let target = self.path(&blob.digest);
+        if target.is_file() {
+            return Ok(());
+        }
+        let from = source.path(&blob.digest);
+        // A link to a temporary name, then a rename: the target never exists half-written.
+        let temp_name = self.blob_dir.join(format!(
+            ".link-{}-{}",
+            blob.digest.hex(),
+            std::process::id()
+        ));
+        let _ = fs::remove_file(&temp_name);
+        if fs::hard_link(&from, &temp_name).is_ok() {
+            return fs::rename(&temp_name, &target)
+                .with_context(|| format!("cannot write {}", target.display()));
+        }
+        let mut reader = source.open_blob(&blob.digest)?;
+        let mut writer = self.writer()?;
+        io::copy(&mut reader, &mut writer).with_context(|| {
+            format!(
+                "cannot copy {} into {}",
+                from.display(),
+                self.root.display()
+            )
+        })?;
+        let written = writer.commit()?;
+        if written != *blob {
+            bail!(
+                "blob {} changed while it was copied (now {}); run the build again",
+                blob.digest,
+                written.digest
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads a small blob (a config or manifest) whole.
+    pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let mut bytes = Vec::new();
+        self.open_blob(digest)?
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read blob {digest}"))?;
+        Ok(bytes)
+    }
+}
+
+#[cfg(unix)]
+fn set_readable(file: &File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(fs::Permissions::from_mode(0o644))
+        .context("cannot set blob permissions")
+}
+
+#[cfg(not(unix))]
+fn set_readable(_file: &File) -> Result<()> {
+    Ok(())
+}
+
+/// A blob being written; dropped without [`commit`](Self::commit), it leaves nothing behind.
+pub struct BlobWriter {
+    store: BlobStore,
+    temp: NamedTempFile,
+    writer: DigestWriter<BufWriter<File>>,
+}
+
+impl BlobWriter {
+    /// Flushes to disk and renames the file to its digest.
+    pub fn commit(self) -> Result<BlobInfo> {
+        let (buffered, digest, size) = self.writer.finish();
+        let file = buffered
+            .into_inner()
+            .map_err(|err| err.into_error())
+            .context("cannot write blob")?;
+        file.sync_all().context("cannot sync blob to disk")?;
+        // Temporary files are created 0600; a blob is as readable as any file the user writes.
+        set_readable(&file)?;
+        let target = self.store.path(&digest);
+        self.temp
+            .persist(&target)
+            .with_context(|| format!("cannot move blob into place at {}", target.display()))?;
+        Ok(BlobInfo { digest, size })
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store_files(store: &BlobStore) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(store.root().join("blobs/sha256"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn committed_blob_is_named_by_its_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut writer = store.writer().unwrap();
+        writer.write_all(b"layer bytes").unwrap();
+        let info = writer.commit().unwrap();
+        assert_eq!(info.digest, Digest::of_bytes(b"layer bytes"));
+        assert_eq!(info.size, 11);
+        assert_eq!(store.read_small(&info.digest).unwrap(), b"layer bytes");
+        assert_eq!(store_files(&store), vec![info.digest.hex().to_owned()]);
+    }
+
+    #[test]
+    fn abandoned_write_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let mut writer = store.writer().unwrap();
+        writer.write_all(b"half a layer").unwrap();
+        drop(writer);
+        assert!(store_files(&store).is_empty());
+    }
+
+    #[test]
+    fn import_links_or_copies_between_stores() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = BlobStore::open(dir.path().join("a")).unwrap();
+        let target = BlobStore::open(dir.path().join("b")).unwrap();
+        let info = source.write_bytes(b"config").unwrap();
+        target.import(&source, &info).unwrap();
+        assert_eq!(target.read_small(&info.digest).unwrap(), b"config");
+        assert_eq!(store_files(&target), vec![info.digest.hex().to_owned()]);
+    }
+}

@@ -1,0 +1,150 @@
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::BlobStore;
+use imgpack_image::{validate_tag, Image, Sink};
+
+use crate::index::index_with_tag;
+use crate::OCI_LAYOUT;
+
+/// `oci:DIR[:TAG]`: an OCI image layout directory, created or added to.
+#[derive(Clone, Debug)]
+pub struct OciLayoutSink {
+    dir: PathBuf,
+    tag: String,
+}
+
+impl OciLayoutSink {
+    pub fn new(dir: impl Into<PathBuf>, tag: &str) -> Result<Self> {
+        validate_tag(tag)?;
+        Ok(Self {
+            dir: dir.into(),
+            tag: tag.to_owned(),
+        })
+    }
+
+    /// Parses `DIR[:TAG]` (what follows `oci:`); the tag defaults to `latest`.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (dir, tag) = split_path_and_tag(spec);
+        if dir.is_empty() {
+            bail!("oci: needs a directory, as in oci:./out/image:v1");
+        }
+        Self::new(dir, tag.unwrap_or("latest"))
+    }
+}
+
+/// Splits `PATH:TAG` at the last colon when what follows looks like a tag
+/// (no slash), so `oci:./out/image:v1` and `oci:./out/image` both work.
+pub(crate) fn split_path_and_tag(spec: &str) -> (&str, Option<&str>) {
+    match spec.rsplit_once(':') {
+        Some((path, tag)) if !tag.contains('/') && !path.is_empty() => (path, Some(tag)),
+        _ => (spec, None),
+    }
+}
+
+impl Sink for OciLayoutSink {
+    fn describe(&self) -> String {
+        format!("oci:{}:{}", self.dir.display(), self.tag)
+    }
+
+    fn write(&self, image: &Image) -> Result<()> {
+        prepare_layout_dir(&self.dir)?;
+        let store = BlobStore::open(&self.dir)?;
+        for blob in image.blobs_in_dependency_order() {
+            store.import(&image.store, &blob.blob)?;
+        }
+        // index.json last: the tag appears only once everything it names is on disk.
+        let index_path = self.dir.join("index.json");
+        let existing = match fs::read(&index_path) {
+            Ok(bytes) => Some(bytes),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+            Err(err) => {
+                return Err(err).with_context(|| format!("cannot read {}", index_path.display()))
+            }
+        };
+        let index = index_with_tag(existing.as_deref(), image, &self.tag)
+            .with_context(|| format!("cannot update {}", index_path.display()))?;
+        write_atomically(&index_path, &index)
+    }
+}
+
+/// Creates `dir` as a layout, or checks that an existing one is a layout.
+fn prepare_layout_dir(dir: &Path) -> Result<()> {
+    let marker = dir.join("oci-layout");
+    if dir.exists() {
+        if !dir.is_dir() {
+            bail!(
+                "{} exists and is not a directory: choose another path for oci:",
+                dir.display()
+            );
+        }
+        if marker.is_file() {
+            return Ok(());
+        }
+        let empty = fs::read_dir(dir)
+            .with_context(|| format!("cannot read {}", dir.display()))?
+            .next()
+            .is_none();
+        if !empty {
+            bail!(
+                "{} is not empty and not an OCI layout (it has no oci-layout file): \
+                 choose a new or empty directory",
+                dir.display()
+            );
+        }
+    } else {
+        fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot create output directory {}: check that it is writable",
+                dir.display()
+            )
+        })?;
+    }
+    write_atomically(&marker, OCI_LAYOUT)
+}
+
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut temp = tempfile::Builder::new()
+        .prefix(".imgpack-")
+        .tempfile_in(parent)
+        .with_context(|| {
+            format!(
+                "cannot write in {}: check that it exists and is writable",
+                parent.display()
+            )
+        })?;
+    temp.write_all(bytes)?;
+    temp.as_file().sync_all()?;
+    set_readable(temp.as_file())?;
+    temp.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn set_readable(file: &fs::File) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(file.set_permissions(fs::Permissions::from_mode(0o644))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_splits_at_a_trailing_tag() {
+        assert_eq!(
+            split_path_and_tag("./out/image:v1"),
+            ("./out/image", Some("v1"))
+        );
+        assert_eq!(split_path_and_tag("./out/image"), ("./out/image", None));
+        assert_eq!(split_path_and_tag("/a:b/image"), ("/a:b/image", None));
+        assert!(OciLayoutSink::parse("./x:bad tag").is_err());
+        assert!(OciLayoutSink::parse("").is_err());
+    }
+}

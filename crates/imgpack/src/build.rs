@@ -1,0 +1,346 @@
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::BlobStore;
+use imgpack_image::{build_image, Format, ImageSettings, LayerSet};
+use imgpack_layer::{
+    app_layer, ca_certs_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts, Compression,
+    DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
+};
+use imgpack_platform::{check_binary, Platform};
+
+use crate::cli::BuildArgs;
+use crate::naming::common_app_name;
+use crate::outputs::{parse_output, Output};
+
+/// A checked request: every flag parsed and validated before any work starts.
+struct BuildPlan {
+    binaries: Vec<(Platform, PathBuf)>,
+    outputs: Vec<Output>,
+    app_name: String,
+    ca_certs: CaCerts,
+    tzdata: Tzdata,
+    zones: Option<Vec<String>>,
+    compression: Compression,
+    settings: ImageSettings,
+    tmpdir: Option<PathBuf>,
+    quiet: bool,
+}
+
+pub fn run(args: BuildArgs) -> Result<()> {
+    let plan = plan(args)?;
+    let staging = staging_dir(plan.tmpdir.as_deref())?;
+    let store = BlobStore::open(staging.path())?;
+    let sets = write_layers(&plan, &store)?;
+    let image = build_image(&store, &sets, &plan.settings)?;
+    for output in &plan.outputs {
+        output
+            .sink
+            .write(&image)
+            .with_context(|| format!("cannot write {}", output.sink.describe()))?;
+        status(&plan, &format!("wrote {}", output.sink.describe()));
+    }
+    // The digest is the one thing on stdout, so scripts can capture it.
+    println!("{}", image.root.digest());
+    Ok(())
+}
+
+fn plan(args: BuildArgs) -> Result<BuildPlan> {
+    let binaries = select_binaries(&args.binaries, &args.platforms)?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|spec| parse_output(spec))
+        .collect::<Result<Vec<_>>>()?;
+    if binaries.len() > 1 {
+        if let Some(output) = outputs.iter().find(|o| o.single_platform) {
+            let platforms: Vec<String> = binaries.iter().map(|(p, _)| p.to_string()).collect();
+            bail!(
+                "{} holds one platform but {} were given ({}): add --platform with one of them",
+                output.sink.describe(),
+                binaries.len(),
+                platforms.join(", ")
+            );
+        }
+    }
+    let format = Format::parse(&args.format)?;
+    let compression = Compression::from_name(&args.compression, args.compression_level)?;
+    format.layer(compression)?;
+    if format == Format::Docker && !args.annotation.is_empty() {
+        bail!("--annotation needs --format oci: Docker manifests have no annotations");
+    }
+    let ca_certs = CaCerts::parse(&args.ca_certs);
+    let mut default_env = vec![format!("PATH={}", imgpack_image::DEFAULT_PATH)];
+    if ca_certs != CaCerts::None {
+        default_env.push(format!("SSL_CERT_FILE={CA_BUNDLE_PATH}"));
+    }
+    let named: Vec<(Platform, &Path)> = binaries
+        .iter()
+        .map(|(p, path)| (p.clone(), path.as_path()))
+        .collect();
+    let settings = ImageSettings {
+        format,
+        entrypoint: (!args.entrypoint.is_empty()).then_some(args.entrypoint),
+        cmd: args.cmd,
+        default_env,
+        env: args
+            .env
+            .iter()
+            .map(|e| check_env(e))
+            .collect::<Result<_>>()?,
+        user: check_user(&args.user)?,
+        workdir: args.workdir.map(|w| check_workdir(&w)).transpose()?,
+        exposed_ports: args
+            .expose
+            .iter()
+            .map(|p| check_port(p))
+            .collect::<Result<_>>()?,
+        labels: key_values("--label", &args.label)?,
+        annotations: key_values("--annotation", &args.annotation)?,
+        epoch: source_date_epoch()?,
+    };
+    Ok(BuildPlan {
+        app_name: common_app_name(args.name.as_deref(), &named)?,
+        binaries,
+        outputs,
+        ca_certs,
+        tzdata: Tzdata::parse(&args.tzdata),
+        zones: args.zones,
+        compression,
+        settings,
+        tmpdir: args.tmpdir,
+        quiet: args.quiet,
+    })
+}
+
+/// Parses `--binary PLATFORM=PATH` and keeps those named by `--platform` (all if none).
+fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform, PathBuf)>> {
+    let mut binaries: Vec<(Platform, PathBuf)> = Vec::new();
+    for spec in given {
+        let Some((platform, path)) = spec.split_once('=') else {
+            bail!("bad --binary '{spec}': write it as PLATFORM=PATH, e.g. linux/amd64=./out/api");
+        };
+        let platform: Platform = platform.parse()?;
+        if path.is_empty() {
+            bail!("bad --binary '{spec}': the path after '=' is empty");
+        }
+        if binaries.iter().any(|(p, _)| *p == platform) {
+            bail!("--binary gives {platform} twice: give one binary per platform");
+        }
+        binaries.push((platform, PathBuf::from(path)));
+    }
+    if wanted.is_empty() {
+        return Ok(binaries);
+    }
+    let mut selected = Vec::new();
+    for platform in wanted {
+        let platform: Platform = platform.parse()?;
+        let Some(binary) = binaries.iter().find(|(p, _)| *p == platform) else {
+            let have: Vec<String> = binaries.iter().map(|(p, _)| p.to_string()).collect();
+            bail!(
+                "--platform {platform}: no --binary for it (binaries given for {})",
+                have.join(", ")
+            );
+        };
+        if !selected.contains(binary) {
+            selected.push(binary.clone());
+        }
+    }
+    Ok(selected)
+}
+
+/// The three platform-independent layers are written once and shared by
+/// every platform (same digest, stored and uploaded once); the app layers
+/// are written in parallel, one per platform.
+fn write_layers(plan: &BuildPlan, store: &BlobStore) -> Result<Vec<LayerSet>> {
+    for (platform, path) in &plan.binaries {
+        let info = check_binary(path, platform)?;
+        status(
+            plan,
+            &format!(
+                "{platform}: {} is a static {} executable",
+                path.display(),
+                info.arch().map_or("?", |a| a.name())
+            ),
+        );
+    }
+    let mut shared_contents = vec![rootfs_layer()?];
+    shared_contents.extend(ca_certs_layer(&plan.ca_certs)?);
+    shared_contents.extend(tzdata_layer(&plan.tzdata, plan.zones.as_deref())?);
+    let app_contents = plan
+        .binaries
+        .iter()
+        .map(|(_, path)| app_layer(path, &plan.app_name))
+        .collect::<Result<Vec<_>>>()?;
+
+    let write = |described: &DescribedContents| -> Result<(Layer, String)> {
+        let layer = write_layer(
+            store,
+            &described.contents,
+            plan.compression,
+            plan.settings.epoch,
+        )?;
+        Ok((layer, described.description.clone()))
+    };
+    let (shared, apps) = thread::scope(|scope| {
+        let apps: Vec<_> = app_contents
+            .iter()
+            .map(|c| scope.spawn(move || write(c)))
+            .collect();
+        let shared = shared_contents
+            .iter()
+            .map(write)
+            .collect::<Result<Vec<_>>>();
+        let apps = apps
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| bail!("a layer writer thread panicked"))
+            })
+            .collect::<Result<Vec<_>>>();
+        (shared, apps)
+    });
+    let (shared, apps) = (shared?, apps?);
+    for (layer, description) in shared.iter().chain(&apps) {
+        status(
+            plan,
+            &format!(
+                "layer {} ({} bytes): {description}",
+                layer.blob.digest, layer.blob.size
+            ),
+        );
+    }
+    Ok(plan
+        .binaries
+        .iter()
+        .zip(apps)
+        .map(|((platform, _), app)| {
+            let mut layers = shared.clone();
+            layers.push(app);
+            LayerSet {
+                platform: platform.clone(),
+                app_name: plan.app_name.clone(),
+                layers,
+            }
+        })
+        .collect())
+}
+
+fn staging_dir(tmpdir: Option<&Path>) -> Result<tempfile::TempDir> {
+    let builder = || {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("imgpack-");
+        builder
+    };
+    match tmpdir {
+        Some(dir) => builder().tempdir_in(dir),
+        None => builder().tempdir(),
+    }
+    .context("cannot create a temporary directory: set TMPDIR or --tmpdir to a writable directory")
+}
+
+fn status(plan: &BuildPlan, message: &str) {
+    if !plan.quiet {
+        eprintln!("imgpack: {message}");
+    }
+}
+
+/// SOURCE_DATE_EPOCH, the reproducible-builds convention, else 0 (1970-01-01).
+fn source_date_epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(value) if !value.trim().is_empty() => value.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH='{value}' is not a number of seconds: set it to e.g. $(git log -1 --format=%ct)")
+        }),
+        _ => Ok(0),
+    }
+}
+
+fn check_env(entry: &str) -> Result<String> {
+    match entry.split_once('=') {
+        Some((key, _)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
+            Ok(entry.to_owned())
+        }
+        _ => bail!("bad --env '{entry}': write it as KEY=VALUE"),
+    }
+}
+
+fn key_values(flag: &str, entries: &[String]) -> Result<BTreeMap<String, String>> {
+    entries
+        .iter()
+        .map(|entry| match entry.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => bail!("bad {flag} '{entry}': write it as KEY=VALUE"),
+        })
+        .collect()
+}
+
+fn check_user(user: &str) -> Result<String> {
+    let parts: Vec<&str> = user.split(':').collect();
+    let valid = matches!(parts.len(), 1 | 2)
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
+    if !valid {
+        bail!("bad --user '{user}': use UID[:GID] or NAME[:GROUP], e.g. 65532:65532");
+    }
+    Ok(user.to_owned())
+}
+
+fn check_workdir(dir: &str) -> Result<String> {
+    if !dir.starts_with('/') {
+        bail!("bad --workdir '{dir}': it must be an absolute path such as /app");
+    }
+    Ok(dir.to_owned())
+}
+
+/// `8080` → `8080/tcp`, as `docker run --expose` does.
+fn check_port(spec: &str) -> Result<String> {
+    let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
+    if !port_ok || !matches!(protocol, "tcp" | "udp" | "sctp") {
+        bail!("bad --expose '{spec}': use PORT[/tcp|udp|sctp] with a port from 1 to 65535");
+    }
+    Ok(format!("{port}/{protocol}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn binaries_are_parsed_and_filtered_by_platform() {
+        let given = strings(&["linux/amd64=a", "linux/arm64=b"]);
+        assert_eq!(select_binaries(&given, &[]).unwrap().len(), 2);
+        let only_arm = select_binaries(&given, &strings(&["linux/arm64"])).unwrap();
+        assert_eq!(
+            only_arm,
+            vec![("linux/arm64".parse().unwrap(), PathBuf::from("b"))]
+        );
+        let err = select_binaries(&given, &strings(&["linux/s390x"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no --binary for it"), "{err}");
+        assert!(select_binaries(&strings(&["linux/amd64"]), &[]).is_err());
+        assert!(select_binaries(&strings(&["linux/amd64=a", "linux/x86_64=b"]), &[]).is_err());
+    }
+
+    #[test]
+    fn image_knobs_are_validated() {
+        assert_eq!(check_port("8080").unwrap(), "8080/tcp");
+        assert_eq!(check_port("53/udp").unwrap(), "53/udp");
+        assert!(check_port("0").is_err());
+        assert!(check_port("80/http").is_err());
+        assert!(check_env("=x").is_err());
+        assert_eq!(check_env("A=").unwrap(), "A=");
+        assert!(check_user("a:b:c").is_err());
+        assert!(check_workdir("app").is_err());
+        assert!(key_values("--label", &strings(&["novalue"])).is_err());
+    }
+}

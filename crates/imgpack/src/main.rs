@@ -1,0 +1,30 @@
+//! imgpack: builds OCI images from static binaries with no daemon.
+//!
+//! This binary only parses flags and wires the crates together:
+//! binaries are checked (imgpack-platform), packed into layers
+//! (imgpack-layer), described by configs and manifests (imgpack-image) and
+//! written by each requested sink (imgpack-layout, imgpack-docker-archive).
+
+mod build;
+mod cli;
+mod naming;
+mod outputs;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let result = match cli.command {
+        cli::Command::Build(args) => build::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
