@@ -1,0 +1,266 @@
+//! Support for the end-to-end tests: the imgpack binary, the probe fixture
+//! built for musl targets, the external tools, and checks on OCI layouts.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
+
+use imgpack_blob::Digest;
+use serde_json::Value;
+
+pub use imgpack_platform::test_elf::ElfBuilder;
+pub use imgpack_platform::Arch;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The imgpack binary: `IMGPACK_BIN`, or built once with cargo (fresh if the sources changed).
+pub fn imgpack_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("IMGPACK_BIN") {
+            return PathBuf::from(bin);
+        }
+        let status = cargo()
+            .args(["build", "--quiet", "-p", "imgpack"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cannot run cargo");
+        assert!(status.success(), "cargo build -p imgpack failed");
+        target_dir().join("debug/imgpack")
+    })
+}
+
+/// An imgpack command with a clean environment for reproducibility-sensitive variables.
+pub fn imgpack() -> Command {
+    let mut command = Command::new(imgpack_bin());
+    command
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("IMGPACK_TMPDIR");
+    command
+}
+
+/// Runs and returns the output, panicking with both streams if the exit status is not `success`.
+pub fn run_expect(command: &mut Command, success: bool) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {command:?}: {err}"));
+    if output.status.success() != success {
+        panic!(
+            "{command:?} exited with {} (expected success={success})\nstdout:\n{}\nstderr:\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    output
+}
+
+/// The digest imgpack printed as the last line of stdout.
+pub fn printed_digest(output: &Output) -> String {
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let last = stdout.lines().last().unwrap_or_default().to_owned();
+    assert!(
+        Digest::parse(&last).is_some(),
+        "stdout does not end in a digest: {stdout:?}"
+    );
+    last
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Whether the end-to-end run requires every external tool (CI sets IMGPACK_E2E=1).
+fn tools_required() -> bool {
+    std::env::var("IMGPACK_E2E").is_ok_and(|v| v == "1")
+}
+
+/// True when `tool` is on PATH. Missing: a failure under IMGPACK_E2E=1, else a skip notice.
+pub fn have_tool(tool: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        assert!(
+            !tools_required(),
+            "{tool} is not installed and IMGPACK_E2E=1 requires it (cargo xtask ci installs it)"
+        );
+        eprintln!("skipping: {tool} is not installed (set IMGPACK_E2E=1 to make this a failure)");
+    }
+    found
+}
+
+/// The probe fixture built for `arch` (amd64 or arm64) as a static musl binary.
+pub fn probe_binary(arch: Arch) -> Option<PathBuf> {
+    static BUILT: Mutex<BTreeMap<Arch, PathBuf>> = Mutex::new(BTreeMap::new());
+    let mut built = BUILT.lock().unwrap();
+    if let Some(path) = built.get(&arch) {
+        return Some(path.clone());
+    }
+    let triple = match arch {
+        Arch::Amd64 => "x86_64-unknown-linux-musl",
+        Arch::Arm64 => "aarch64-unknown-linux-musl",
+        other => panic!("no probe build for {other}"),
+    };
+    if !musl_target_installed(triple) {
+        assert!(
+            !tools_required(),
+            "rust target {triple} is missing (rustup target add {triple})"
+        );
+        eprintln!("skipping: rust target {triple} is not installed");
+        return None;
+    }
+    let target_dir = target_dir().join("fixtures");
+    let status = cargo()
+        .args(["build", "--quiet", "--release", "--target", triple])
+        .arg("--manifest-path")
+        .arg(workspace_root().join("fixtures/probe/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        // rustc's bundled lld links musl binaries for any architecture, no C cross toolchain needed.
+        .env("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER", "rust-lld")
+        .status()
+        .expect("cannot run cargo");
+    assert!(
+        status.success(),
+        "building fixtures/probe for {triple} failed"
+    );
+    let path = target_dir.join(triple).join("release/probe");
+    built.insert(arch, path.clone());
+    Some(path)
+}
+
+fn musl_target_installed(triple: &str) -> bool {
+    let Ok(output) = Command::new("rustc").args(["--print", "sysroot"]).output() else {
+        return false;
+    };
+    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(triple)
+        .is_dir()
+}
+
+/// A synthetic static executable for `arch` with a payload, written to `path`.
+pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
+    std::fs::write(
+        path,
+        ElfBuilder::new(arch).payload(payload.to_vec()).build(),
+    )
+    .unwrap();
+    path.to_owned()
+}
+
+/// Reads and checks an OCI layout: every blob under blobs/sha256 hashes to its name.
+pub struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn index(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.dir.join("index.json")).unwrap()).unwrap()
+    }
+
+    /// The index.json entry tagged `tag`.
+    pub fn entry(&self, tag: &str) -> Value {
+        self.index()["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .unwrap_or_else(|| panic!("no tag {tag} in {}", self.dir.display()))
+            .clone()
+    }
+
+    pub fn blob(&self, digest: &str) -> Vec<u8> {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        std::fs::read(self.dir.join("blobs/sha256").join(hex)).unwrap()
+    }
+
+    pub fn json(&self, digest: &str) -> Value {
+        serde_json::from_slice(&self.blob(digest)).unwrap()
+    }
+
+    /// Names of every file in blobs/sha256, after checking each one's content against its name.
+    pub fn verified_blobs(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(self.dir.join("blobs/sha256")).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            if name.starts_with('.') {
+                continue; // a temporary file of an interrupted write, never a blob name
+            }
+            let mut bytes = Vec::new();
+            std::fs::File::open(entry.path())
+                .unwrap()
+                .read_to_end(&mut bytes)
+                .unwrap();
+            assert_eq!(
+                Digest::of_bytes(&bytes).hex(),
+                name,
+                "blob {name} does not match its digest"
+            );
+            names.push(name);
+        }
+        names.sort();
+        names
+    }
+
+    /// The manifests of an entry: itself for a manifest, its children for an index.
+    pub fn manifests(&self, descriptor: &Value) -> Vec<Value> {
+        let document = self.json(descriptor["digest"].as_str().unwrap());
+        match document["manifests"].as_array() {
+            Some(children) => children
+                .iter()
+                .map(|child| self.json(child["digest"].as_str().unwrap()))
+                .collect(),
+            None => vec![document],
+        }
+    }
+
+    /// Paths, modes, owners and types of a gzip layer's tar entries.
+    pub fn layer_entries(&self, digest: &str) -> Vec<(String, u32, u64, tar::EntryType)> {
+        let tar_bytes = {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&self.blob(digest)[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            out
+        };
+        let mut archive = tar::Archive::new(&tar_bytes[..]);
+        archive
+            .entries()
+            .unwrap()
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let header = entry.header();
+                (
+                    entry.path().unwrap().display().to_string(),
+                    header.mode().unwrap(),
+                    header.uid().unwrap(),
+                    header.entry_type(),
+                )
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,86 @@
+use std::process::Command;
+
+use anyhow::{bail, Result};
+
+use crate::{on_path, run, workspace_root};
+
+/// External tools the end-to-end tests drive, and the Debian packages that provide them.
+const TOOLS: [(&str, &str); 4] = [
+    ("skopeo", "skopeo"),
+    ("umoci", "umoci"),
+    ("runc", "runc"),
+    ("jq", "jq"),
+];
+const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
+
+pub fn run_ci() -> Result<()> {
+    install_tools()?;
+    install_rust_targets()?;
+    let root = workspace_root();
+    let cargo = || {
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command.current_dir(&root);
+        command
+    };
+    run(cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["build", "-p", "imgpack"]))?;
+    // With IMGPACK_E2E=1 a missing external tool fails the tests instead of skipping them.
+    run(cargo()
+        .args(["test", "--workspace"])
+        .env("IMGPACK_E2E", "1"))
+}
+
+fn install_tools() -> Result<()> {
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !on_path("apt-get") {
+        bail!(
+            "the tests need {} and there is no apt-get here: install them",
+            missing.join(", ")
+        );
+    }
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn install_rust_targets() -> Result<()> {
+    if !on_path("rustup") {
+        eprintln!(
+            "xtask: no rustup; assuming the targets {} are installed",
+            RUST_TARGETS.join(", ")
+        );
+        return Ok(());
+    }
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()?;
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = RUST_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l == *t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    run(Command::new("rustup")
+        .args(["target", "add"])
+        .args(&missing))
+}
