@@ -1,0 +1,154 @@
+//! Layers stream: memory stays flat in the binary's size, and an interrupted
+//! build leaves no partial blob under a digest name and can simply be rerun.
+
+use std::fs::File;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use imgpack_e2e::*;
+
+/// A static ELF header followed by `size` bytes of zeros, without writing them
+/// (a sparse file): a huge binary costs no disk and reads fast.
+fn sparse_binary(path: &Path, size: u64) {
+    write_static_elf(path, Arch::Amd64, b"header");
+    File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+}
+
+/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process.
+fn wait_with_peak_rss(child: Child) -> (i32, u64) {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child's pid; std's Child is not waited on afterwards.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
+}
+
+#[test]
+fn memory_stays_flat_for_a_large_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("big");
+    let size: u64 = 768 << 20;
+    sparse_binary(&binary, size);
+    let child = imgpack()
+        .current_dir(dir.path())
+        .args([
+            "build",
+            "--quiet",
+            "--compression-level",
+            "1",
+            "--binary",
+            "linux/amd64=big",
+            "--output",
+            "oci:out",
+        ])
+        .env("IMGPACK_TMPDIR", dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (code, peak_kib) = wait_with_peak_rss(child);
+    assert_eq!(code, 0);
+    let layout = Layout::new(dir.path().join("out"));
+    assert!(layout.verified_blobs().len() >= 6);
+    // The whole binary passed through; memory is a small fraction of it.
+    let peak_mib = peak_kib / 1024;
+    eprintln!("peak RSS {peak_mib} MiB for a {} MiB binary", size >> 20);
+    assert!(
+        peak_mib < 96,
+        "peak RSS {peak_mib} MiB grows with the {} MiB binary",
+        size >> 20
+    );
+}
+
+#[test]
+fn an_interrupted_build_leaves_no_partial_blob_and_can_be_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    std::fs::create_dir(&staging).unwrap();
+    sparse_binary(&dir.path().join("big"), 4 << 30);
+    let args = [
+        "build",
+        "--quiet",
+        "--binary",
+        "linux/amd64=big",
+        "--output",
+        "oci:out:v1",
+    ];
+
+    let mut child = imgpack()
+        .current_dir(dir.path())
+        .args(args)
+        .env("IMGPACK_TMPDIR", &staging)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once the app layer is being compressed into a partial blob.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !partial_blob_growing(&staging) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build finished before it could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "no partial blob appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // No tag, no index.json pointing at anything missing; whatever blobs exist are whole.
+    let out = dir.path().join("out");
+    assert!(
+        !out.join("index.json").exists(),
+        "a killed build left an index.json"
+    );
+    for leftover in walk(&staging) {
+        let name = leftover.file_name().unwrap().to_str().unwrap().to_owned();
+        if leftover.parent().unwrap().ends_with("blobs/sha256") && !name.starts_with('.') {
+            let bytes = std::fs::read(&leftover).unwrap();
+            assert_eq!(imgpack_blob::Digest::of_bytes(&bytes).hex(), name);
+        }
+    }
+
+    // Rerun with a small binary in its place: completes, layout whole.
+    sparse_binary(&dir.path().join("big"), 1 << 20);
+    let output = run_expect(
+        imgpack()
+            .current_dir(dir.path())
+            .args(args)
+            .env("IMGPACK_TMPDIR", &staging),
+        true,
+    );
+    let layout = Layout::new(&out);
+    layout.verified_blobs();
+    assert_eq!(layout.entry("v1")["digest"], printed_digest(&output));
+}
+
+fn partial_blob_growing(staging: &Path) -> bool {
+    walk(staging).iter().any(|path| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with(".partial-"))
+            && std::fs::metadata(path).is_ok_and(|m| m.len() > 64 * 1024)
+    })
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                found.extend(walk(&path));
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
