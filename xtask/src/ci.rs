@@ -1,4 +1,5 @@
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Result};
 
@@ -33,9 +34,47 @@ pub fn run_ci() -> Result<()> {
     ]))?;
     run(cargo().args(["build", "-p", "imgpack"]))?;
     // With IMGPACK_E2E=1 a missing external tool fails the tests instead of skipping them.
-    run(cargo()
-        .args(["test", "--workspace"])
-        .env("IMGPACK_E2E", "1"))
+    run_tests(
+        cargo()
+            .args(["test", "--workspace"])
+            .env("IMGPACK_E2E", "1"),
+    )
+}
+
+/// Runs cargo test, passing its output through, and ends with one total line
+/// (`N passed, N failed`) so the result of the whole run is its last line.
+fn run_tests(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let mut child = command.stdout(Stdio::piped()).spawn()?;
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(summary) = line.strip_prefix("test result: ") {
+            passed += count_before(summary, " passed");
+            failed += count_before(summary, " failed");
+        }
+    }
+    let status = child.wait()?;
+    println!("{passed} passed, {failed} failed");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
+/// In `ok. 7 passed; 0 failed; …`, the number before `label`.
+fn count_before(summary: &str, label: &str) -> u64 {
+    summary
+        .split(';')
+        .map(|part| {
+            part.trim()
+                .trim_start_matches("ok. ")
+                .trim_start_matches("FAILED. ")
+        })
+        .find_map(|part| part.strip_suffix(label))
+        .and_then(|number| number.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn install_tools() -> Result<()> {
