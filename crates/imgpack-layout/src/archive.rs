@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use imgpack_image::{validate_tag, Image, Sink};
 
-use crate::dir::split_path_and_tag;
+use crate::dir::{persist, split_path_and_tag, temp_file_beside};
 use crate::index::index_with_tag;
 use crate::OCI_LAYOUT;
 
@@ -62,33 +62,15 @@ pub fn write_tar_atomically(
     path: &Path,
     fill: impl FnOnce(&mut tar::Builder<BufWriter<File>>) -> Result<()>,
 ) -> Result<()> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let temp = tempfile::Builder::new()
-        .prefix(".imgpack-")
-        .tempfile_in(parent)
-        .with_context(|| {
-            format!(
-                "cannot write in {}: check that it exists and is writable",
-                parent.display()
-            )
-        })?;
-    let file = temp.reopen()?;
-    let mut tar = tar::Builder::new(BufWriter::with_capacity(256 * 1024, file));
+    let temp = temp_file_beside(path)?;
+    let mut tar = tar::Builder::new(BufWriter::with_capacity(256 * 1024, temp.reopen()?));
     fill(&mut tar)?;
     let file = tar
         .into_inner()?
         .into_inner()
         .map_err(|err| err.into_error())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()?;
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    persist(temp, &file, path)
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

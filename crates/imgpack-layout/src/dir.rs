@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use imgpack_blob::BlobStore;
 use imgpack_image::{validate_tag, Image, Sink};
+use tempfile::NamedTempFile;
 
 use crate::index::index_with_tag;
 use crate::OCI_LAYOUT;
@@ -106,11 +107,19 @@ fn prepare_layout_dir(dir: &Path) -> Result<()> {
 }
 
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut temp = temp_file_beside(path)?;
+    temp.write_all(bytes)?;
+    let file = temp.reopen()?;
+    persist(temp, &file, path)
+}
+
+/// A temporary file in `path`'s directory, so that renaming it onto `path` is atomic.
+pub(crate) fn temp_file_beside(path: &Path) -> Result<NamedTempFile> {
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut temp = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(".imgpack-")
         .tempfile_in(parent)
         .with_context(|| {
@@ -118,18 +127,18 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
                 "cannot write in {}: check that it exists and is writable",
                 parent.display()
             )
-        })?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    set_readable(temp.as_file())?;
+        })
+}
+
+/// Syncs `file` (the content of `temp`), makes it readable like any file the
+/// user writes (temporary files are 0600), and renames it onto `path`.
+pub(crate) fn persist(temp: NamedTempFile, file: &fs::File, path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.sync_all()?;
+    file.set_permissions(fs::Permissions::from_mode(0o644))?;
     temp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
-}
-
-fn set_readable(file: &fs::File) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    Ok(file.set_permissions(fs::Permissions::from_mode(0o644))?)
 }
 
 #[cfg(test)]
