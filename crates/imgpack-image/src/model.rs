@@ -57,6 +57,17 @@ impl Image {
             .collect()
     }
 
+    /// Layers and configs, each once: the blobs a registry needs before any manifest.
+    pub fn layer_and_config_blobs(&self) -> Vec<&BlobRef> {
+        let layers = self.manifests.iter().flat_map(|m| &m.layers);
+        let configs = self.manifests.iter().map(|m| &m.config);
+        let mut seen = std::collections::HashSet::new();
+        layers
+            .chain(configs)
+            .filter(|blob| seen.insert(blob.digest().clone()))
+            .collect()
+    }
+
     pub fn manifest_for(&self, platform: &Platform) -> Option<&PlatformManifest> {
         self.manifests.iter().find(|m| &m.platform == platform)
     }

@@ -4,21 +4,25 @@ use std::thread;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::BlobStore;
-use imgpack_image::{build_image, Format, ImageSettings, LayerSet};
+use imgpack_image::{build_image, Format, ImageSettings, LayerSet, Sink};
 use imgpack_layer::{
     app_layer, ca_certs_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts, Compression,
     DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
 };
 use imgpack_platform::{check_binary, Platform};
+use imgpack_registry::{ImageRef, RegistrySink};
 
 use crate::cli::BuildArgs;
 use crate::naming::common_app_name;
 use crate::outputs::{parse_output, Output};
+use crate::registry::{registry_sink, report_pushed};
 
 /// A checked request: every flag parsed and validated before any work starts.
 struct BuildPlan {
     binaries: Vec<(Platform, PathBuf)>,
     outputs: Vec<Output>,
+    push: Option<(RegistrySink, ImageRef)>,
+    image_refs: Option<PathBuf>,
     app_name: String,
     ca_certs: CaCerts,
     tzdata: Tzdata,
@@ -42,9 +46,18 @@ pub fn run(args: BuildArgs) -> Result<()> {
             .with_context(|| format!("cannot write {}", output.sink.describe()))?;
         status(&plan, &format!("wrote {}", output.sink.describe()));
     }
-    // The digest is the one thing on stdout, so scripts can capture it.
-    println!("{}", image.root.digest());
-    Ok(())
+    // The digest (or pushed reference) is the one thing on stdout, so scripts can capture it.
+    match &plan.push {
+        Some((sink, target)) => {
+            sink.write(&image)
+                .with_context(|| format!("cannot push to {}", sink.describe()))?;
+            report_pushed(target, image.root.digest(), plan.image_refs.as_deref())
+        }
+        None => {
+            println!("{}", image.root.digest());
+            Ok(())
+        }
+    }
 }
 
 fn plan(args: BuildArgs) -> Result<BuildPlan> {
@@ -54,6 +67,11 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         .iter()
         .map(|spec| parse_output(spec))
         .collect::<Result<Vec<_>>>()?;
+    let push = args
+        .push
+        .as_deref()
+        .map(|target| registry_sink(target, &args.push_flags, args.quiet))
+        .transpose()?;
     if binaries.len() > 1 {
         if let Some(output) = outputs.iter().find(|o| o.single_platform) {
             let platforms: Vec<String> = binaries.iter().map(|(p, _)| p.to_string()).collect();
@@ -105,6 +123,8 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         app_name: common_app_name(args.name.as_deref(), &named)?,
         binaries,
         outputs,
+        push,
+        image_refs: args.push_flags.image_refs,
         ca_certs,
         tzdata: Tzdata::parse(&args.tzdata),
         zones: args.zones,

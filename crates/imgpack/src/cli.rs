@@ -15,8 +15,85 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Pack prebuilt static binaries into an image and write it out.
-    Build(BuildArgs),
+    /// Pack prebuilt static binaries into an image and write it out or push it.
+    Build(Box<BuildArgs>),
+    /// Push an image from an OCI layout (oci:DIR[:TAG]) to a registry.
+    Push(PushArgs),
+    /// Save credentials for a registry in docker's config.json, as `docker login` does.
+    Login(LoginArgs),
+}
+
+/// Flags shared by every command that talks to a registry.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Allow plain HTTP or unverified TLS for this registry (HOST[:PORT]; repeatable).
+    /// localhost and 127.0.0.0/8 may use plain HTTP without it.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registries: Vec<String>,
+
+    /// Trust the CA certificates in this PEM file for registries, besides the system's (repeatable).
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    pub registry_ca: Vec<PathBuf>,
+}
+
+/// Flags of a push: extra tags, parallelism, retries, where to record the result.
+#[derive(Args, Debug, Clone)]
+pub struct PushFlags {
+    /// Another tag for the same push (repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+
+    /// Also write the pushed REPOSITORY@sha256:… line to this file.
+    #[arg(long, value_name = "FILE")]
+    pub image_refs: Option<PathBuf>,
+
+    /// Blobs uploaded at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// Upload large blobs in PATCH requests of this many MiB (0: one streamed request per blob).
+    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    pub chunk_size: u64,
+
+    /// Give up on a blob or manifest after retrying transient failures for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub retry_timeout: u64,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The image to push: oci:DIR[:TAG].
+    pub source: String,
+
+    /// Where to push it: REGISTRY/REPOSITORY[:TAG].
+    pub target: String,
+
+    #[command(flatten)]
+    pub push: PushFlags,
+
+    /// Print only the pushed reference.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LoginArgs {
+    /// The registry, HOST[:PORT] (docker.io for Docker Hub).
+    pub server: String,
+
+    /// User name.
+    #[arg(long, short = 'u')]
+    pub username: String,
+
+    /// Read the password (or token) from standard input.
+    #[arg(long, required = true)]
+    pub password_stdin: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -32,8 +109,20 @@ pub struct BuildArgs {
 
     /// Where to write the image (repeatable): oci:DIR[:TAG], oci-archive:FILE[:TAG],
     /// docker-archive:FILE[:NAME[:TAG]].
-    #[arg(long = "output", short = 'o', value_name = "SPEC", required = true)]
+    #[arg(
+        long = "output",
+        short = 'o',
+        value_name = "SPEC",
+        required_unless_present = "push"
+    )]
     pub outputs: Vec<String>,
+
+    /// Push the image to a registry: REGISTRY/REPOSITORY[:TAG].
+    #[arg(long, value_name = "REF")]
+    pub push: Option<String>,
+
+    #[command(flatten)]
+    pub push_flags: PushFlags,
 
     /// File name of the binary in the image (/app/NAME); default: the binary's file name
     /// without a platform suffix such as -amd64.
@@ -100,7 +189,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR", env = "IMGPACK_TMPDIR")]
     pub tmpdir: Option<PathBuf>,
 
-    /// Print only the digest.
+    /// Print only the digest (or, with --push, the pushed reference).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }

@@ -9,6 +9,7 @@ mod build;
 mod cli;
 mod naming;
 mod outputs;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -17,7 +18,9 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let result = match cli.command {
-        cli::Command::Build(args) => build::run(args),
+        cli::Command::Build(args) => build::run(*args),
+        cli::Command::Push(args) => registry::run_push(args),
+        cli::Command::Login(args) => registry::run_login(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
         "docker-archive" => (Box::new(DockerArchiveSink::parse(rest)?), true),
         other => bail!(
             "unknown output type '{other}' in --output '{spec}': use oci:, oci-archive: or docker-archive: \
-             (registry pushes are not supported yet)"
+             (use --push REF for a registry)"
         ),
     };
     Ok(Output {

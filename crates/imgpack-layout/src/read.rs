@@ -1,0 +1,128 @@
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::{BlobInfo, BlobStore, Digest};
+use imgpack_image::{BlobRef, Image, PlatformManifest, REF_NAME_ANNOTATION};
+use imgpack_platform::Platform;
+use serde_json::Value;
+
+use crate::dir::split_path_and_tag;
+
+/// Reads the image tagged `TAG` (default `latest`) from `DIR[:TAG]`, checking
+/// that every blob it references is present.
+pub fn read_layout_image(spec: &str) -> Result<Image> {
+    let (dir, tag) = split_path_and_tag(spec);
+    let tag = tag.unwrap_or("latest");
+    let dir = Path::new(dir);
+    let index: Value = read_json(&dir.join("index.json"))
+        .with_context(|| format!("{} is not an OCI layout", dir.display()))?;
+    let entries = index["manifests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let Some(entry) = entries
+        .iter()
+        .find(|e| e["annotations"][REF_NAME_ANNOTATION] == tag)
+    else {
+        let tags: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| e["annotations"][REF_NAME_ANNOTATION].as_str())
+            .collect();
+        bail!(
+            "no tag '{tag}' in {} (it has: {})",
+            dir.display(),
+            tags.join(", ")
+        );
+    };
+    let store = BlobStore::open(dir)?;
+    let root = blob_ref(&store, entry)?;
+    let document: Value = serde_json::from_slice(&store.read_small(root.digest())?)?;
+    let manifests = match document["manifests"].as_array() {
+        Some(children) => children
+            .iter()
+            .map(|child| platform_manifest(&store, blob_ref(&store, child)?, platform_of(child)?))
+            .collect::<Result<Vec<_>>>()?,
+        None => {
+            let config: Value =
+                serde_json::from_slice(&store.read_small(&config_digest(&document)?)?)?;
+            let platform = platform_of(&serde_json::json!({ "platform": config }))?;
+            vec![platform_manifest(&store, root.clone(), platform)?]
+        }
+    };
+    Ok(Image {
+        store,
+        root,
+        manifests,
+    })
+}
+
+fn platform_manifest(
+    store: &BlobStore,
+    manifest: BlobRef,
+    platform: Platform,
+) -> Result<PlatformManifest> {
+    let document: Value = serde_json::from_slice(&store.read_small(manifest.digest())?)?;
+    let config = blob_ref(store, &document["config"])?;
+    let layers = document["layers"]
+        .as_array()
+        .context("a manifest has no layers list")?
+        .iter()
+        .map(|layer| blob_ref(store, layer))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PlatformManifest {
+        platform,
+        manifest,
+        config,
+        layers,
+    })
+}
+
+fn config_digest(manifest: &Value) -> Result<Digest> {
+    manifest["config"]["digest"]
+        .as_str()
+        .and_then(Digest::parse)
+        .context("a manifest has no config digest")
+}
+
+/// A descriptor as a [`BlobRef`], after checking that its blob is in the layout.
+fn blob_ref(store: &BlobStore, descriptor: &Value) -> Result<BlobRef> {
+    let digest = descriptor["digest"]
+        .as_str()
+        .and_then(Digest::parse)
+        .context("a descriptor has no sha256 digest")?;
+    let size = descriptor["size"]
+        .as_u64()
+        .context("a descriptor has no size")?;
+    let media_type = descriptor["mediaType"]
+        .as_str()
+        .context("a descriptor has no media type")?
+        .to_owned();
+    let on_disk = std::fs::metadata(store.path(&digest)).map(|m| m.len()).ok();
+    if on_disk != Some(size) {
+        bail!(
+            "blob {digest} is missing or has the wrong size in {}",
+            store.root().display()
+        );
+    }
+    Ok(BlobRef {
+        media_type,
+        blob: BlobInfo { digest, size },
+    })
+}
+
+/// The platform of an index entry (or, for a lone manifest, of its config).
+fn platform_of(entry: &Value) -> Result<Platform> {
+    let platform = &entry["platform"];
+    let os = platform["os"].as_str().unwrap_or_default();
+    let arch = platform["architecture"].as_str().unwrap_or_default();
+    let text = match platform["variant"].as_str() {
+        Some(variant) => format!("{os}/{arch}/{variant}"),
+        None => format!("{os}/{arch}"),
+    };
+    Ok(text.parse()?)
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
+}

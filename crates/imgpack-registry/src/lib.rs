@@ -1,0 +1,31 @@
+//! The registry sink: pushes an [`Image`](imgpack_image::Image) straight to a
+//! registry over the OCI distribution API, with no daemon.
+//!
+//! Why not oci-client's push path: oci-client 0.18 uploads a blob either whole
+//! from memory or as one PATCH per stream item, treats a spec-legal 202 answer
+//! to a cross-repository mount as an error, retries nothing (so no
+//! Retry-After), re-serialises manifests in `push_manifest` and hides the
+//! response headers needed to check the registry's digest. imgpack needs each
+//! of these, so pushing is written here on reqwest (the HTTP client oci-client
+//! itself uses); reference parsing comes from oci-spec's distribution module,
+//! which oci-client re-exports.
+
+mod auth;
+mod client;
+mod credentials;
+mod locations;
+mod progress;
+mod push;
+mod reference;
+mod retry;
+mod sink;
+mod transport;
+
+pub use client::RegistryClient;
+pub use credentials::{find_credentials, write_docker_login, Credential, Credentials};
+pub use locations::BlobLocations;
+pub use push::{push_image, PushOptions};
+pub use reference::ImageRef;
+pub use retry::RetryPolicy;
+pub use sink::RegistrySink;
+pub use transport::{connect, TransportOptions};

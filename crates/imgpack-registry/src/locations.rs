@@ -1,0 +1,101 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// How many repositories are remembered per blob: enough to find a mount source.
+const REPOSITORIES_PER_BLOB: usize = 4;
+
+/// Where blobs were pushed before, per registry: the sources imgpack tries to
+/// mount from instead of uploading (docker keeps the same record). Losing or
+/// failing to read the file only costs an upload.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct BlobLocations {
+    #[serde(skip)]
+    path: Option<PathBuf>,
+    registries: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+impl BlobLocations {
+    /// Loads `blob-locations.json` from imgpack's cache directory
+    /// (`$IMGPACK_CACHE_DIR`, `$XDG_CACHE_HOME/imgpack` or `~/.cache/imgpack`).
+    pub fn load() -> Self {
+        let Some(path) = cache_dir().map(|dir| dir.join("blob-locations.json")) else {
+            return Self::default();
+        };
+        let mut locations: Self = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        locations.path = Some(path);
+        locations
+    }
+
+    /// Repositories of `registry` other than `except` known to hold `digest`, most recent first.
+    pub fn sources(&self, registry: &str, digest: &str, except: &str) -> Vec<String> {
+        self.registries
+            .get(registry)
+            .and_then(|blobs| blobs.get(digest))
+            .map(|repos| repos.iter().filter(|r| *r != except).cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn record(&mut self, registry: &str, digest: &str, repository: &str) {
+        let repos = self
+            .registries
+            .entry(registry.to_owned())
+            .or_default()
+            .entry(digest.to_owned())
+            .or_default();
+        repos.retain(|r| r != repository);
+        repos.insert(0, repository.to_owned());
+        repos.truncate(REPOSITORIES_PER_BLOB);
+    }
+
+    /// Writes the record back (atomically); a failure is reported by the caller as a warning.
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let dir = path.parent().expect("cache file has a parent");
+        std::fs::create_dir_all(dir)?;
+        let temp = tempfile::NamedTempFile::new_in(dir)?;
+        serde_json::to_writer(&temp, self)?;
+        temp.persist(path).map_err(|err| err.error)?;
+        Ok(())
+    }
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("IMGPACK_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("imgpack")))
+        .or_else(|| var("HOME").map(|home| home.join(".cache/imgpack")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_exclude_the_target_and_are_bounded() {
+        let mut locations = BlobLocations::default();
+        for repo in ["a", "b", "c", "d", "e"] {
+            locations.record("reg:5000", "sha256:x", repo);
+        }
+        assert_eq!(
+            locations.sources("reg:5000", "sha256:x", "e"),
+            ["d", "c", "b"]
+        );
+        assert!(locations.sources("other", "sha256:x", "e").is_empty());
+        locations.record("reg:5000", "sha256:x", "b");
+        assert_eq!(
+            locations.sources("reg:5000", "sha256:x", "none"),
+            ["b", "e", "d", "c"]
+        );
+    }
+}

@@ -1,0 +1,204 @@
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+use futures_util::{StreamExt, TryStreamExt};
+use imgpack_blob::Digest;
+use imgpack_image::{BlobRef, Image};
+
+use crate::client::Mount;
+use crate::progress::Reporter;
+use crate::retry::with_retries;
+use crate::{BlobLocations, ImageRef, RegistryClient, RetryPolicy};
+
+/// How many other repositories are tried as mount sources before uploading.
+const MOUNT_ATTEMPTS: usize = 2;
+
+#[derive(Clone, Debug)]
+pub struct PushOptions {
+    /// Blobs pushed at once.
+    pub jobs: usize,
+    pub retry: RetryPolicy,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        Self {
+            jobs: 4,
+            retry: RetryPolicy::default(),
+            quiet: false,
+        }
+    }
+}
+
+enum Outcome {
+    Existed,
+    Mounted(String),
+    Uploaded,
+}
+
+/// Pushes `image` to `target` and its extra `tags`; returns the root digest.
+///
+/// Order: every blob (skipped when present, mounted from another repository
+/// of the registry where imgpack pushed it before, else uploaded), then each
+/// platform's manifest by digest, then the index by digest, then the tags.
+/// A tag never points at anything missing, and an interrupted push is
+/// finished by running it again: what is there is skipped.
+pub async fn push_image(
+    client: &RegistryClient,
+    target: &ImageRef,
+    tags: &[String],
+    image: &Image,
+    options: &PushOptions,
+) -> Result<Digest> {
+    let reporter = Reporter::new(options.quiet);
+    let locations = Mutex::new(BlobLocations::load());
+    let blobs = push_blobs(client, target, image, options, &reporter, &locations).await;
+    if let Err(err) = locations.lock().expect("not poisoned").save() {
+        reporter.line(&format!(
+            "warning: cannot save the blob location cache: {err}"
+        ));
+    }
+    blobs?;
+
+    let repository = target.repository();
+    let mut manifests: Vec<&BlobRef> = Vec::new();
+    if image.is_index() {
+        manifests.extend(image.manifests.iter().map(|m| &m.manifest));
+    }
+    manifests.push(&image.root);
+    for manifest in manifests {
+        put_manifest(
+            client,
+            repository,
+            &manifest.digest().to_string(),
+            image,
+            manifest,
+            options,
+            &reporter,
+        )
+        .await?;
+    }
+    for tag in std::iter::once(target.tag()).chain(tags.iter().map(String::as_str)) {
+        put_manifest(
+            client,
+            repository,
+            tag,
+            image,
+            &image.root,
+            options,
+            &reporter,
+        )
+        .await?;
+        reporter.line(&format!("tagged {}:{tag}", target.repository_ref()));
+    }
+    Ok(image.root.digest().clone())
+}
+
+async fn push_blobs(
+    client: &RegistryClient,
+    target: &ImageRef,
+    image: &Image,
+    options: &PushOptions,
+    reporter: &Reporter,
+    locations: &Mutex<BlobLocations>,
+) -> Result<()> {
+    futures_util::stream::iter(image.layer_and_config_blobs())
+        .map(|blob| push_blob(client, target, image, blob, options, reporter, locations))
+        .buffer_unordered(options.jobs.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(())
+}
+
+async fn push_blob(
+    client: &RegistryClient,
+    target: &ImageRef,
+    image: &Image,
+    blob: &BlobRef,
+    options: &PushOptions,
+    reporter: &Reporter,
+    locations: &Mutex<BlobLocations>,
+) -> Result<()> {
+    let repository = target.repository();
+    let digest = blob.digest();
+    let short = short_digest(digest);
+    let sources = locations.lock().expect("not poisoned").sources(
+        client.registry(),
+        &digest.to_string(),
+        repository,
+    );
+    let bar = reporter.bar(&short, blob.blob.size);
+    let what = format!("pushing blob {digest} to {}", target.repository_ref());
+    let outcome = with_retries(&options.retry, reporter, &what, || async {
+        if client.blob_exists(repository, digest).await? {
+            return Ok(Outcome::Existed);
+        }
+        let mut session = None;
+        for source in sources.iter().take(MOUNT_ATTEMPTS) {
+            match client.mount_blob(repository, digest, source).await? {
+                Mount::Mounted => return Ok(Outcome::Mounted(source.clone())),
+                Mount::Declined { location } => {
+                    session = Some(location);
+                    break;
+                }
+                Mount::Unavailable => {}
+            }
+        }
+        client
+            .upload_blob(repository, &image.store, &blob.blob, session, &bar)
+            .await?;
+        Ok(Outcome::Uploaded)
+    })
+    .await;
+    bar.finish_and_clear();
+    let outcome = outcome?;
+    locations.lock().expect("not poisoned").record(
+        client.registry(),
+        &digest.to_string(),
+        repository,
+    );
+    let size = human_size(blob.blob.size);
+    reporter.line(&match outcome {
+        Outcome::Existed => format!("{short} exists ({size})"),
+        Outcome::Mounted(source) => format!("{short} mounted from {source} ({size})"),
+        Outcome::Uploaded => format!("{short} uploaded ({size})"),
+    });
+    Ok(())
+}
+
+async fn put_manifest(
+    client: &RegistryClient,
+    repository: &str,
+    reference: &str,
+    image: &Image,
+    manifest: &BlobRef,
+    options: &PushOptions,
+    reporter: &Reporter,
+) -> Result<()> {
+    let bytes = image
+        .store
+        .read_small(manifest.digest())
+        .context("cannot read a manifest to push")?;
+    let what = format!(
+        "pushing manifest {reference} to {}/{repository}",
+        client.registry()
+    );
+    with_retries(&options.retry, reporter, &what, || {
+        client.put_manifest(repository, reference, &bytes, &manifest.media_type)
+    })
+    .await
+}
+
+fn short_digest(digest: &Digest) -> String {
+    format!("sha256:{}", &digest.hex()[..12])
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / (1 << 10) as f64),
+        b => format!("{b} B"),
+    }
+}

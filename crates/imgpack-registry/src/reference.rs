@@ -1,0 +1,129 @@
+use anyhow::{bail, Context, Result};
+use oci_spec::distribution::Reference;
+
+/// A push target: registry, repository and tag, parsed the way docker does
+/// (`app` and `user/app` are Docker Hub, `library/` is added to one-part names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    reference: Reference,
+    tag: String,
+}
+
+impl ImageRef {
+    /// Parses a reference to push to; a digest reference cannot be a push target.
+    pub fn parse_push_target(text: &str) -> Result<Self> {
+        let reference: Reference = text.parse().with_context(|| {
+            format!("bad image reference '{text}': use REGISTRY/REPOSITORY:TAG, e.g. registry.example.com/team/api:v1")
+        })?;
+        if reference.digest().is_some() {
+            bail!(
+                "'{text}' names a digest, which cannot be pushed to: use a tag, e.g. {}/{}:latest",
+                reference.registry(),
+                reference.repository()
+            );
+        }
+        let repository = reference.repository();
+        let lowercase = repository
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c));
+        if !lowercase {
+            bail!("bad repository '{repository}' in '{text}': repository names are lowercase letters, digits, '.', '_', '-' and '/'");
+        }
+        let tag = reference.tag().unwrap_or("latest").to_owned();
+        imgpack_image::validate_tag(&tag)?;
+        Ok(Self { reference, tag })
+    }
+
+    /// The registry as written, normalised (`docker.io` for Docker Hub).
+    pub fn registry(&self) -> &str {
+        self.reference.registry()
+    }
+
+    /// The host serving the API (`index.docker.io` for Docker Hub).
+    pub fn api_host(&self) -> &str {
+        self.reference.resolve_registry()
+    }
+
+    pub fn repository(&self) -> &str {
+        self.reference.repository()
+    }
+
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    /// `registry/repository`, the part before `@sha256:…` in what a push prints.
+    pub fn repository_ref(&self) -> String {
+        format!("{}/{}", self.registry(), self.repository())
+    }
+
+    /// The keys under which docker and podman store this registry's credentials.
+    pub fn credential_keys(&self) -> Vec<String> {
+        if self.registry() == "docker.io" {
+            vec![
+                "https://index.docker.io/v1/".into(),
+                "docker.io".into(),
+                "index.docker.io".into(),
+            ]
+        } else {
+            vec![self.registry().to_owned()]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> (String, String, String) {
+        let r = ImageRef::parse_push_target(text).unwrap();
+        (
+            r.registry().to_owned(),
+            r.repository().to_owned(),
+            r.tag().to_owned(),
+        )
+    }
+
+    #[test]
+    fn references_parse_like_docker() {
+        assert_eq!(
+            parse("app"),
+            ("docker.io".into(), "library/app".into(), "latest".into())
+        );
+        assert_eq!(
+            parse("user/app:v1"),
+            ("docker.io".into(), "user/app".into(), "v1".into())
+        );
+        assert_eq!(
+            parse("localhost:5000/api:v1"),
+            ("localhost:5000".into(), "api".into(), "v1".into())
+        );
+        assert_eq!(
+            parse("127.0.0.1:5000/team/api"),
+            ("127.0.0.1:5000".into(), "team/api".into(), "latest".into())
+        );
+        assert_eq!(
+            parse("registry.example.com/team/api:3f2c1e9"),
+            (
+                "registry.example.com".into(),
+                "team/api".into(),
+                "3f2c1e9".into()
+            )
+        );
+        assert_eq!(
+            ImageRef::parse_push_target("app").unwrap().api_host(),
+            "index.docker.io"
+        );
+    }
+
+    #[test]
+    fn digests_and_garbage_are_refused() {
+        let digest = format!("localhost:5000/api@sha256:{}", "a".repeat(64));
+        let err = ImageRef::parse_push_target(&digest)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names a digest"), "{err}");
+        assert!(ImageRef::parse_push_target("UPPER/case").is_err());
+        assert!(ImageRef::parse_push_target("").is_err());
+    }
+}

@@ -1,0 +1,33 @@
+use anyhow::{Context, Result};
+use imgpack_image::{Image, Sink};
+
+use crate::{connect, find_credentials, push_image, ImageRef, PushOptions, TransportOptions};
+
+/// `--push REF`: the image goes to a registry.
+pub struct RegistrySink {
+    pub target: ImageRef,
+    /// More tags for the same push (`--tag`).
+    pub tags: Vec<String>,
+    pub transport: TransportOptions,
+    pub options: PushOptions,
+}
+
+impl Sink for RegistrySink {
+    fn describe(&self) -> String {
+        format!("{}:{}", self.target.repository_ref(), self.target.tag())
+    }
+
+    fn write(&self, image: &Image) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        runtime.block_on(async {
+            let credentials = find_credentials(&self.target.credential_keys());
+            let client = connect(self.target.api_host(), &self.transport, credentials).await?;
+            push_image(&client, &self.target, &self.tags, image, &self.options).await?;
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,122 @@
+use std::io::Read;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::Digest;
+use imgpack_image::Sink;
+use imgpack_registry::{
+    connect, write_docker_login, Credential, Credentials, ImageRef, PushOptions, RegistrySink,
+    RetryPolicy, TransportOptions,
+};
+
+use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
+
+/// A registry sink for `target` and the parsed reference, from the push flags.
+pub fn registry_sink(
+    target: &str,
+    flags: &PushFlags,
+    quiet: bool,
+) -> Result<(RegistrySink, ImageRef)> {
+    let target = ImageRef::parse_push_target(target)?;
+    for tag in &flags.tags {
+        imgpack_image::validate_tag(tag).context("--tag")?;
+    }
+    let sink = RegistrySink {
+        target: target.clone(),
+        tags: flags.tags.clone(),
+        transport: transport(&flags.registry, flags.chunk_size),
+        options: PushOptions {
+            jobs: usize::from(flags.jobs),
+            retry: RetryPolicy {
+                max_elapsed: Duration::from_secs(flags.retry_timeout),
+                ..RetryPolicy::default()
+            },
+            quiet,
+        },
+    };
+    Ok((sink, target))
+}
+
+fn transport(args: &RegistryArgs, chunk_mib: u64) -> TransportOptions {
+    TransportOptions {
+        insecure_registries: args.insecure_registries.clone(),
+        ca_files: args.registry_ca.clone(),
+        chunk_size: chunk_mib << 20,
+    }
+}
+
+/// Prints `REPOSITORY@sha256:…` as stdout's last line and, if asked, writes it to a file.
+pub fn report_pushed(target: &ImageRef, digest: &Digest, image_refs: Option<&Path>) -> Result<()> {
+    let line = format!("{}@{digest}", target.repository_ref());
+    if let Some(path) = image_refs {
+        std::fs::write(path, format!("{line}\n"))
+            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
+    }
+    println!("{line}");
+    Ok(())
+}
+
+/// `imgpack push oci:DIR[:TAG] REF`.
+pub fn run_push(args: PushArgs) -> Result<()> {
+    let Some(layout) = args.source.strip_prefix("oci:") else {
+        bail!(
+            "bad source '{}': imgpack push reads an OCI layout, oci:DIR[:TAG]",
+            args.source
+        );
+    };
+    let (sink, target) = registry_sink(&args.target, &args.push, args.quiet)?;
+    let image = imgpack_layout::read_layout_image(layout)?;
+    sink.write(&image)
+        .with_context(|| format!("cannot push to {}", sink.describe()))?;
+    report_pushed(
+        &target,
+        image.root.digest(),
+        args.push.image_refs.as_deref(),
+    )
+}
+
+/// `imgpack login SERVER -u USER --password-stdin`: checks the credentials
+/// against the registry, then stores them in docker's config.json.
+pub fn run_login(args: LoginArgs) -> Result<()> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_owned();
+    if password.is_empty() {
+        bail!("no password on standard input: pipe it in, e.g. imgpack login {} -u USER --password-stdin < token.txt", args.server);
+    }
+    // Docker Hub's credentials live under the key docker uses for it.
+    let (api_host, key) = match args.server.as_str() {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
+            ("index.docker.io", "https://index.docker.io/v1/")
+        }
+        server => (server, server),
+    };
+    let credentials = Credentials {
+        credential: Some(Credential::Basic {
+            username: args.username.clone(),
+            password: password.clone(),
+        }),
+        source: Some("the command line".to_owned()),
+        tried: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = connect(api_host, &transport(&args.registry, 0), credentials).await?;
+        client
+            .check_login()
+            .await
+            .map_err(|err| anyhow::anyhow!("{err}"))
+    })?;
+    let path = write_docker_login(key, &args.username, &password)?;
+    eprintln!(
+        "imgpack: login to {} succeeded; credentials saved in {}",
+        args.server,
+        path.display()
+    );
+    Ok(())
+}
