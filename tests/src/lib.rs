@@ -13,6 +13,10 @@ use serde_json::Value;
 pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
+pub mod proxy;
+pub mod registry;
+pub mod token_server;
+
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

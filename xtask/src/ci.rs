@@ -6,11 +6,12 @@ use anyhow::{bail, Result};
 use crate::{on_path, run, workspace_root};
 
 /// External tools the end-to-end tests drive, and the Debian packages that provide them.
-const TOOLS: [(&str, &str); 4] = [
+const TOOLS: [(&str, &str); 5] = [
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("runc", "runc"),
     ("jq", "jq"),
+    ("docker-registry", "docker-registry"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 

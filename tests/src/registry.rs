@@ -1,0 +1,321 @@
+//! A real registry for the end-to-end tests: distribution 2.8 (`docker-registry`, Debian package
+//! docker-registry) as a child process on a free port of 127.0.0.1, with filesystem storage in a
+//! temporary directory, in one of four [`Setup`]s: plain HTTP, basic auth, TLS (a test CA), or
+//! bearer tokens from a [`TokenServer`].
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::have_tool;
+use crate::token_server::TokenServer;
+
+/// The user the [`Setup::Token`] token server accepts.
+pub const TOKEN_USER: &str = "tokenuser";
+/// The password of [`TOKEN_USER`].
+pub const TOKEN_PASSWORD: &str = "tokenpass";
+/// The `service` of [`Setup::Token`] (the registry's challenge and the tokens' `aud`).
+pub const TOKEN_SERVICE: &str = "imgpack-test-registry";
+/// The `issuer` of [`Setup::Token`] (the tokens' `iss`).
+pub const TOKEN_ISSUER: &str = "imgpack-test-issuer";
+
+/// How the registry authenticates and what it speaks.
+#[derive(Clone, Debug)]
+pub enum Setup {
+    /// Plain HTTP, no authentication.
+    Plain,
+    /// Plain HTTP with basic auth (bcrypt htpasswd) for one user.
+    Basic { user: String, password: String },
+    /// HTTPS with a certificate for IP 127.0.0.1 and DNS localhost, issued by a fresh test CA
+    /// ([`Registry::ca_cert_path`], [`Registry::cert_dir`]); no authentication.
+    Tls,
+    /// Plain HTTP with bearer tokens from a [`TokenServer`] ([`Registry::token_server`]) that
+    /// accepts [`TOKEN_USER`]/[`TOKEN_PASSWORD`].
+    Token,
+}
+
+/// A running registry; stopped (killed) on drop with its token server and temporary directory.
+pub struct Registry {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    port: u16,
+    cert_dir: Option<PathBuf>,
+    token: Option<TokenServer>,
+}
+
+enum Startup {
+    Ready(Child),
+    PortTaken,
+}
+
+impl Registry {
+    /// Starts a registry; None when `docker-registry` is missing and IMGPACK_E2E is not 1 (a
+    /// skip notice is printed; under IMGPACK_E2E=1 a missing tool panics). Panics with the
+    /// registry's output when it does not answer `GET /v2/` within 10 s.
+    pub fn start(setup: Setup) -> Option<Registry> {
+        if !have_tool("docker-registry") {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("imgpack-registry-")
+            .tempdir()
+            .expect("cannot create the registry directory");
+        let root = dir.path();
+        let data = root.join("data");
+        std::fs::create_dir_all(&data).unwrap();
+
+        let mut auth = None;
+        let mut tls = None;
+        let mut cert_dir = None;
+        let mut token = None;
+        match &setup {
+            Setup::Plain => {}
+            Setup::Basic { user, password } => {
+                assert!(!user.contains(':'), "an htpasswd user name holds no ':'");
+                let hash = bcrypt::hash_with_result(password, 5)
+                    .expect("cannot hash the password")
+                    .format_for_version(bcrypt::Version::TwoY);
+                let htpasswd = root.join("htpasswd");
+                std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+                auth = Some(json!({"htpasswd": {"realm": "basic-realm", "path": htpasswd}}));
+            }
+            Setup::Tls => {
+                let certs = root.join("certs");
+                std::fs::create_dir_all(&certs).unwrap();
+                let (ca_pem, server_pem, server_key_pem) = tls_material();
+                std::fs::write(certs.join("ca.crt"), ca_pem).unwrap();
+                let server_crt = root.join("server.crt");
+                let server_key = root.join("server.key");
+                std::fs::write(&server_crt, server_pem).unwrap();
+                std::fs::write(&server_key, server_key_pem).unwrap();
+                tls = Some(json!({"certificate": server_crt, "key": server_key}));
+                cert_dir = Some(certs);
+            }
+            Setup::Token => {
+                let server =
+                    TokenServer::start(TOKEN_SERVICE, TOKEN_ISSUER, TOKEN_USER, TOKEN_PASSWORD);
+                let bundle = root.join("token-signer.crt");
+                std::fs::write(&bundle, server.signing_cert_pem()).unwrap();
+                auth = Some(json!({"token": {
+                    "realm": server.url(),
+                    "service": TOKEN_SERVICE,
+                    "issuer": TOKEN_ISSUER,
+                    "rootcertbundle": bundle,
+                }}));
+                token = Some(server);
+            }
+        }
+
+        for _attempt in 0..5 {
+            let port = free_port();
+            let mut http =
+                json!({"addr": format!("127.0.0.1:{port}"), "secret": "imgpack-test-only"});
+            if let Some(tls) = &tls {
+                http["tls"] = tls.clone();
+            }
+            let mut config = json!({
+                "version": "0.1",
+                "log": {"level": "warn", "accesslog": {"disabled": true}},
+                "storage": {
+                    "filesystem": {"rootdirectory": data},
+                    "delete": {"enabled": true},
+                    "maintenance": {"uploadpurging": {"enabled": false}},
+                },
+                "http": http,
+            });
+            if let Some(auth) = &auth {
+                config["auth"] = auth.clone();
+            }
+            // YAML is a superset of JSON: the registry reads this as its config.yml.
+            let config_path = root.join("config.yml");
+            std::fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+            let log_path = root.join("registry.log");
+            let log = File::create(&log_path).unwrap();
+            let mut command = Command::new("docker-registry");
+            command
+                .arg("serve")
+                .arg(&config_path)
+                .current_dir(root)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            // REGISTRY_* variables override the config file.
+            for (name, _) in std::env::vars_os() {
+                if name.to_string_lossy().starts_with("REGISTRY_") {
+                    command.env_remove(name);
+                }
+            }
+            let child = command.spawn().expect("cannot run docker-registry");
+            match wait_ready(child, port, tls.is_some(), &log_path) {
+                Startup::Ready(child) => {
+                    return Some(Registry {
+                        dir,
+                        child: Some(child),
+                        port,
+                        cert_dir,
+                        token,
+                    })
+                }
+                Startup::PortTaken => continue,
+            }
+        }
+        panic!("docker-registry found no free port in 5 attempts");
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The test CA certificate (PEM) that issued the server certificate, for [`Setup::Tls`].
+    pub fn ca_cert_path(&self) -> Option<PathBuf> {
+        self.cert_dir.as_ref().map(|dir| dir.join("ca.crt"))
+    }
+
+    /// A directory holding only `ca.crt` (the test CA), for `skopeo --cert-dir`; [`Setup::Tls`].
+    pub fn cert_dir(&self) -> Option<PathBuf> {
+        self.cert_dir.clone()
+    }
+
+    /// The token server of [`Setup::Token`].
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        self.token.as_ref()
+    }
+
+    /// The storage root (`docker/registry/v2/...` lives below it).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// How many blobs are stored: `docker/registry/v2/blobs/sha256/*/*/data` files.
+    pub fn blob_count(&self) -> usize {
+        let blobs = self.data_dir().join("docker/registry/v2/blobs/sha256");
+        let Ok(prefixes) = std::fs::read_dir(blobs) else {
+            return 0;
+        };
+        prefixes
+            .flatten()
+            .filter_map(|prefix| std::fs::read_dir(prefix.path()).ok())
+            .flat_map(|digests| digests.flatten())
+            .filter(|digest| digest.path().join("data").is_file())
+            .count()
+    }
+
+    /// The registry's own output so far (warnings and errors; access logs are off).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Kills the registry (also done on drop); from then on its port refuses connections.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A port that was free a moment ago (the caller retries if it is taken by the time it binds).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Polls `GET /v2/` for up to 10 s. Over TLS the plain request still gets Go's
+/// `400 … HTTP request to an HTTPS server`, which proves the server is up.
+fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Startup {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let output = std::fs::read_to_string(log).unwrap_or_default();
+            if output.contains("address already in use") {
+                return Startup::PortTaken;
+            }
+            panic!("docker-registry exited with {status} before answering:\n{output}");
+        }
+        if let Some(response) = probe(port) {
+            let ours = if tls {
+                response.starts_with("HTTP/")
+            } else {
+                response.starts_with("HTTP/")
+                    && response
+                        .to_ascii_lowercase()
+                        .contains("docker-distribution-api-version: registry/2.0")
+            };
+            // Another process that took the port would answer too: ours must still be running.
+            if ours {
+                if let Ok(None) = child.try_wait() {
+                    return Startup::Ready(child);
+                }
+                continue;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let output = std::fs::read_to_string(log).unwrap_or_default();
+            panic!("docker-registry did not answer GET /v2/ on port {port} within 10 s:\n{output}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The raw response to `GET /v2/ HTTP/1.0`, or None when nothing answers.
+fn probe(port: u16) -> Option<String> {
+    let address = ([127, 0, 0, 1], port).into();
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .ok()?;
+    let _ = stream.shutdown(Shutdown::Write);
+    let mut response = Vec::new();
+    let _ = stream.take(64 * 1024).read_to_end(&mut response);
+    (!response.is_empty()).then(|| String::from_utf8_lossy(&response).into_owned())
+}
+
+/// A test CA and a server certificate it issued for IP 127.0.0.1 and DNS localhost:
+/// (CA PEM, server certificate PEM, server key PKCS#8 PEM).
+fn tls_material() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name = DistinguishedName::new();
+    ca.distinguished_name
+        .push(DnType::CommonName, "imgpack test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().unwrap();
+    let mut server =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    server.distinguished_name = DistinguishedName::new();
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "127.0.0.1");
+    server.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.use_authority_key_identifier_extension = true;
+    let server_cert = server.signed_by(&server_key, &issuer).unwrap();
+    (ca_cert.pem(), server_cert.pem(), server_key.serialize_pem())
+}
