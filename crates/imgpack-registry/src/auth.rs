@@ -144,13 +144,16 @@ impl Authenticator {
     }
 
     async fn token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<String> {
+        // Held across the fetch: concurrent uploads needing the same scopes wait
+        // for one token instead of each asking the token service.
+        let mut tokens = self.tokens.lock().await;
         let key = scopes.join(" ");
-        if let Some(token) = self.tokens.lock().await.get(&key).filter(|t| t.is_fresh()) {
+        if let Some(token) = tokens.get(&key).filter(|t| t.is_fresh()) {
             return Ok(token.value.clone());
         }
         let token = self.fetch_token(realm, service, scopes).await?;
         let value = token.value.clone();
-        self.tokens.lock().await.insert(key, token);
+        tokens.insert(key, token);
         Ok(value)
     }
 

@@ -1,0 +1,842 @@
+//! Pushing to real registries on 127.0.0.1: the reference registry in plain
+//! HTTP, basic-auth, TLS and bearer-token setups, and behind a proxy that
+//! counts requests and injects faults. Under IMGPACK_E2E=1 a missing
+//! docker-registry or skopeo fails these tests.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use imgpack_e2e::proxy::{Fault, Proxy};
+use imgpack_e2e::registry::{Registry, Setup, TOKEN_PASSWORD, TOKEN_USER};
+use imgpack_e2e::*;
+use serde_json::{json, Value};
+
+fn start(setup: Setup) -> Option<Registry> {
+    if !have_tool("skopeo") {
+        return None;
+    }
+    Registry::start(setup)
+}
+
+/// Two synthetic static binaries (amd64, arm64) whose app layers differ by `version`.
+fn binaries(dir: &Path, version: &str) -> [String; 4] {
+    write_static_elf(
+        &dir.join("app-amd64"),
+        Arch::Amd64,
+        format!("amd64 {version}").as_bytes(),
+    );
+    write_static_elf(
+        &dir.join("app-arm64"),
+        Arch::Arm64,
+        format!("arm64 {version}").as_bytes(),
+    );
+    [
+        "--binary".into(),
+        "linux/amd64=app-amd64".into(),
+        "--binary".into(),
+        "linux/arm64=app-arm64".into(),
+    ]
+}
+
+fn imgpack_in(dir: &Path) -> Command {
+    let mut command = imgpack();
+    command.current_dir(dir);
+    command
+}
+
+fn ok(command: &mut Command) -> Output {
+    run_expect(command, true)
+}
+
+/// Runs a command expected to fail; returns its one-line error.
+fn fails(command: &mut Command) -> String {
+    let output = run_expect(command, false);
+    let err = stderr(&output);
+    let last = err.trim_end().lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    last
+}
+
+fn last_line(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo")
+        .args(args)
+        .output()
+        .expect("skopeo runs")
+}
+
+/// The manifest bytes a registry serves for `reference`, fetched by skopeo.
+fn raw_manifest(reference: &str, flags: &[&str]) -> Vec<u8> {
+    let output = skopeo(
+        &[
+            &["inspect", "--raw"],
+            flags,
+            &[&format!("docker://{reference}")],
+        ]
+        .concat(),
+    );
+    assert!(
+        output.status.success(),
+        "skopeo inspect {reference}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn digest_of(bytes: &[u8]) -> String {
+    imgpack_blob::Digest::of_bytes(bytes).to_string()
+}
+
+/// The digests in `?digest=` of the PUTs that completed blob uploads, as the proxy saw them.
+fn uploaded(proxy: &Proxy) -> BTreeSet<String> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|(method, target)| method == "PUT" && target.contains("/blobs/uploads/"))
+        .filter_map(|(_, target)| {
+            target
+                .split("digest=")
+                .nth(1)
+                .map(|d| d.split('&').next().unwrap().replace("%3A", ":"))
+        })
+        .collect()
+}
+
+/// Layer and config digests of every manifest in a layout entry.
+fn content_digests(layout: &Layout, tag: &str) -> Vec<(Vec<String>, String)> {
+    layout
+        .manifests(&layout.entry(tag))
+        .iter()
+        .map(|m| {
+            let layers = m["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["digest"].as_str().unwrap().to_owned())
+                .collect();
+            (layers, m["config"]["digest"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_two_platform_push_is_read_back_exactly_and_stores_shared_layers_once() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let (Some(amd64), Some(arm64)) = (probe_binary(Arch::Amd64), probe_binary(Arch::Arm64)) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let host = registry.host();
+    let target = format!("{host}/team/probe:v1");
+    let output = ok(imgpack_in(d)
+        .args([
+            "build",
+            "--output",
+            "oci:layout:v1",
+            "--push",
+            &target,
+            "--tag",
+            "latest",
+            "--image-refs",
+            "refs.txt",
+        ])
+        .arg("--binary")
+        .arg(format!("linux/amd64={}", amd64.display()))
+        .arg("--binary")
+        .arg(format!("linux/arm64={}", arm64.display())));
+    let pushed = last_line(&output);
+    let layout = Layout::new(d.join("layout"));
+    let digest = layout.entry("v1")["digest"].as_str().unwrap().to_owned();
+    assert_eq!(pushed, format!("{host}/team/probe@{digest}"));
+    assert_eq!(
+        std::fs::read_to_string(d.join("refs.txt")).unwrap(),
+        format!("{pushed}\n")
+    );
+
+    // The registry serves exactly the bytes whose digest imgpack printed, under both tags.
+    for tag in ["v1", "latest"] {
+        let raw = raw_manifest(&format!("{host}/team/probe:{tag}"), &["--tls-verify=false"]);
+        assert_eq!(digest_of(&raw), digest);
+    }
+    // Every platform comes back.
+    let copy = skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{target}"),
+        &format!("oci:{}:pulled", d.join("pulled").display()),
+    ]);
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let pulled = Layout::new(d.join("pulled"));
+    pulled.verified_blobs();
+    assert_eq!(pulled.manifests(&pulled.entry("pulled")).len(), 2);
+    // 3 shared layers + 2 app layers + 2 configs + 2 manifests + 1 index, each stored once.
+    assert_eq!(registry.blob_count(), 10);
+
+    // `imgpack push` of the layout to another tag gives the same digest.
+    let output = ok(imgpack_in(d).args([
+        "push",
+        "-q",
+        "oci:layout:v1",
+        &format!("{host}/team/probe:copy"),
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        format!("{host}/team/probe@{digest}")
+    );
+    assert_eq!(registry.blob_count(), 10);
+}
+
+#[test]
+fn pushes_skip_existing_blobs_upload_only_what_changed_and_mount_across_repositories() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    let host = proxy.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    let v1 = binaries(d, "one");
+    ok(imgpack_in(d)
+        .args([
+            "build",
+            "-q",
+            "--output",
+            "oci:layout:v1",
+            "--push",
+            &format!("{host}/team/app:v1"),
+        ])
+        .args(&v1));
+    let layout = Layout::new(d.join("layout"));
+    let all_v1: BTreeSet<String> = content_digests(&layout, "v1")
+        .into_iter()
+        .flat_map(|(l, c)| l.into_iter().chain([c]))
+        .collect();
+    assert_eq!(all_v1.len(), 7, "3 shared layers, 2 app layers, 2 configs");
+    assert_eq!(uploaded(&proxy), all_v1);
+
+    // The same image again: nothing is uploaded.
+    proxy.reset_counts();
+    ok(imgpack_in(d)
+        .args(["build", "-q", "--push", &format!("{host}/team/app:v1")])
+        .args(&v1));
+    assert!(uploaded(&proxy).is_empty(), "{:?}", proxy.requests());
+    assert_eq!(proxy.count("POST", "/blobs/uploads/"), 0);
+    assert_eq!(proxy.count("PATCH", ""), 0);
+
+    // A new version: only its app layers and configs go up.
+    proxy.reset_counts();
+    let v2 = binaries(d, "two");
+    ok(imgpack_in(d)
+        .args([
+            "build",
+            "-q",
+            "--output",
+            "oci:layout:v2",
+            "--push",
+            &format!("{host}/team/app:v2"),
+        ])
+        .args(&v2));
+    let expected: BTreeSet<String> = content_digests(&layout, "v2")
+        .into_iter()
+        .flat_map(|(layers, config)| [layers[3].clone(), config])
+        .collect();
+    assert_eq!(uploaded(&proxy), expected);
+
+    // Another repository on the same registry: every blob is mounted, none uploaded.
+    proxy.reset_counts();
+    ok(imgpack_in(d)
+        .args(["build", "-q", "--push", &format!("{host}/other/app:v2")])
+        .args(&v2));
+    assert!(uploaded(&proxy).is_empty(), "{:?}", proxy.requests());
+    assert_eq!(proxy.count("POST", "mount="), 7, "{:?}", proxy.requests());
+    let raw = raw_manifest(
+        &format!("{}/other/app:v2", registry.host()),
+        &["--tls-verify=false"],
+    );
+    assert_eq!(
+        digest_of(&raw),
+        layout.entry("v2")["digest"].as_str().unwrap()
+    );
+}
+
+/// Writes docker's config.json with `content` in a fresh directory; returns the directory.
+fn docker_config(dir: &Path, name: &str, content: Value) -> PathBuf {
+    let config_dir = dir.join(name);
+    std::fs::create_dir_all(&config_dir).unwrap();
+    std::fs::write(config_dir.join("config.json"), content.to_string()).unwrap();
+    config_dir
+}
+
+fn basic_auth(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+}
+
+#[test]
+fn basic_auth_credentials_come_from_login_docker_helpers_and_podman_and_never_leak() {
+    let password = "s3cr3t-Pa55word";
+    let Some(registry) = start(Setup::Basic {
+        user: "ci-bot".into(),
+        password: password.into(),
+    }) else {
+        return;
+    };
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = binaries(d, "auth");
+    let mut outputs = String::new();
+    let mut record = |output: &Output| {
+        outputs.push_str(&String::from_utf8_lossy(&output.stdout));
+        outputs.push_str(&String::from_utf8_lossy(&output.stderr));
+    };
+
+    // No credentials at all: a clear refusal naming where imgpack looked.
+    let output = run_expect(
+        imgpack_in(d)
+            .args(["build", "--push", &format!("{host}/team/app:v1")])
+            .args(&bins),
+        false,
+    );
+    record(&output);
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("registry {host} refused")) && err.contains("no credentials found"),
+        "{err}"
+    );
+
+    // login: a wrong password is refused and nothing is saved.
+    let docker = d.join("docker");
+    let login = |secret: &str| {
+        let mut child = imgpack_in(d)
+            .args(["login", &host, "-u", "ci-bot", "--password-stdin"])
+            .env("DOCKER_CONFIG", &docker)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            format!("{secret}\n").as_bytes(),
+        )
+        .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let wrong = login("not-the-password");
+    record(&wrong);
+    assert!(!wrong.status.success());
+    assert!(
+        stderr(&wrong).contains("refused logging in"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert!(!docker.join("config.json").exists());
+
+    // The right one is saved like docker login does, readable only by its owner.
+    let right = login(password);
+    record(&right);
+    assert!(right.status.success(), "{}", stderr(&right));
+    let config_path = docker.join("config.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&config_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(
+        config["auths"][&host]["auth"],
+        basic_auth("ci-bot", password)
+    );
+    let output = ok(imgpack_in(d)
+        .env("DOCKER_CONFIG", &docker)
+        .args(["build", "--push", &format!("{host}/team/app:v1")])
+        .args(&bins));
+    record(&output);
+    let creds = format!("ci-bot:{password}");
+    raw_manifest(
+        &format!("{host}/team/app:v1"),
+        &["--tls-verify=false", "--creds", &creds],
+    );
+
+    // A credential helper named in credHelpers.
+    let helper_dir = d.join("helpers");
+    std::fs::create_dir_all(&helper_dir).unwrap();
+    let helper = helper_dir.join("docker-credential-imgpacktest");
+    std::fs::write(&helper, format!("#!/bin/sh\ncat >/dev/null\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"ci-bot\",\"Secret\":\"{password}\"}}'\n")).unwrap();
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helpers_config = docker_config(
+        d,
+        "docker-helper",
+        json!({"credHelpers": {&host: "imgpacktest"}}),
+    );
+    let path = format!(
+        "{}:{}",
+        helper_dir.display(),
+        std::env::var("PATH").unwrap()
+    );
+    let output = ok(imgpack_in(d)
+        .env("DOCKER_CONFIG", &helpers_config)
+        .env("PATH", path)
+        .args(["build", "--push", &format!("{host}/team/app:helper")])
+        .args(&bins));
+    record(&output);
+
+    // Podman's auth.json when docker has nothing.
+    let auth_file = d.join("auth.json");
+    std::fs::write(
+        &auth_file,
+        json!({"auths": {&host: {"auth": basic_auth("ci-bot", password)}}}).to_string(),
+    )
+    .unwrap();
+    let output = ok(imgpack_in(d)
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["build", "--push", &format!("{host}/team/app:podman")])
+        .args(&bins));
+    record(&output);
+
+    // Wrong stored credentials: the error says which source was used.
+    let bad = docker_config(
+        d,
+        "docker-bad",
+        json!({"auths": {&host: {"auth": basic_auth("ci-bot", "wrong")}}}),
+    );
+    let err = fails(
+        imgpack_in(d)
+            .env("DOCKER_CONFIG", &bad)
+            .args(["build", "--push", &format!("{host}/team/app:bad")])
+            .args(&bins),
+    );
+    assert!(
+        err.contains("401")
+            && err.contains(&format!(
+                "credentials from {}",
+                bad.join("config.json").display()
+            )),
+        "{err}"
+    );
+    outputs.push_str(&err);
+
+    assert!(
+        !outputs.contains(password),
+        "the password appeared in imgpack's output"
+    );
+    assert!(
+        !outputs.contains(&basic_auth("ci-bot", password)),
+        "the encoded credentials appeared in imgpack's output"
+    );
+}
+
+#[test]
+fn tls_registries_need_their_ca() {
+    let Some(registry) = start(Setup::Tls) else {
+        return;
+    };
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = binaries(d, "tls");
+    let err = fails(
+        imgpack_in(d)
+            .args(["build", "--push", &format!("{host}/team/app:v1")])
+            .args(&bins),
+    );
+    assert!(
+        err.contains("TLS") && err.contains("--registry-ca"),
+        "{err}"
+    );
+
+    let ca = registry.ca_cert_path().unwrap();
+    let output = ok(imgpack_in(d)
+        .args([
+            "build",
+            "--push",
+            &format!("{host}/team/app:v1"),
+            "--registry-ca",
+        ])
+        .arg(&ca)
+        .args(&bins));
+    let pushed = last_line(&output);
+    let cert_dir = registry.cert_dir().unwrap();
+    let raw = raw_manifest(
+        &format!("{host}/team/app:v1"),
+        &["--cert-dir", cert_dir.to_str().unwrap()],
+    );
+    assert!(pushed.ends_with(&digest_of(&raw)), "{pushed}");
+
+    // --insecure-registry skips verification for that host only.
+    ok(imgpack_in(d)
+        .args([
+            "build",
+            "-q",
+            "--push",
+            &format!("{host}/team/app:v2"),
+            "--insecure-registry",
+            &host,
+        ])
+        .args(&bins));
+}
+
+#[test]
+fn bearer_tokens_are_fetched_per_scope_cached_and_refreshed() {
+    let Some(registry) = start(Setup::Token) else {
+        return;
+    };
+    let tokens = registry.token_server().unwrap();
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = binaries(d, "token");
+    let config = docker_config(
+        d,
+        "docker",
+        json!({"auths": {&host: {"auth": basic_auth(TOKEN_USER, TOKEN_PASSWORD)}}}),
+    );
+    let push = |repo: &str, config: &Path| {
+        ok(imgpack_in(d)
+            .env("DOCKER_CONFIG", config)
+            .args(["build", "-q", "--push", &format!("{host}/{repo}:v1")])
+            .args(&bins))
+    };
+
+    let before = tokens.requests();
+    let pushed = last_line(&push("team/app", &config));
+    let cached = tokens.requests() - before;
+    assert!(
+        (1..=3).contains(&cached),
+        "{cached} token requests for one push with long-lived tokens"
+    );
+    let creds = format!("{TOKEN_USER}:{TOKEN_PASSWORD}");
+    let raw = raw_manifest(
+        &format!("{host}/team/app:v1"),
+        &["--tls-verify=false", "--creds", &creds],
+    );
+    assert!(pushed.ends_with(&digest_of(&raw)));
+
+    // Tokens that expire at once are fetched again for every request.
+    tokens.set_expires_in(1);
+    let before = tokens.requests();
+    push("team/refresh", &config);
+    let refreshed = tokens.requests() - before;
+    assert!(
+        refreshed > cached + 5,
+        "{refreshed} token requests with expiring tokens vs {cached}"
+    );
+    tokens.set_expires_in(300);
+
+    // An identity token (docker login to an OAuth2 registry) is exchanged at the token endpoint.
+    let identity = docker_config(
+        d,
+        "docker-identity",
+        json!({"auths": {&host: {"identitytoken": tokens.refresh_token()}}}),
+    );
+    push("team/identity", &identity);
+
+    // Wrong credentials: refused by the token service, with a clear line.
+    let bad = docker_config(
+        d,
+        "docker-bad",
+        json!({"auths": {&host: {"auth": basic_auth(TOKEN_USER, "wrong")}}}),
+    );
+    let err = fails(
+        imgpack_in(d)
+            .env("DOCKER_CONFIG", &bad)
+            .args(["build", "--push", &format!("{host}/team/app:v2")])
+            .args(&bins),
+    );
+    assert!(
+        err.contains("token service refused") && err.contains("credentials from"),
+        "{err}"
+    );
+}
+
+#[test]
+fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    proxy.add_fault(Fault::Status {
+        method: "POST",
+        path_contains: "/blobs/uploads/",
+        status: 500,
+        retry_after: None,
+        times: Some(2),
+    });
+    proxy.add_fault(Fault::Status {
+        method: "HEAD",
+        path_contains: "/blobs/",
+        status: 429,
+        retry_after: Some(1),
+        times: Some(1),
+    });
+    proxy.add_fault(Fault::ResetDuringBody {
+        method: "PUT",
+        path_contains: "digest=",
+        after_bytes: 20_000,
+        times: 2,
+    });
+    proxy.add_fault(Fault::Status {
+        method: "PUT",
+        path_contains: "/manifests/",
+        status: 503,
+        retry_after: None,
+        times: Some(1),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = binaries(d, "faults");
+    let output = ok(imgpack_in(d)
+        .args([
+            "build",
+            "--output",
+            "oci:layout:v1",
+            "--push",
+            &format!("{}/team/app:v1", proxy.host()),
+        ])
+        .args(&bins));
+    assert!(
+        stderr(&output).contains("trying again"),
+        "{}",
+        stderr(&output)
+    );
+    // Each fault was served and answered by a retry.
+    let (blobs, manifests_and_tag, injected) = (7, 4, 2);
+    assert!(proxy.count("POST", "/blobs/uploads/") >= blobs + injected);
+    // Two platform manifests, the index, the tag, and the one refused with 503.
+    assert!(proxy.count("PUT", "/manifests/") > manifests_and_tag);
+
+    let pulled = d.join("pulled");
+    let copy = skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{}/team/app:v1", registry.host()),
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let ours = Layout::new(d.join("layout"));
+    let theirs = Layout::new(&pulled);
+    theirs.verified_blobs();
+    assert_eq!(theirs.entry("v1")["digest"], ours.entry("v1")["digest"]);
+    assert_eq!(content_digests(&theirs, "v1"), content_digests(&ours, "v1"));
+}
+
+#[test]
+fn a_registry_that_never_recovers_fails_in_bounded_time_and_writes_no_tag() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    proxy.add_fault(Fault::Status {
+        method: "POST",
+        path_contains: "/blobs/uploads/",
+        status: 503,
+        retry_after: None,
+        times: None,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = binaries(d, "down");
+    let started = Instant::now();
+    let err = fails(
+        imgpack_in(d)
+            .args([
+                "build",
+                "--retry-timeout",
+                "3",
+                "--push",
+                &format!("{}/team/app:v1", proxy.host()),
+            ])
+            .args(&bins),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "gave up only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains("failed after") && err.contains("tries") && err.contains("503"),
+        "{err}"
+    );
+    assert_eq!(
+        proxy.count("PUT", "/manifests/"),
+        0,
+        "a manifest or tag was written"
+    );
+    let inspect = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/team/app:v1", registry.host()),
+    ]);
+    assert!(
+        !inspect.status.success(),
+        "the tag exists although the push failed"
+    );
+}
+
+#[test]
+fn a_push_killed_mid_upload_completes_when_run_again() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // 3 MB that gzip cannot shrink, uploaded at 300 kB/s: ten seconds to kill it in.
+    let noise: Vec<u8> = (0..3_000_000u64)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i >> 7) as u8)
+        .collect();
+    write_static_elf(&d.join("big"), Arch::Amd64, &noise);
+    let target = format!("{}/team/big:v1", proxy.host());
+    let args = [
+        "build",
+        "-q",
+        "--binary",
+        "linux/amd64=big",
+        "--push",
+        &target,
+    ];
+    proxy.add_fault(Fault::Throttle {
+        method: "PUT",
+        path_contains: "digest=",
+        bytes_per_sec: 300_000,
+    });
+    let mut child = imgpack_in(d)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !proxy
+        .requests()
+        .iter()
+        .any(|(m, t)| m == "PUT" && t.contains("digest="))
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the push ended before it could be killed"
+        );
+        assert!(Instant::now() < deadline, "no upload started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the push ended before it could be killed"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let direct = format!("{}/team/big:v1", registry.host());
+    assert!(!skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{direct}")
+    ])
+    .status
+    .success());
+
+    proxy.clear_faults();
+    let output = ok(imgpack_in(d).args(args).args(["--output", "oci:layout:v1"]));
+    let digest = Layout::new(d.join("layout")).entry("v1")["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        last_line(&output),
+        format!("{}/team/big@{digest}", proxy.host())
+    );
+    assert_eq!(
+        digest_of(&raw_manifest(&direct, &["--tls-verify=false"])),
+        digest
+    );
+}
+
+#[test]
+fn push_errors_are_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bins = binaries(d, "errors");
+    let digest_ref = format!("127.0.0.1:5000/app@sha256:{}", "a".repeat(64));
+    let err = fails(
+        imgpack_in(d)
+            .args(["build", "--push", &digest_ref])
+            .args(&bins),
+    );
+    assert!(err.contains("names a digest"), "{err}");
+    let err = fails(
+        imgpack_in(d)
+            .args(["build", "--push", "127.0.0.1:9/team/app:v1"])
+            .args(&bins),
+    );
+    assert!(
+        err.contains("cannot connect to registry 127.0.0.1:9") && err.contains("refused"),
+        "{err}"
+    );
+    let err = fails(
+        imgpack_in(d)
+            .args([
+                "build",
+                "--push",
+                "127.0.0.1:9/team/app:v1",
+                "--tag",
+                "bad tag",
+            ])
+            .args(&bins),
+    );
+    assert!(err.contains("bad tag"), "{err}");
+    let err = fails(imgpack_in(d).args(["push", "oci:missing:v1", "127.0.0.1:9/team/app:v1"]));
+    assert!(err.contains("not an OCI layout"), "{err}");
+
+    // A registry that rejects the manifest: the line names the media type and the registry's code.
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    proxy.add_fault(Fault::Status {
+        method: "PUT",
+        path_contains: "/manifests/",
+        status: 415,
+        retry_after: None,
+        times: None,
+    });
+    let err = fails(
+        imgpack_in(d)
+            .args(["build", "--push", &format!("{}/team/app:v1", proxy.host())])
+            .args(&bins),
+    );
+    assert!(
+        err.contains("415") && err.contains("application/vnd.oci.image"),
+        "{err}"
+    );
+}
