@@ -502,6 +502,28 @@ mod tests {
     }
 
     #[test]
+    fn a_digest_the_registry_computed_differently_is_an_error() {
+        let ours = Digest::of_bytes(b"manifest");
+        let answer = |digest: &str| {
+            let response = http::Response::builder()
+                .status(201)
+                .header("Docker-Content-Digest", digest)
+                .body("")
+                .unwrap();
+            Response::from(response)
+        };
+        check_digest("reg:5000", &answer(&ours.to_string()), &ours).unwrap();
+        let other = Digest::of_bytes(b"other").to_string();
+        let err = check_digest("reg:5000", &answer(&other), &ours).unwrap_err();
+        assert!(!err.transient);
+        assert!(
+            err.message.contains(&other) && err.message.contains(&ours.to_string()),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
     fn transient_statuses() {
         for status in [408, 429, 500, 502, 503] {
             assert!(is_transient(StatusCode::from_u16(status).unwrap()));
