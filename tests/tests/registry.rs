@@ -815,6 +815,12 @@ fn push_errors_are_one_clear_line() {
             .args(&bins),
     );
     assert!(err.contains("bad tag"), "{err}");
+    let err = fails(
+        imgpack_in(d)
+            .args(["build", "--output", "oci:out", "--tag", "v2"])
+            .args(&bins),
+    );
+    assert!(err.contains("--tag applies to a push"), "{err}");
     let err = fails(imgpack_in(d).args(["push", "oci:missing:v1", "127.0.0.1:9/team/app:v1"]));
     assert!(err.contains("not an OCI layout"), "{err}");
 

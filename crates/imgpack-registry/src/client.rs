@@ -357,7 +357,8 @@ pub(crate) fn transport_error(registry: &str, err: &reqwest::Error) -> RequestEr
     } else {
         format!("request to registry {registry} failed: {chain}")
     };
-    // A refused connection or a TLS failure will not fix itself within a retry budget.
+    // A certificate or name-resolution failure will not fix itself within a retry
+    // budget; a refused or reset connection may (a registry restarting).
     let transient = !(lower.contains("certificate")
         || lower.contains("dns error")
         || lower.contains("failed to lookup"));

@@ -12,7 +12,7 @@ use imgpack_layer::{
 use imgpack_platform::{check_binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink};
 
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, PushFlags};
 use crate::naming::common_app_name;
 use crate::outputs::{parse_output, Output};
 use crate::registry::{registry_sink, report_pushed};
@@ -67,6 +67,9 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         .iter()
         .map(|spec| parse_output(spec))
         .collect::<Result<Vec<_>>>()?;
+    if args.push.is_none() {
+        check_push_flags_unused(&args.push_flags)?;
+    }
     let push = args
         .push
         .as_deref()
@@ -133,6 +136,23 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         tmpdir: args.tmpdir,
         quiet: args.quiet,
     })
+}
+
+/// Registry flags without `--push` would silently do nothing: refuse them.
+fn check_push_flags_unused(flags: &PushFlags) -> Result<()> {
+    let given = [
+        ("--tag", !flags.tags.is_empty()),
+        ("--image-refs", flags.image_refs.is_some()),
+        (
+            "--insecure-registry",
+            !flags.registry.insecure_registries.is_empty(),
+        ),
+        ("--registry-ca", !flags.registry.registry_ca.is_empty()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+        bail!("{flag} applies to a push: add --push REGISTRY/REPOSITORY:TAG");
+    }
+    Ok(())
 }
 
 /// Parses `--binary PLATFORM=PATH` and keeps those named by `--platform` (all if none).

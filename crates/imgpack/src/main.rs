@@ -3,7 +3,8 @@
 //! This binary only parses flags and wires the crates together:
 //! binaries are checked (imgpack-platform), packed into layers
 //! (imgpack-layer), described by configs and manifests (imgpack-image) and
-//! written by each requested sink (imgpack-layout, imgpack-docker-archive).
+//! written by each requested sink (imgpack-layout, imgpack-docker-archive,
+//! imgpack-registry).
 
 mod build;
 mod cli;
