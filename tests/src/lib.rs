@@ -15,6 +15,7 @@ pub use imgpack_platform::Arch;
 
 pub mod proxy;
 pub mod registry;
+pub mod runtime;
 pub mod token_server;
 
 pub fn workspace_root() -> PathBuf {

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use imgpack_e2e::runtime::{bundle_config, is_root, prepare_for_runc, unpack};
 use imgpack_e2e::*;
 use serde_json::Value;
 
@@ -188,38 +189,6 @@ fn skopeo_reads_imgpack_archives() {
     );
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// Unpacks `oci:<layout>:<tag>` for one platform with umoci (which takes a
-/// single manifest, so skopeo first copies that platform out of the index).
-fn unpack(d: &Path, arch: &str) -> std::path::PathBuf {
-    let single = d.join(format!("single-{arch}"));
-    let bundle = d.join(format!("bundle-{arch}"));
-    skopeo(&[
-        "copy",
-        "--override-arch",
-        arch,
-        &format!("oci:{}:v1", d.join("out").display()),
-        &format!("oci:{}:v1", single.display()),
-    ]);
-    run_ok(
-        Command::new("umoci")
-            .args(["unpack", "--rootless", "--image"])
-            .arg(format!("{}:v1", single.display()))
-            .arg(&bundle),
-    );
-    bundle
-}
-
 #[test]
 fn umoci_unpacks_every_platform_and_runc_runs_the_amd64_image_as_nonroot() {
     if !tools(&["skopeo", "umoci", "runc"]) {
@@ -231,7 +200,8 @@ fn umoci_unpacks_every_platform_and_runc_runs_the_amd64_image_as_nonroot() {
         return;
     }
 
-    let arm = unpack(d, "arm64");
+    let image = format!("oci:{}:v1", d.join("out").display());
+    let arm = unpack(&image, &[], "arm64", d);
     let arm_binary = std::fs::read(arm.join("rootfs/app/probe")).unwrap();
     assert_eq!(
         u16::from_le_bytes([arm_binary[18], arm_binary[19]]),
@@ -239,7 +209,7 @@ fn umoci_unpacks_every_platform_and_runc_runs_the_amd64_image_as_nonroot() {
         "arm64 image holds an aarch64 binary"
     );
 
-    let bundle = unpack(d, "amd64");
+    let bundle = unpack(&image, &[], "amd64", d);
     let rootfs = bundle.join("rootfs");
     for path in [
         "etc/passwd",
@@ -256,8 +226,7 @@ fn umoci_unpacks_every_platform_and_runc_runs_the_amd64_image_as_nonroot() {
             "{path} missing from the unpacked image"
         );
     }
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(bundle.join("config.json")).unwrap()).unwrap();
+    let config = bundle_config(&bundle);
     assert_eq!(config["process"]["user"]["uid"], 65532);
     assert_eq!(
         config["process"]["args"],
@@ -272,25 +241,7 @@ fn umoci_unpacks_every_platform_and_runc_runs_the_amd64_image_as_nonroot() {
         eprintln!("skipping the runc run: not root");
         return;
     }
-    // umoci's rootless config maps only the unpacking user; as root, run in
-    // the host's user namespace so uid 65532 exists. No TTY in tests.
-    let mut config = config;
-    config["process"]["terminal"] = Value::Bool(false);
-    config["linux"]
-        .as_object_mut()
-        .unwrap()
-        .remove("uidMappings");
-    config["linux"]
-        .as_object_mut()
-        .unwrap()
-        .remove("gidMappings");
-    let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
-    namespaces.retain(|ns| ns["type"] != "user");
-    std::fs::write(
-        bundle.join("config.json"),
-        serde_json::to_vec(&config).unwrap(),
-    )
-    .unwrap();
+    prepare_for_runc(&bundle, false, &[]);
     // /tmp must be writable by nonroot, as in a real runtime that honours the layer's 1777.
     let name = format!("imgpack-e2e-{}", std::process::id());
     let output = run_expect(

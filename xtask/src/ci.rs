@@ -5,13 +5,19 @@ use anyhow::{bail, Result};
 
 use crate::{on_path, run, workspace_root};
 
-/// External tools the end-to-end tests drive, and the Debian packages that provide them.
-const TOOLS: [(&str, &str); 5] = [
+/// What the end-to-end tests need, each as (a command on PATH or an absolute
+/// path that the package provides, the Debian package).
+const TOOLS: [(&str, &str); 7] = [
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("runc", "runc"),
-    ("jq", "jq"),
     ("docker-registry", "docker-registry"),
+    ("go", "golang-go"),
+    (
+        "/usr/share/gocode/src/github.com/gin-gonic/gin",
+        "golang-github-gin-gonic-gin-dev",
+    ),
+    ("qemu-aarch64-static", "qemu-user-static"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 
@@ -81,7 +87,13 @@ fn count_before(summary: &str, label: &str) -> u64 {
 fn install_tools() -> Result<()> {
     let missing: Vec<&str> = TOOLS
         .iter()
-        .filter(|(tool, _)| !on_path(tool))
+        .filter(|(tool, _)| {
+            if tool.starts_with('/') {
+                !std::path::Path::new(tool).exists()
+            } else {
+                !on_path(tool)
+            }
+        })
         .map(|(_, package)| *package)
         .collect();
     if missing.is_empty() {

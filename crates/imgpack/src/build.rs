@@ -4,6 +4,7 @@ use std::thread;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::BlobStore;
+use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
 use imgpack_image::{build_image, Format, ImageSettings, LayerSet, Sink};
 use imgpack_layer::{
     app_layer, ca_certs_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts, Compression,
@@ -19,11 +20,11 @@ use crate::registry::{registry_sink, report_pushed};
 
 /// A checked request: every flag parsed and validated before any work starts.
 struct BuildPlan {
-    binaries: Vec<(Platform, PathBuf)>,
+    inputs: Inputs,
     outputs: Vec<Output>,
     push: Option<(RegistrySink, ImageRef)>,
     image_refs: Option<PathBuf>,
-    app_name: String,
+    name: Option<String>,
     ca_certs: CaCerts,
     tzdata: Tzdata,
     zones: Option<Vec<String>>,
@@ -33,11 +34,37 @@ struct BuildPlan {
     quiet: bool,
 }
 
+/// Where the binaries come from.
+enum Inputs {
+    /// `--binary PLATFORM=PATH`.
+    Prebuilt(Vec<(Platform, PathBuf)>),
+    /// A Go or Rust project compiled by a frontend (its `out_dir` is set at run time).
+    Source(Box<SourceBuild>),
+}
+
 pub fn run(args: BuildArgs) -> Result<()> {
     let plan = plan(args)?;
     let staging = staging_dir(plan.tmpdir.as_deref())?;
     let store = BlobStore::open(staging.path())?;
-    let sets = write_layers(&plan, &store)?;
+    let binaries = match &plan.inputs {
+        Inputs::Prebuilt(binaries) => binaries.clone(),
+        Inputs::Source(request) => {
+            let request = SourceBuild {
+                out_dir: staging.path().join("bin"),
+                ..(**request).clone()
+            };
+            imgpack_frontend::build(&request)?
+                .into_iter()
+                .map(|b| (b.platform, b.path))
+                .collect()
+        }
+    };
+    let named: Vec<(Platform, &Path)> = binaries
+        .iter()
+        .map(|(p, path)| (p.clone(), path.as_path()))
+        .collect();
+    let app_name = common_app_name(plan.name.as_deref(), &named)?;
+    let sets = write_layers(&plan, &binaries, &app_name, &store)?;
     let image = build_image(&store, &sets, &plan.settings)?;
     for output in &plan.outputs {
         output
@@ -61,7 +88,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
 }
 
 fn plan(args: BuildArgs) -> Result<BuildPlan> {
-    let binaries = select_binaries(&args.binaries, &args.platforms)?;
+    let inputs = inputs(&args)?;
+    let platforms: Vec<Platform> = match &inputs {
+        Inputs::Prebuilt(binaries) => binaries.iter().map(|(p, _)| p.clone()).collect(),
+        Inputs::Source(request) => request.platforms.clone(),
+    };
     let outputs = args
         .outputs
         .iter()
@@ -75,14 +106,14 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         .as_deref()
         .map(|target| registry_sink(target, &args.push_flags, args.quiet))
         .transpose()?;
-    if binaries.len() > 1 {
+    if platforms.len() > 1 {
         if let Some(output) = outputs.iter().find(|o| o.single_platform) {
-            let platforms: Vec<String> = binaries.iter().map(|(p, _)| p.to_string()).collect();
+            let names: Vec<String> = platforms.iter().map(Platform::to_string).collect();
             bail!(
                 "{} holds one platform but {} were given ({}): add --platform with one of them",
                 output.sink.describe(),
-                binaries.len(),
-                platforms.join(", ")
+                platforms.len(),
+                names.join(", ")
             );
         }
     }
@@ -97,10 +128,9 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
     if ca_certs != CaCerts::None {
         default_env.push(format!("SSL_CERT_FILE={CA_BUNDLE_PATH}"));
     }
-    let named: Vec<(Platform, &Path)> = binaries
-        .iter()
-        .map(|(p, path)| (p.clone(), path.as_path()))
-        .collect();
+    if let Some(name) = &args.name {
+        imgpack_layer::validate_app_name(name)?;
+    }
     let settings = ImageSettings {
         format,
         entrypoint: (!args.entrypoint.is_empty()).then_some(args.entrypoint),
@@ -123,8 +153,8 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         epoch: source_date_epoch()?,
     };
     Ok(BuildPlan {
-        app_name: common_app_name(args.name.as_deref(), &named)?,
-        binaries,
+        inputs,
+        name: args.name,
         outputs,
         push,
         image_refs: args.push_flags.image_refs,
@@ -136,6 +166,51 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         tmpdir: args.tmpdir,
         quiet: args.quiet,
     })
+}
+
+/// Prebuilt binaries, or the project to compile for the requested platforms.
+fn inputs(args: &BuildArgs) -> Result<Inputs> {
+    if !args.binaries.is_empty() {
+        if let Some(source) = &args.source {
+            bail!(
+                "give either a project to build ({}) or --binary, not both",
+                source.display()
+            );
+        }
+        return Ok(Inputs::Prebuilt(select_binaries(
+            &args.binaries,
+            &args.platforms,
+        )?));
+    }
+    let mut platforms: Vec<Platform> = Vec::new();
+    for text in &args.platforms {
+        let platform: Platform = text.parse()?;
+        if !platforms.contains(&platform) {
+            platforms.push(platform);
+        }
+    }
+    if platforms.is_empty() {
+        platforms.push(imgpack_frontend::host_platform());
+    }
+    Ok(Inputs::Source(Box::new(SourceBuild {
+        path: args.source.clone().unwrap_or_else(|| PathBuf::from(".")),
+        lang: args.lang.as_deref().map(Lang::parse).transpose()?,
+        platforms,
+        jobs: usize::from(args.push_flags.jobs),
+        go: GoOptions {
+            ldflags: args.ldflags.clone(),
+            tags: args.go_tags.clone(),
+        },
+        rust: RustOptions {
+            bin: args.bin.clone(),
+            package: args.package.clone(),
+            features: args.features.clone(),
+            no_default_features: args.no_default_features,
+            profile: args.profile.clone(),
+        },
+        out_dir: PathBuf::new(),
+        quiet: args.quiet,
+    })))
 }
 
 /// Registry flags without `--push` would silently do nothing: refuse them.
@@ -194,8 +269,13 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform,
 /// The three platform-independent layers are written once and shared by
 /// every platform (same digest, stored and uploaded once); the app layers
 /// are written in parallel, one per platform.
-fn write_layers(plan: &BuildPlan, store: &BlobStore) -> Result<Vec<LayerSet>> {
-    for (platform, path) in &plan.binaries {
+fn write_layers(
+    plan: &BuildPlan,
+    binaries: &[(Platform, PathBuf)],
+    app_name: &str,
+    store: &BlobStore,
+) -> Result<Vec<LayerSet>> {
+    for (platform, path) in binaries {
         let info = check_binary(path, platform)?;
         status(
             plan,
@@ -209,10 +289,9 @@ fn write_layers(plan: &BuildPlan, store: &BlobStore) -> Result<Vec<LayerSet>> {
     let mut shared_contents = vec![rootfs_layer()?];
     shared_contents.extend(ca_certs_layer(&plan.ca_certs)?);
     shared_contents.extend(tzdata_layer(&plan.tzdata, plan.zones.as_deref())?);
-    let app_contents = plan
-        .binaries
+    let app_contents = binaries
         .iter()
-        .map(|(_, path)| app_layer(path, &plan.app_name))
+        .map(|(_, path)| app_layer(path, app_name))
         .collect::<Result<Vec<_>>>()?;
 
     let write = |described: &DescribedContents| -> Result<(Layer, String)> {
@@ -253,8 +332,7 @@ fn write_layers(plan: &BuildPlan, store: &BlobStore) -> Result<Vec<LayerSet>> {
             ),
         );
     }
-    Ok(plan
-        .binaries
+    Ok(binaries
         .iter()
         .zip(apps)
         .map(|((platform, _), app)| {
@@ -262,7 +340,7 @@ fn write_layers(plan: &BuildPlan, store: &BlobStore) -> Result<Vec<LayerSet>> {
             layers.push(app);
             LayerSet {
                 platform: platform.clone(),
-                app_name: plan.app_name.clone(),
+                app_name: app_name.to_owned(),
                 layers,
             }
         })

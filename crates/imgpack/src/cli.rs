@@ -98,14 +98,56 @@ pub struct LoginArgs {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
+    /// The Go package or Cargo project to compile (default: the current directory).
+    #[arg(value_name = "PATH")]
+    pub source: Option<PathBuf>,
+
     /// A prebuilt static binary for a platform, as PLATFORM=PATH (repeat for each platform),
-    /// e.g. linux/amd64=./out/api-amd64.
-    #[arg(long = "binary", value_name = "PLATFORM=PATH", required = true)]
+    /// e.g. linux/amd64=./out/api-amd64; instead of compiling PATH.
+    #[arg(long = "binary", value_name = "PLATFORM=PATH")]
     pub binaries: Vec<String>,
 
-    /// Only build these platforms (comma-separated) out of the given binaries.
+    /// Platforms to build (comma-separated); default: this machine's. With --binary,
+    /// only these of the given binaries.
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
     pub platforms: Vec<String>,
+
+    /// The project's language, go or rust (default: detected from PATH).
+    #[arg(long, value_name = "LANG")]
+    pub lang: Option<String>,
+
+    /// Go: extra -ldflags, added after -s -w -buildid=.
+    #[arg(long, value_name = "FLAGS", allow_hyphen_values = true)]
+    pub ldflags: Option<String>,
+
+    /// Go: build tags (comma-separated).
+    #[arg(
+        long = "tags",
+        id = "go_tags",
+        value_name = "TAGS",
+        value_delimiter = ','
+    )]
+    pub go_tags: Vec<String>,
+
+    /// Rust: the binary target to build (needed when the project has several).
+    #[arg(long, value_name = "NAME")]
+    pub bin: Option<String>,
+
+    /// Rust: the workspace package to build.
+    #[arg(long, short = 'p', value_name = "NAME")]
+    pub package: Option<String>,
+
+    /// Rust: features to enable (comma-separated).
+    #[arg(long, short = 'F', value_name = "FEATURES", value_delimiter = ',')]
+    pub features: Vec<String>,
+
+    /// Rust: do not enable the default features.
+    #[arg(long)]
+    pub no_default_features: bool,
+
+    /// Rust: the cargo profile (default: release).
+    #[arg(long, value_name = "PROFILE")]
+    pub profile: Option<String>,
 
     /// Where to write the image (repeatable): oci:DIR[:TAG], oci-archive:FILE[:TAG],
     /// docker-archive:FILE[:NAME[:TAG]].
@@ -192,4 +234,14 @@ pub struct BuildArgs {
     /// Print only the digest (or, with --push, the pushed reference).
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

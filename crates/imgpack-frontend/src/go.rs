@@ -1,0 +1,132 @@
+use std::collections::VecDeque;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Mutex;
+use std::thread;
+
+use anyhow::{bail, Context, Result};
+use imgpack_platform::{Arch, Platform};
+
+use crate::command::{require_tool, run_prefixed};
+use crate::{slug, Binary, SourceBuild};
+
+/// Flags that make a Go binary small and identical wherever it is built.
+const BASE_LDFLAGS: &str = "-s -w -buildid=";
+
+/// `go build` of the package at `request.path` for every platform, several at once.
+pub(crate) fn build(request: &SourceBuild) -> Result<Vec<Binary>> {
+    require_tool("go", "install Go, or pass prebuilt binaries with --binary")?;
+    let package_dir = request
+        .path
+        .canonicalize()
+        .with_context(|| format!("cannot find the Go package {}", request.path.display()))?;
+    let name = package_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("the Go package directory has no usable name: pass --name")?
+        .to_owned();
+    for platform in &request.platforms {
+        go_env(platform)?;
+    }
+    let queue = Mutex::new(request.platforms.iter().collect::<VecDeque<_>>());
+    let results = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..request.jobs.clamp(1, request.platforms.len().max(1)) {
+            scope.spawn(|| loop {
+                let Some(platform) = queue.lock().expect("not poisoned").pop_front() else {
+                    break;
+                };
+                let result = build_one(request, &package_dir, &name, platform);
+                results
+                    .lock()
+                    .expect("not poisoned")
+                    .push((platform.clone(), result));
+            });
+        }
+    });
+    // Report failures in platform order, after every build has finished.
+    let mut results = results.into_inner().expect("not poisoned");
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut binaries = Vec::new();
+    for (_, result) in results {
+        binaries.push(result?);
+    }
+    binaries.sort_by_key(|b| request.platforms.iter().position(|p| *p == b.platform));
+    Ok(binaries)
+}
+
+fn build_one(
+    request: &SourceBuild,
+    package_dir: &Path,
+    name: &str,
+    platform: &Platform,
+) -> Result<Binary> {
+    let out = request.out_dir.join("go").join(slug(platform)).join(name);
+    let mut ldflags = BASE_LDFLAGS.to_owned();
+    if let Some(extra) = &request.go.ldflags {
+        ldflags.push(' ');
+        ldflags.push_str(extra);
+    }
+    let mut command = Command::new("go");
+    command
+        .current_dir(package_dir)
+        .args(["build", "-trimpath", "-ldflags", &ldflags]);
+    if !request.go.tags.is_empty() {
+        command.args(["-tags", &request.go.tags.join(",")]);
+    }
+    command.arg("-o").arg(&out).arg(".");
+    // The user's environment (GOFLAGS, GOPATH, GO111MODULE, GOPROXY, …) is kept;
+    // only what selects the target is set, and cgo is off unless asked for.
+    for (key, value) in go_env(platform)? {
+        command.env(key, value);
+    }
+    if std::env::var_os("CGO_ENABLED").is_none() {
+        command.env("CGO_ENABLED", "0");
+    }
+    let (status, _) = run_prefixed(&mut command, &platform.to_string(), false, request.quiet)?;
+    if !status.success() {
+        bail!("go build for {platform} failed ({status}): the compiler's output is above");
+    }
+    Ok(Binary {
+        platform: platform.clone(),
+        path: out,
+    })
+}
+
+/// GOOS, GOARCH and the variant's GOARM or GOAMD64.
+fn go_env(platform: &Platform) -> Result<Vec<(&'static str, String)>> {
+    let mut env = vec![
+        ("GOOS", "linux".to_owned()),
+        ("GOARCH", platform.arch.name().to_owned()),
+    ];
+    match (platform.arch, platform.variant) {
+        (Arch::Arm, Some(variant)) => {
+            env.push(("GOARM", variant.trim_start_matches('v').to_owned()))
+        }
+        (Arch::Amd64, Some(variant)) => env.push(("GOAMD64", variant.to_owned())),
+        (_, None) => {}
+        (arch, Some(variant)) => bail!("Go has no variant {variant} for {arch}"),
+    }
+    Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(platform: &str) -> Vec<(&'static str, String)> {
+        go_env(&platform.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn variants_become_goarm_and_goamd64() {
+        assert_eq!(
+            env("linux/arm64"),
+            [("GOOS", "linux".into()), ("GOARCH", "arm64".into())]
+        );
+        assert_eq!(env("linux/arm/v6")[2], ("GOARM", "6".into()));
+        assert_eq!(env("linux/arm")[2], ("GOARM", "7".into()));
+        assert_eq!(env("linux/amd64/v3")[2], ("GOAMD64", "v3".into()));
+        assert_eq!(env("linux/386")[1], ("GOARCH", "386".into()));
+    }
+}
