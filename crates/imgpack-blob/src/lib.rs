@@ -6,10 +6,12 @@
 //! directory and is renamed into place only after its digest is known: an
 //! interrupted build never leaves a partial blob under a digest name.
 
+mod atomic;
 mod digest;
 mod json;
 mod store;
 
+pub use atomic::{write_atomically, AtomicFile};
 pub use digest::{Digest, DigestWriter};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};

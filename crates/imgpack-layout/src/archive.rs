@@ -3,9 +3,10 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use imgpack_blob::AtomicFile;
 use imgpack_image::{validate_tag, Image, Sink};
 
-use crate::dir::{persist, split_path_and_tag, temp_file_beside};
+use crate::dir::split_path_and_tag;
 use crate::index::index_with_tag;
 use crate::OCI_LAYOUT;
 
@@ -62,7 +63,7 @@ pub fn write_tar_atomically(
     path: &Path,
     fill: impl FnOnce(&mut tar::Builder<BufWriter<File>>) -> Result<()>,
 ) -> Result<()> {
-    let temp = temp_file_beside(path)?;
+    let temp = AtomicFile::create(path)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(256 * 1024, temp.reopen()?));
     fill(&mut tar)?;
     let file = tar
@@ -70,7 +71,7 @@ pub fn write_tar_atomically(
         .into_inner()
         .map_err(|err| err.into_error())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    persist(temp, &file, path)
+    temp.commit(&file, 0o644)
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

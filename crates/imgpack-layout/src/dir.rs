@@ -1,11 +1,9 @@
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use imgpack_blob::BlobStore;
+use imgpack_blob::{write_atomically, BlobStore};
 use imgpack_image::{validate_tag, Image, Sink};
-use tempfile::NamedTempFile;
 
 use crate::index::index_with_tag;
 use crate::OCI_LAYOUT;
@@ -67,7 +65,7 @@ impl Sink for OciLayoutSink {
         };
         let index = index_with_tag(existing.as_deref(), image, &self.tag)
             .with_context(|| format!("cannot update {}", index_path.display()))?;
-        write_atomically(&index_path, &index)
+        write_atomically(&index_path, &index, 0o644)
     }
 }
 
@@ -103,42 +101,7 @@ fn prepare_layout_dir(dir: &Path) -> Result<()> {
             )
         })?;
     }
-    write_atomically(&marker, OCI_LAYOUT)
-}
-
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut temp = temp_file_beside(path)?;
-    temp.write_all(bytes)?;
-    let file = temp.reopen()?;
-    persist(temp, &file, path)
-}
-
-/// A temporary file in `path`'s directory, so that renaming it onto `path` is atomic.
-pub(crate) fn temp_file_beside(path: &Path) -> Result<NamedTempFile> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    tempfile::Builder::new()
-        .prefix(".imgpack-")
-        .tempfile_in(parent)
-        .with_context(|| {
-            format!(
-                "cannot write in {}: check that it exists and is writable",
-                parent.display()
-            )
-        })
-}
-
-/// Syncs `file` (the content of `temp`), makes it readable like any file the
-/// user writes (temporary files are 0600), and renames it onto `path`.
-pub(crate) fn persist(temp: NamedTempFile, file: &fs::File, path: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.sync_all()?;
-    file.set_permissions(fs::Permissions::from_mode(0o644))?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    write_atomically(&marker, OCI_LAYOUT, 0o644)
 }
 
 #[cfg(test)]

@@ -136,25 +136,9 @@ pub fn write_docker_login(server: &str, username: &str, password: &str) -> Resul
         .as_object_mut()
         .with_context(|| format!("'auths' in {} is not an object", path.display()))?;
     auths.insert(server.to_owned(), json!({ "auth": auth }));
-    write_private(&path, &serde_json::to_vec_pretty(&config)?)?;
+    // Only its owner can read it: it holds secrets.
+    imgpack_blob::write_atomically(&path, &serde_json::to_vec_pretty(&config)?, 0o600)?;
     Ok(path)
-}
-
-/// Writes a file only its owner can read, atomically.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    let dir = path.parent().expect("config.json has a parent");
-    let mut temp = tempfile::Builder::new()
-        .prefix(".config-")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]

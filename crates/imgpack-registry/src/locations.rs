@@ -53,16 +53,13 @@ impl BlobLocations {
     }
 
     /// Writes the record back (atomically); a failure is reported by the caller as a warning.
-    pub fn save(&self) -> std::io::Result<()> {
+    pub fn save(&self) -> anyhow::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
         let dir = path.parent().expect("cache file has a parent");
         std::fs::create_dir_all(dir)?;
-        let temp = tempfile::NamedTempFile::new_in(dir)?;
-        serde_json::to_writer(&temp, self)?;
-        temp.persist(path).map_err(|err| err.error)?;
-        Ok(())
+        imgpack_blob::write_atomically(path, &serde_json::to_vec(self)?, 0o644)
     }
 }
 
