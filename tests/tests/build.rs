@@ -491,7 +491,18 @@ fn bad_input_gets_one_clear_line() {
     )
     .unwrap();
 
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 13] = [
+        (
+            &[
+                "--binary",
+                "linux/amd64=api",
+                "--features",
+                "x",
+                "--output",
+                "oci:o",
+            ],
+            "--features applies when imgpack compiles",
+        ),
         (
             &["--binary", "linux/amd64=missing", "--output", "oci:o"],
             "missing: cannot read it",

@@ -361,3 +361,117 @@ fn frontend_errors_are_clear() {
         );
     }
 }
+
+#[test]
+fn imgpack_repo_tag_templates_and_source_annotations_come_from_git() {
+    if !have_tool("skopeo") || !have_tool("git") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Some(project) = project("rust-hello", work.path()) else {
+        return;
+    };
+    let Some(registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(&project.dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap().trim().to_owned()
+    };
+    git(&["init", "-q"]);
+    git(&["add", "."]);
+    git(&[
+        "-c",
+        "user.name=ci",
+        "-c",
+        "user.email=ci@example.invalid",
+        "commit",
+        "-q",
+        "-m",
+        "init",
+    ]);
+    git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://ci-bot:s3cret-token@git.example.invalid/team/rust-hello.git",
+    ]);
+    let sha = git(&["rev-parse", "HEAD"]);
+
+    let repo = format!("{}/team", registry.host());
+    let output = run_expect(
+        imgpack()
+            .arg("build")
+            .arg(&project.dir)
+            .args([
+                "--platform",
+                "linux/amd64",
+                "--push",
+                "--tag",
+                "{git_short_sha}",
+                "--tag",
+                "latest",
+                "-q",
+            ])
+            .env("IMGPACK_REPO", &repo),
+        true,
+    );
+    let pushed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert!(
+        pushed.starts_with(&format!("{repo}/rust-hello@sha256:")),
+        "{pushed}"
+    );
+    for tag in [&sha[..7], "latest"] {
+        let raw = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{repo}/rust-hello:{tag}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(raw.status.success(), "tag {tag} missing");
+        let manifest: Value = serde_json::from_slice(&raw.stdout).unwrap();
+        let annotations = &manifest["annotations"];
+        assert_eq!(annotations["org.opencontainers.image.revision"], sha);
+        assert_eq!(
+            annotations["org.opencontainers.image.source"],
+            "https://git.example.invalid/team/rust-hello.git"
+        );
+        assert!(annotations["org.opencontainers.image.created"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'));
+    }
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("s3cret-token"));
+
+    let err = stderr(&run_expect(
+        imgpack()
+            .arg("build")
+            .arg(&project.dir)
+            .args(["--push"])
+            .env_remove("IMGPACK_REPO"),
+        false,
+    ));
+    assert!(err.contains("set IMGPACK_REPO"), "{err}");
+    let err = stderr(&run_expect(
+        imgpack()
+            .arg("build")
+            .arg(&project.dir)
+            .args(["--push", "--tag", "{branch}"])
+            .env("IMGPACK_REPO", &repo),
+        false,
+    ));
+    assert!(err.contains("unknown placeholder {branch}"), "{err}");
+}

@@ -43,7 +43,7 @@ pub(crate) fn build(request: &SourceBuild) -> Result<Vec<Binary>> {
         .map(|platform| Ok((platform, musl_target(platform)?)))
         .collect::<Result<_>>()?;
     for (_, target) in &targets {
-        ensure_target_installed(target)?;
+        ensure_target_installed(target, request.quiet)?;
     }
     let mut command = cargo_command(request, &project, &targets)?;
     let prefix = format!(
@@ -112,6 +112,17 @@ fn add_path_remapping(command: &mut Command, project: &Path) {
         flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
     }
     flags.push(format!("--remap-path-prefix={}=/src", project.display()));
+    if let Ok(encoded) = std::env::var("CARGO_ENCODED_RUSTFLAGS") {
+        // The highest-precedence source: extend it (its separator is 0x1f).
+        let mut all: Vec<String> = encoded
+            .split('\x1f')
+            .filter(|f| !f.is_empty())
+            .map(str::to_owned)
+            .collect();
+        all.extend(flags);
+        command.env("CARGO_ENCODED_RUSTFLAGS", all.join("\x1f"));
+        return;
+    }
     match std::env::var("RUSTFLAGS") {
         // RUSTFLAGS replaces config rustflags entirely: extend it rather than lose them.
         Ok(existing) => {
@@ -176,7 +187,7 @@ fn linker_configured(target: &str, project: &Path) -> bool {
 }
 
 /// Adds a missing rustup target, or says how to.
-fn ensure_target_installed(target: &str) -> Result<()> {
+fn ensure_target_installed(target: &str, quiet: bool) -> Result<()> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
@@ -190,11 +201,17 @@ fn ensure_target_installed(target: &str) -> Result<()> {
             "the Rust target {target} is not installed: add it with `rustup target add {target}`"
         );
     }
-    eprintln!("imgpack: adding the Rust target {target} (rustup target add {target})");
-    let status = Command::new("rustup")
-        .args(["target", "add", target])
-        .status()
-        .context("cannot run rustup")?;
+    if !quiet {
+        eprintln!("imgpack: adding the Rust target {target} (rustup target add {target})");
+    }
+    let mut rustup = Command::new("rustup");
+    rustup.args(["target", "add", target]);
+    if quiet {
+        rustup
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+    }
+    let status = rustup.status().context("cannot run rustup")?;
     if !status.success() {
         bail!("`rustup target add {target}` failed ({status})");
     }

@@ -99,6 +99,17 @@ impl LayerContents {
         )
     }
 
+    /// Sets the owner of an entry already added (files and symlinks are added as root's).
+    pub fn set_owner(&mut self, path: &str, uid: u64, gid: u64) -> Result<()> {
+        let path = normalise(path)?;
+        let Some(entry) = self.entries.get_mut(&path) else {
+            bail!("cannot set the owner of /{path}: it is not in the layer");
+        };
+        entry.uid = uid;
+        entry.gid = gid;
+        Ok(())
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
         self.entries
             .iter()

@@ -14,6 +14,7 @@ use imgpack_platform::{check_binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink};
 
 use crate::cli::{BuildArgs, PushFlags};
+use crate::git::{expand_tag, GitInfo};
 use crate::naming::common_app_name;
 use crate::outputs::{parse_output, Output};
 use crate::registry::{registry_sink, report_pushed};
@@ -22,7 +23,7 @@ use crate::registry::{registry_sink, report_pushed};
 struct BuildPlan {
     inputs: Inputs,
     outputs: Vec<Output>,
-    push: Option<(RegistrySink, ImageRef)>,
+    push: Option<PushPlan>,
     image_refs: Option<PathBuf>,
     name: Option<String>,
     ca_certs: CaCerts,
@@ -32,6 +33,33 @@ struct BuildPlan {
     settings: ImageSettings,
     tmpdir: Option<PathBuf>,
     quiet: bool,
+}
+
+/// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
+/// binary's name is known; tags already expanded from git.
+struct PushPlan {
+    reference: Option<String>,
+    repository: Option<String>,
+    tags: Vec<String>,
+    flags: PushFlags,
+}
+
+impl PushPlan {
+    /// The registry sink, now that the image's name is known.
+    fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
+        match (&self.reference, &self.repository) {
+            (Some(reference), _) => registry_sink(reference, &self.tags, &self.flags, quiet),
+            (None, Some(repository)) => {
+                let (first, rest) = self
+                    .tags
+                    .split_first()
+                    .map_or(("latest", &[][..]), |(f, r)| (f.as_str(), r));
+                let target = format!("{}/{app_name}:{first}", repository.trim_end_matches('/'));
+                registry_sink(&target, rest, &self.flags, quiet)
+            }
+            (None, None) => unreachable!("checked when planning"),
+        }
+    }
 }
 
 /// Where the binaries come from.
@@ -75,10 +103,11 @@ pub fn run(args: BuildArgs) -> Result<()> {
     }
     // The digest (or pushed reference) is the one thing on stdout, so scripts can capture it.
     match &plan.push {
-        Some((sink, target)) => {
+        Some(push) => {
+            let (sink, target) = push.sink(&app_name, plan.quiet)?;
             sink.write(&image)
                 .with_context(|| format!("cannot push to {}", sink.describe()))?;
-            report_pushed(target, image.root.digest(), plan.image_refs.as_deref())
+            report_pushed(&target, image.root.digest(), plan.image_refs.as_deref())
         }
         None => {
             println!("{}", image.root.digest());
@@ -101,10 +130,11 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
     if args.push.is_none() {
         check_push_flags_unused(&args.push_flags)?;
     }
+    let git = GitInfo::of(&project_dir(&inputs));
     let push = args
         .push
         .as_deref()
-        .map(|target| registry_sink(target, &args.push_flags, args.quiet))
+        .map(|reference| push_plan(reference, &args.push_flags, git.as_ref(), args.quiet))
         .transpose()?;
     if platforms.len() > 1 {
         if let Some(output) = outputs.iter().find(|o| o.single_platform) {
@@ -149,7 +179,7 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
             .map(|p| check_port(p))
             .collect::<Result<_>>()?,
         labels: key_values("--label", &args.label)?,
-        annotations: key_values("--annotation", &args.annotation)?,
+        annotations: annotations(&args.annotation, format, &inputs, git.as_ref())?,
         epoch: source_date_epoch()?,
     };
     Ok(BuildPlan {
@@ -168,6 +198,73 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
     })
 }
 
+/// The directory whose git repository describes the image: the project, else the current one.
+fn project_dir(inputs: &Inputs) -> PathBuf {
+    match inputs {
+        Inputs::Source(request) => request.path.clone(),
+        Inputs::Prebuilt(_) => PathBuf::from("."),
+    }
+}
+
+fn push_plan(
+    reference: &str,
+    flags: &PushFlags,
+    git: Option<&GitInfo>,
+    quiet: bool,
+) -> Result<PushPlan> {
+    let tags = flags
+        .tags
+        .iter()
+        .map(|tag| expand_tag(tag, git))
+        .collect::<Result<Vec<_>>>()?;
+    let plan = if reference.is_empty() {
+        let repository = std::env::var("IMGPACK_REPO").ok().filter(|r| !r.trim().is_empty()).context(
+            "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. registry.example.com/team) or give --push REGISTRY/REPOSITORY:TAG",
+        )?;
+        PushPlan {
+            reference: None,
+            repository: Some(repository),
+            tags,
+            flags: flags.clone(),
+        }
+    } else {
+        let reference = expand_reference(reference, git)?;
+        PushPlan {
+            reference: Some(reference),
+            repository: None,
+            tags,
+            flags: flags.clone(),
+        }
+    };
+    // Parse now, so a bad reference fails before anything is compiled.
+    plan.sink("name", quiet)?;
+    Ok(plan)
+}
+
+/// Expands tag placeholders in the tag part of a reference (`reg/app:{git_short_sha}`).
+fn expand_reference(reference: &str, git: Option<&GitInfo>) -> Result<String> {
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if tag.contains('{') => Ok(format!("{name}:{}", expand_tag(tag, git)?)),
+        _ => Ok(reference.to_owned()),
+    }
+}
+
+/// The user's annotations over the ones a source build gets from git
+/// (source, revision, created). Docker manifests carry none.
+fn annotations(
+    given: &[String],
+    format: Format,
+    inputs: &Inputs,
+    git: Option<&GitInfo>,
+) -> Result<BTreeMap<String, String>> {
+    let mut annotations = BTreeMap::new();
+    if let (Format::Oci, Inputs::Source(_), Some(git)) = (format, inputs, git) {
+        annotations.extend(git.annotations());
+    }
+    annotations.extend(key_values("--annotation", given)?);
+    Ok(annotations)
+}
+
 /// Prebuilt binaries, or the project to compile for the requested platforms.
 fn inputs(args: &BuildArgs) -> Result<Inputs> {
     if !args.binaries.is_empty() {
@@ -177,6 +274,7 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
                 source.display()
             );
         }
+        check_source_flags_unused(args)?;
         return Ok(Inputs::Prebuilt(select_binaries(
             &args.binaries,
             &args.platforms,
@@ -211,6 +309,24 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
         out_dir: PathBuf::new(),
         quiet: args.quiet,
     })))
+}
+
+/// Compiler flags with prebuilt binaries would silently do nothing: refuse them.
+fn check_source_flags_unused(args: &BuildArgs) -> Result<()> {
+    let given = [
+        ("--lang", args.lang.is_some()),
+        ("--ldflags", args.ldflags.is_some()),
+        ("--tags", !args.go_tags.is_empty()),
+        ("--bin", args.bin.is_some()),
+        ("--package", args.package.is_some()),
+        ("--features", !args.features.is_empty()),
+        ("--no-default-features", args.no_default_features),
+        ("--profile", args.profile.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
+        bail!("{flag} applies when imgpack compiles a project, not to prebuilt --binary files");
+    }
+    Ok(())
 }
 
 /// Registry flags without `--push` would silently do nothing: refuse them.

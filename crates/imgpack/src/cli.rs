@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "imgpack",
     version,
-    about = "Build reproducible OCI images from static binaries, with no daemon"
+    about = "Build reproducible OCI images of static Go and Rust programs, with no daemon"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -15,7 +15,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Pack prebuilt static binaries into an image and write it out or push it.
+    /// Compile a Go or Rust project (or take prebuilt binaries) into an image; write it out or push it.
     Build(Box<BuildArgs>),
     /// Push an image from an OCI layout (oci:DIR[:TAG]) to a registry.
     Push(PushArgs),
@@ -39,7 +39,8 @@ pub struct RegistryArgs {
 /// Flags of a push: extra tags, parallelism, retries, where to record the result.
 #[derive(Args, Debug, Clone)]
 pub struct PushFlags {
-    /// Another tag for the same push (repeatable).
+    /// Another tag for the same push (repeatable); {git_sha}, {git_short_sha}, {git_tag}
+    /// and {date} expand from the project's git repository.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
@@ -47,7 +48,7 @@ pub struct PushFlags {
     #[arg(long, value_name = "FILE")]
     pub image_refs: Option<PathBuf>,
 
-    /// Blobs uploaded at once.
+    /// Blobs uploaded at once, and platforms compiled at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub jobs: u16,
 
@@ -159,8 +160,9 @@ pub struct BuildArgs {
     )]
     pub outputs: Vec<String>,
 
-    /// Push the image to a registry: REGISTRY/REPOSITORY[:TAG].
-    #[arg(long, value_name = "REF")]
+    /// Push the image to a registry: REGISTRY/REPOSITORY[:TAG]. Without a value, to
+    /// $IMGPACK_REPO/NAME with the --tag tags (default latest).
+    #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
     pub push: Option<String>,
 
     #[command(flatten)]

@@ -8,6 +8,7 @@
 
 mod build;
 mod cli;
+mod git;
 mod naming;
 mod outputs;
 mod registry;

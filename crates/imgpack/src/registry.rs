@@ -15,16 +15,17 @@ use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
 /// A registry sink for `target` and the parsed reference, from the push flags.
 pub fn registry_sink(
     target: &str,
+    tags: &[String],
     flags: &PushFlags,
     quiet: bool,
 ) -> Result<(RegistrySink, ImageRef)> {
     let target = ImageRef::parse_push_target(target)?;
-    for tag in &flags.tags {
+    for tag in tags {
         imgpack_image::validate_tag(tag).context("--tag")?;
     }
     let sink = RegistrySink {
         target: target.clone(),
-        tags: flags.tags.clone(),
+        tags: tags.to_vec(),
         transport: transport(&flags.registry, flags.chunk_size),
         options: PushOptions {
             jobs: usize::from(flags.jobs),
@@ -65,7 +66,7 @@ pub fn run_push(args: PushArgs) -> Result<()> {
             args.source
         );
     };
-    let (sink, target) = registry_sink(&args.target, &args.push, args.quiet)?;
+    let (sink, target) = registry_sink(&args.target, &args.push.tags, &args.push, args.quiet)?;
     let image = imgpack_layout::read_layout_image(layout)?;
     sink.write(&image)
         .with_context(|| format!("cannot push to {}", sink.describe()))?;
