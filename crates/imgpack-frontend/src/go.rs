@@ -77,10 +77,12 @@ fn build_one(
     command.arg("-o").arg(&out).arg(".");
     // The user's environment (GOFLAGS, GOPATH, GO111MODULE, GOPROXY, …) is kept;
     // only what selects the target is set, and cgo is off unless asked for.
+    command.envs(request.go.env.iter().map(|(k, v)| (k, v)));
     for (key, value) in go_env(platform)? {
         command.env(key, value);
     }
-    if std::env::var_os("CGO_ENABLED").is_none() {
+    let cgo_chosen = request.go.env.iter().any(|(k, _)| k == "CGO_ENABLED");
+    if std::env::var_os("CGO_ENABLED").is_none() && !cgo_chosen {
         command.env("CGO_ENABLED", "0");
     }
     let (status, _) = run_prefixed(&mut command, &platform.to_string(), false, request.quiet)?;

@@ -24,6 +24,8 @@ pub struct GoOptions {
     pub ldflags: Option<String>,
     /// Build tags (`-tags`).
     pub tags: Vec<String>,
+    /// Variables set for `go build` (imgpack.toml's `[go] env`).
+    pub env: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -21,15 +21,19 @@ pub fn validate_app_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Layer 4: the binary at /app/<name>, mode 0755, owned by root.
-pub fn app_layer(binary: &Path, name: &str) -> Result<DescribedContents> {
-    validate_app_name(name)?;
+/// Layer 4: the binaries at /app/<name>, mode 0755, owned by root.
+pub fn app_layer(binaries: &[(&Path, &str)]) -> Result<DescribedContents> {
     let mut contents = LayerContents::new();
     contents.add_dir(APP_DIR, 0o755, 0, 0)?;
-    let target = format!("{APP_DIR}/{name}");
-    contents.add_file(&target, Contents::File(binary.to_owned()), 0o755)?;
+    let mut targets = Vec::new();
+    for (binary, name) in binaries {
+        validate_app_name(name)?;
+        let target = format!("{APP_DIR}/{name}");
+        contents.add_file(&target, Contents::File(binary.to_path_buf()), 0o755)?;
+        targets.push(target);
+    }
     Ok(DescribedContents {
         contents,
-        description: format!("imgpack app: {target}"),
+        description: format!("imgpack app: {}", targets.join(", ")),
     })
 }

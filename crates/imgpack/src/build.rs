@@ -7,8 +7,8 @@ use imgpack_blob::BlobStore;
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
 use imgpack_image::{build_image, Format, ImageSettings, LayerSet, Sink};
 use imgpack_layer::{
-    app_layer, ca_certs_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts, Compression,
-    DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
+    app_layer, ca_certs_layer, files_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts,
+    Compression, DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
 };
 use imgpack_platform::{check_binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink};
@@ -22,6 +22,10 @@ use crate::registry::{registry_sink, report_pushed};
 /// A checked request: every flag parsed and validated before any work starts.
 struct BuildPlan {
     inputs: Inputs,
+    /// More projects whose binaries join the main one in the image (imgpack.toml `paths`).
+    more_paths: Vec<PathBuf>,
+    /// Extra files (imgpack.toml `[[files]]`).
+    files: Vec<imgpack_layer::FileSpec>,
     outputs: Vec<Output>,
     push: Option<PushPlan>,
     image_refs: Option<PathBuf>,
@@ -70,29 +74,37 @@ enum Inputs {
     Source(Box<SourceBuild>),
 }
 
+/// `imgpack build`: the image the flags describe or, with an imgpack.toml,
+/// every image it describes (flags over the file), one after another.
 pub fn run(args: BuildArgs) -> Result<()> {
-    let plan = plan(args)?;
+    let builds = match crate::config::load(&args)? {
+        Some(config) => config.builds(&args)?,
+        None => vec![args],
+    };
+    if builds.len() > 1 && builds.iter().any(|b| !b.outputs.is_empty()) {
+        bail!(
+            "--output writes one image but the config file describes {}: push them with --push, \
+             or build one with imgpack build PATH",
+            builds.len()
+        );
+    }
+    let plans = builds.into_iter().map(plan).collect::<Result<Vec<_>>>()?;
+    for plan in plans {
+        run_plan(plan)?;
+    }
+    Ok(())
+}
+
+fn run_plan(plan: BuildPlan) -> Result<()> {
     let staging = staging_dir(plan.tmpdir.as_deref())?;
     let store = BlobStore::open(staging.path())?;
-    let binaries = match &plan.inputs {
-        Inputs::Prebuilt(binaries) => binaries.clone(),
-        Inputs::Source(request) => {
-            let request = SourceBuild {
-                out_dir: staging.path().join("bin"),
-                ..(**request).clone()
-            };
-            imgpack_frontend::build(&request)?
-                .into_iter()
-                .map(|b| (b.platform, b.path))
-                .collect()
-        }
-    };
+    let (binaries, extras) = compile(&plan, staging.path())?;
     let named: Vec<(Platform, &Path)> = binaries
         .iter()
         .map(|(p, path)| (p.clone(), path.as_path()))
         .collect();
     let app_name = common_app_name(plan.name.as_deref(), &named)?;
-    let sets = write_layers(&plan, &binaries, &app_name, &store)?;
+    let sets = write_layers(&plan, &binaries, &extras, &app_name, &store)?;
     let image = build_image(&store, &sets, &plan.settings)?;
     for output in &plan.outputs {
         output
@@ -116,6 +128,34 @@ pub fn run(args: BuildArgs) -> Result<()> {
     }
 }
 
+/// Binaries with their platforms.
+type Binaries = Vec<(Platform, PathBuf)>;
+
+/// The main binary per platform, and the extra binaries (`paths` beyond the first).
+fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Binaries, Binaries)> {
+    let request = match &plan.inputs {
+        Inputs::Prebuilt(binaries) => return Ok((binaries.clone(), Vec::new())),
+        Inputs::Source(request) => request,
+    };
+    let mut built = Vec::new();
+    for (index, path) in std::iter::once(&request.path)
+        .chain(&plan.more_paths)
+        .enumerate()
+    {
+        let request = SourceBuild {
+            path: path.clone(),
+            out_dir: staging.join("bin").join(index.to_string()),
+            ..(**request).clone()
+        };
+        let binaries = imgpack_frontend::build(&request)?
+            .into_iter()
+            .map(|b| (b.platform, b.path));
+        built.push(binaries.collect::<Vec<_>>());
+    }
+    let main = built.remove(0);
+    Ok((main, built.into_iter().flatten().collect()))
+}
+
 fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
     let platforms: Vec<Platform> = match &inputs {
@@ -134,7 +174,16 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let push = args
         .push
         .as_deref()
-        .map(|reference| push_plan(reference, &args.push_flags, git.as_ref(), args.quiet))
+        .map(|reference| {
+            let repository = args.from_file.repository.as_deref();
+            push_plan(
+                reference,
+                repository,
+                &args.push_flags,
+                git.as_ref(),
+                args.quiet,
+            )
+        })
         .transpose()?;
     if platforms.len() > 1 {
         if let Some(output) = outputs.iter().find(|o| o.single_platform) {
@@ -147,13 +196,16 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
             );
         }
     }
-    let format = Format::parse(&args.format)?;
-    let compression = Compression::from_name(&args.compression, args.compression_level)?;
+    let format = Format::parse(args.format.as_deref().unwrap_or("oci"))?;
+    let compression = Compression::from_name(
+        args.compression.as_deref().unwrap_or("gzip"),
+        args.compression_level,
+    )?;
     format.layer(compression)?;
     if format == Format::Docker && !args.annotation.is_empty() {
         bail!("--annotation needs --format oci: Docker manifests have no annotations");
     }
-    let ca_certs = CaCerts::parse(&args.ca_certs);
+    let ca_certs = CaCerts::parse(args.ca_certs.as_deref().unwrap_or("embedded"));
     let mut default_env = vec![format!("PATH={}", imgpack_image::DEFAULT_PATH)];
     if ca_certs != CaCerts::None {
         default_env.push(format!("SSL_CERT_FILE={CA_BUNDLE_PATH}"));
@@ -171,7 +223,7 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
             .iter()
             .map(|e| check_env(e))
             .collect::<Result<_>>()?,
-        user: check_user(&args.user)?,
+        user: check_user(args.user.as_deref().unwrap_or(imgpack_image::DEFAULT_USER))?,
         workdir: args.workdir.map(|w| check_workdir(&w)).transpose()?,
         exposed_ports: args
             .expose
@@ -183,13 +235,15 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         epoch: source_date_epoch()?,
     };
     Ok(BuildPlan {
+        more_paths: args.from_file.more_paths.clone(),
+        files: args.from_file.files.clone(),
         inputs,
         name: args.name,
         outputs,
         push,
         image_refs: args.push_flags.image_refs,
         ca_certs,
-        tzdata: Tzdata::parse(&args.tzdata),
+        tzdata: Tzdata::parse(args.tzdata.as_deref().unwrap_or("embedded")),
         zones: args.zones,
         compression,
         settings,
@@ -208,6 +262,7 @@ fn project_dir(inputs: &Inputs) -> PathBuf {
 
 fn push_plan(
     reference: &str,
+    file_repository: Option<&str>,
     flags: &PushFlags,
     git: Option<&GitInfo>,
     quiet: bool,
@@ -218,9 +273,15 @@ fn push_plan(
         .map(|tag| expand_tag(tag, git))
         .collect::<Result<Vec<_>>>()?;
     let plan = if reference.is_empty() {
-        let repository = std::env::var("IMGPACK_REPO").ok().filter(|r| !r.trim().is_empty()).context(
-            "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. registry.example.com/team) or give --push REGISTRY/REPOSITORY:TAG",
-        )?;
+        // Like a flag, the environment wins over the config file.
+        let repository = std::env::var("IMGPACK_REPO")
+            .ok()
+            .filter(|r| !r.trim().is_empty())
+            .or_else(|| file_repository.map(str::to_owned))
+            .context(
+                "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
+                 registry.example.com/team), `repository` in imgpack.toml, or give --push REGISTRY/REPOSITORY:TAG",
+            )?;
         PushPlan {
             reference: None,
             repository: Some(repository),
@@ -298,6 +359,7 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
         go: GoOptions {
             ldflags: args.ldflags.clone(),
             tags: args.go_tags.clone(),
+            env: args.from_file.go_env.clone(),
         },
         rust: RustOptions {
             bin: args.bin.clone(),
@@ -388,10 +450,11 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform,
 fn write_layers(
     plan: &BuildPlan,
     binaries: &[(Platform, PathBuf)],
+    extras: &[(Platform, PathBuf)],
     app_name: &str,
     store: &BlobStore,
 ) -> Result<Vec<LayerSet>> {
-    for (platform, path) in binaries {
+    for (platform, path) in binaries.iter().chain(extras) {
         let info = check_binary(path, platform)?;
         status(
             plan,
@@ -405,9 +468,20 @@ fn write_layers(
     let mut shared_contents = vec![rootfs_layer()?];
     shared_contents.extend(ca_certs_layer(&plan.ca_certs)?);
     shared_contents.extend(tzdata_layer(&plan.tzdata, plan.zones.as_deref())?);
+    shared_contents.extend(files_layer(&plan.files, Path::new("."))?);
     let app_contents = binaries
         .iter()
-        .map(|(_, path)| app_layer(path, app_name))
+        .map(|(platform, path)| {
+            let mut layer_binaries = vec![(path.as_path(), app_name)];
+            for (_, extra) in extras.iter().filter(|(p, _)| p == platform) {
+                let name = extra
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("a binary has no usable file name")?;
+                layer_binaries.push((extra.as_path(), name));
+            }
+            app_layer(&layer_binaries)
+        })
         .collect::<Result<Vec<_>>>()?;
 
     let write = |described: &DescribedContents| -> Result<(Layer, String)> {
@@ -492,7 +566,7 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-fn check_env(entry: &str) -> Result<String> {
+pub(crate) fn check_env(entry: &str) -> Result<String> {
     match entry.split_once('=') {
         Some((key, _)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
             Ok(entry.to_owned())
@@ -511,7 +585,7 @@ fn key_values(flag: &str, entries: &[String]) -> Result<BTreeMap<String, String>
         .collect()
 }
 
-fn check_user(user: &str) -> Result<String> {
+pub(crate) fn check_user(user: &str) -> Result<String> {
     let parts: Vec<&str> = user.split(':').collect();
     let valid = matches!(parts.len(), 1 | 2)
         && parts
@@ -523,7 +597,7 @@ fn check_user(user: &str) -> Result<String> {
     Ok(user.to_owned())
 }
 
-fn check_workdir(dir: &str) -> Result<String> {
+pub(crate) fn check_workdir(dir: &str) -> Result<String> {
     if !dir.starts_with('/') {
         bail!("bad --workdir '{dir}': it must be an absolute path such as /app");
     }
@@ -531,7 +605,7 @@ fn check_workdir(dir: &str) -> Result<String> {
 }
 
 /// `8080` → `8080/tcp`, as `docker run --expose` does.
-fn check_port(spec: &str) -> Result<String> {
+pub(crate) fn check_port(spec: &str) -> Result<String> {
     let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
     let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
     if !port_ok || !matches!(protocol, "tcp" | "udp" | "sctp") {

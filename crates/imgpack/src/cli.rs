@@ -97,7 +97,7 @@ pub struct LoginArgs {
     pub registry: RegistryArgs,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
     /// The Go package or Cargo project to compile (default: the current directory).
     #[arg(value_name = "PATH")]
@@ -173,13 +173,15 @@ pub struct BuildArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// CA certificates at /etc/ssl/certs/ca-certificates.crt: embedded, host, none or a PEM file.
-    #[arg(long, value_name = "SOURCE", default_value = "embedded")]
-    pub ca_certs: String,
+    /// CA certificates at /etc/ssl/certs/ca-certificates.crt: embedded (default), host, none
+    /// or a PEM file.
+    #[arg(long, value_name = "SOURCE")]
+    pub ca_certs: Option<String>,
 
-    /// Zone files under /usr/share/zoneinfo: embedded, host, none or a zoneinfo directory.
-    #[arg(long, value_name = "SOURCE", default_value = "embedded")]
-    pub tzdata: String,
+    /// Zone files under /usr/share/zoneinfo: embedded (default), host, none or a zoneinfo
+    /// directory.
+    #[arg(long, value_name = "SOURCE")]
+    pub tzdata: Option<String>,
 
     /// Keep only these zones (comma-separated), e.g. Europe/Berlin,UTC.
     #[arg(long, value_name = "ZONES", value_delimiter = ',')]
@@ -197,9 +199,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub env: Vec<String>,
 
-    /// User to run as: UID[:GID] or a name from the image's /etc/passwd.
-    #[arg(long, default_value = imgpack_image::DEFAULT_USER)]
-    pub user: String,
+    /// User to run as: UID[:GID] or a name from the image's /etc/passwd (default 65532:65532).
+    #[arg(long)]
+    pub user: Option<String>,
 
     /// Working directory (absolute path).
     #[arg(long, value_name = "DIR")]
@@ -217,13 +219,13 @@ pub struct BuildArgs {
     #[arg(long, value_name = "KEY=VALUE")]
     pub annotation: Vec<String>,
 
-    /// Media types: oci or docker (Docker image manifest v2 schema 2).
-    #[arg(long, value_name = "FORMAT", default_value = "oci")]
-    pub format: String,
+    /// Media types: oci (default) or docker (Docker image manifest v2 schema 2).
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 
-    /// Layer compression: gzip or zstd.
-    #[arg(long, value_name = "ALGORITHM", default_value = "gzip")]
-    pub compression: String,
+    /// Layer compression: gzip (default) or zstd.
+    #[arg(long, value_name = "ALGORITHM")]
+    pub compression: Option<String>,
 
     /// Compression level: gzip 0-9 (default 6), zstd 1-22 (default 3).
     #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
@@ -232,6 +234,15 @@ pub struct BuildArgs {
     /// Directory for intermediate blobs (default: the system temporary directory).
     #[arg(long, value_name = "DIR", env = "IMGPACK_TMPDIR")]
     pub tmpdir: Option<PathBuf>,
+
+    /// The project's settings file (default: imgpack.toml in the project or the current
+    /// directory; also IMGPACK_CONFIG).
+    #[arg(long, value_name = "FILE", env = "IMGPACK_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Settings only a config file can give (see config.rs).
+    #[arg(skip)]
+    pub from_file: crate::config::FileOnly,
 
     /// Print only the digest (or, with --push, the pushed reference).
     #[arg(long, short = 'q')]

@@ -8,6 +8,7 @@
 
 mod build;
 mod cli;
+mod config;
 mod git;
 mod naming;
 mod outputs;

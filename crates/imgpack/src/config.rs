@@ -1,0 +1,481 @@
+//! `imgpack.toml`: the project's build settings. Every key sets the default
+//! of the flag of the same meaning; flags given on the command line win.
+//! `[[image]]` entries describe several images built in one run, each on top
+//! of the file's top-level settings.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use imgpack_layer::FileSpec;
+use serde::Deserialize;
+
+use crate::cli::BuildArgs;
+
+/// Settings only a config file can give, carried next to the flags.
+#[derive(Clone, Debug, Default)]
+pub struct FileOnly {
+    /// `repository`: where `--push` without a reference goes (`$IMGPACK_REPO` wins).
+    pub repository: Option<String>,
+    /// `[go] env`: variables for `go build`.
+    pub go_env: Vec<(String, String)>,
+    /// `[[files]]`: extra files, with paths resolved against the file's directory.
+    pub files: Vec<FileSpec>,
+    /// `paths` beyond the first: more binaries for the same image.
+    pub more_paths: Vec<PathBuf>,
+}
+
+/// One image's settings: the top level of the file, or an `[[image]]` entry.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Section {
+    name: Option<String>,
+    path: Option<String>,
+    paths: Option<Vec<String>>,
+    lang: Option<String>,
+    platforms: Option<Vec<String>>,
+    repository: Option<String>,
+    tags: Option<Vec<String>>,
+    entrypoint: Option<Vec<String>>,
+    cmd: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    user: Option<String>,
+    workdir: Option<String>,
+    ports: Option<Vec<String>>,
+    labels: Option<BTreeMap<String, String>>,
+    annotations: Option<BTreeMap<String, String>>,
+    format: Option<String>,
+    compression: Option<String>,
+    compression_level: Option<i32>,
+    ca_certs: Option<String>,
+    tzdata: Option<String>,
+    zones: Option<Vec<String>>,
+    go: Option<GoSection>,
+    rust: Option<RustSection>,
+    files: Option<Vec<FilesEntry>>,
+    /// Only at the top level.
+    image: Option<Vec<Section>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GoSection {
+    ldflags: Option<String>,
+    tags: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RustSection {
+    bin: Option<String>,
+    package: Option<String>,
+    features: Option<Vec<String>>,
+    no_default_features: Option<bool>,
+    profile: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilesEntry {
+    src: String,
+    dst: String,
+    /// Octal, as a string: `"0644"`.
+    mode: Option<String>,
+    dir_mode: Option<String>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+}
+
+/// A loaded `imgpack.toml`.
+pub struct Config {
+    path: PathBuf,
+    text: String,
+    top: Section,
+}
+
+/// Finds the config file: `--config`/`IMGPACK_CONFIG`, else `imgpack.toml` in
+/// the project directory or the current one. A file named explicitly must exist.
+pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
+    let path = match &args.config {
+        Some(path) => path.clone(),
+        None => {
+            let dir = args.source.clone().unwrap_or_else(|| PathBuf::from("."));
+            match [dir.join("imgpack.toml"), PathBuf::from("imgpack.toml")]
+                .into_iter()
+                .find(|p| p.is_file())
+            {
+                Some(path) => path,
+                None => return Ok(None),
+            }
+        }
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read the config file {}: check --config or IMGPACK_CONFIG",
+            path.display()
+        )
+    })?;
+    let top: Section = toml::from_str(&text).map_err(|err| parse_error(&path, &text, &err))?;
+    let config = Config { path, text, top };
+    config.validate()?;
+    Ok(Some(config))
+}
+
+/// `imgpack.toml:12: key `ports`: invalid type…`: one line, with the line number.
+fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> anyhow::Error {
+    let message = err.message().replace('\n', " ");
+    match err.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let key = text
+                .lines()
+                .nth(line - 1)
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim());
+            match key {
+                Some(key) if !key.starts_with('[') => {
+                    anyhow::anyhow!("{}:{line}: key `{key}`: {message}", path.display())
+                }
+                _ => anyhow::anyhow!("{}:{line}: {message}", path.display()),
+            }
+        }
+        None => anyhow::anyhow!("{}: {message}", path.display()),
+    }
+}
+
+impl Config {
+    /// The directory relative paths in the file are resolved against.
+    fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned()
+    }
+
+    /// `imgpack.toml:LINE: key `KEY``, for a value that fails a check.
+    fn locate(&self, key: &str) -> String {
+        let line = self.text.lines().position(|line| {
+            line.trim_start()
+                .strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        });
+        match line {
+            Some(index) => format!("{}:{}: key `{key}`", self.path.display(), index + 1),
+            None => format!("{}: key `{key}`", self.path.display()),
+        }
+    }
+
+    /// Checks every value the way its flag is checked, naming file, line and key.
+    fn validate(&self) -> Result<()> {
+        let sections = std::iter::once(&self.top).chain(self.top.image.iter().flatten());
+        for (index, section) in sections.enumerate() {
+            if index > 0 && section.image.is_some() {
+                bail!(
+                    "{}: [[image]] entries cannot hold [[image]] entries",
+                    self.locate("image")
+                );
+            }
+            self.validate_section(section)?;
+        }
+        Ok(())
+    }
+
+    fn validate_section(&self, s: &Section) -> Result<()> {
+        let at = |key: &str| self.locate(key);
+        for platform in s.platforms.iter().flatten() {
+            platform
+                .parse::<imgpack_platform::Platform>()
+                .with_context(|| at("platforms"))?;
+        }
+        if let Some(lang) = &s.lang {
+            imgpack_frontend::Lang::parse(lang).with_context(|| at("lang"))?;
+        }
+        for port in s.ports.iter().flatten() {
+            crate::build::check_port(port).with_context(|| at("ports"))?;
+        }
+        if let Some(user) = &s.user {
+            crate::build::check_user(user).with_context(|| at("user"))?;
+        }
+        if let Some(workdir) = &s.workdir {
+            crate::build::check_workdir(workdir).with_context(|| at("workdir"))?;
+        }
+        if let Some(format) = &s.format {
+            imgpack_image::Format::parse(format).with_context(|| at("format"))?;
+        }
+        if s.compression.is_some() || s.compression_level.is_some() {
+            let name = s.compression.as_deref().unwrap_or("gzip");
+            imgpack_layer::Compression::from_name(name, s.compression_level)
+                .with_context(|| at("compression_level"))?;
+        }
+        if let Some(name) = &s.name {
+            imgpack_layer::validate_app_name(name).with_context(|| at("name"))?;
+        }
+        if s.path.is_some() && s.paths.is_some() {
+            bail!("{}: give either `path` or `paths`", at("paths"));
+        }
+        for key in s.env.iter().flat_map(|m| m.keys()) {
+            if key.is_empty() || key.contains(['=', ' ']) {
+                bail!("{}: '{key}' is not an environment variable name", at("env"));
+            }
+        }
+        for (index, entry) in s.files.iter().flatten().enumerate() {
+            self.file_spec(entry)
+                .with_context(|| format!("{} (entry {})", at("dst"), index + 1))?;
+        }
+        Ok(())
+    }
+
+    fn file_spec(&self, entry: &FilesEntry) -> Result<FileSpec> {
+        let octal = |value: &Option<String>, key: &str| -> Result<Option<u32>> {
+            value
+                .as_deref()
+                .map(|text| {
+                    u32::from_str_radix(text.trim_start_matches("0o"), 8).with_context(|| {
+                        format!("{key} '{text}' is not an octal mode such as \"0644\"")
+                    })
+                })
+                .transpose()
+        };
+        if !entry.dst.starts_with('/') {
+            bail!("dst '{}' must be an absolute path in the image", entry.dst);
+        }
+        Ok(FileSpec {
+            src: self.dir().join(&entry.src),
+            dst: entry.dst.clone(),
+            mode: octal(&entry.mode, "mode")?,
+            dir_mode: octal(&entry.dir_mode, "dir_mode")?,
+            uid: entry.uid.unwrap_or(0),
+            gid: entry.gid.unwrap_or(0),
+        })
+    }
+
+    /// The builds this file asks for: each `[[image]]` entry (all of them when
+    /// the command line names no project), or the top level alone.
+    pub fn builds(&self, cli: &BuildArgs) -> Result<Vec<BuildArgs>> {
+        let entries = self.top.image.as_deref().unwrap_or_default();
+        if cli.source.is_none() && cli.binaries.is_empty() && !entries.is_empty() {
+            return entries.iter().map(|entry| self.apply(cli, entry)).collect();
+        }
+        // A project named on the command line uses its [[image]] entry, if it has one.
+        let wanted = cli.source.as_ref().and_then(|p| p.canonicalize().ok());
+        let entry = entries
+            .iter()
+            .find(|e| {
+                wanted.is_some()
+                    && e.path
+                        .as_ref()
+                        .and_then(|p| self.dir().join(p).canonicalize().ok())
+                        == wanted
+            })
+            .cloned()
+            .unwrap_or_default();
+        Ok(vec![self.apply(cli, &entry)?])
+    }
+
+    /// Flags as given, then the entry, then the top level: the first that sets a value wins.
+    fn apply(&self, cli: &BuildArgs, entry: &Section) -> Result<BuildArgs> {
+        let mut args = cli.clone();
+        for section in [entry, &self.top] {
+            self.fill(&mut args, section)?;
+        }
+        Ok(args)
+    }
+
+    fn fill(&self, args: &mut BuildArgs, s: &Section) -> Result<()> {
+        fn set<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
+            if slot.is_none() {
+                slot.clone_from(value);
+            }
+        }
+        fn set_list(slot: &mut Vec<String>, value: &Option<Vec<String>>) {
+            if slot.is_empty() {
+                slot.extend(value.iter().flatten().cloned());
+            }
+        }
+        let pairs = |map: &Option<BTreeMap<String, String>>| -> Option<Vec<String>> {
+            map.as_ref()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+        };
+        let paths: Vec<String> = s
+            .paths
+            .clone()
+            .or_else(|| s.path.clone().map(|p| vec![p]))
+            .unwrap_or_default();
+        if args.source.is_none() && args.binaries.is_empty() {
+            if let Some((first, more)) = paths.split_first() {
+                args.source = Some(self.dir().join(first));
+                args.from_file.more_paths = more.iter().map(|p| self.dir().join(p)).collect();
+            }
+        }
+        set(&mut args.name, &s.name);
+        set(&mut args.lang, &s.lang);
+        set_list(&mut args.platforms, &s.platforms);
+        set(&mut args.from_file.repository, &s.repository);
+        set_list(&mut args.push_flags.tags, &s.tags);
+        set_list(&mut args.entrypoint, &s.entrypoint);
+        set_list(&mut args.cmd, &s.cmd);
+        set_list(&mut args.env, &pairs(&s.env));
+        set(&mut args.user, &s.user);
+        set(&mut args.workdir, &s.workdir);
+        set_list(&mut args.expose, &s.ports);
+        set_list(&mut args.label, &pairs(&s.labels));
+        set_list(&mut args.annotation, &pairs(&s.annotations));
+        set(&mut args.format, &s.format);
+        set(&mut args.compression, &s.compression);
+        set(&mut args.compression_level, &s.compression_level);
+        set(&mut args.ca_certs, &s.ca_certs);
+        set(&mut args.tzdata, &s.tzdata);
+        set(&mut args.zones, &s.zones);
+        if let Some(go) = &s.go {
+            set(&mut args.ldflags, &go.ldflags);
+            set_list(&mut args.go_tags, &go.tags);
+            if args.from_file.go_env.is_empty() {
+                args.from_file.go_env = go
+                    .env
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+            }
+        }
+        if let Some(rust) = &s.rust {
+            set(&mut args.bin, &rust.bin);
+            set(&mut args.package, &rust.package);
+            set_list(&mut args.features, &rust.features);
+            args.no_default_features |= rust.no_default_features.unwrap_or(false);
+            set(&mut args.profile, &rust.profile);
+        }
+        if args.from_file.files.is_empty() {
+            args.from_file.files = s
+                .files
+                .iter()
+                .flatten()
+                .map(|e| self.file_spec(e))
+                .collect::<Result<_>>()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn cli(args: &[&str]) -> BuildArgs {
+        let full: Vec<&str> = ["imgpack", "build"].iter().chain(args).copied().collect();
+        match Cli::parse_from(full).command {
+            Command::Build(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    fn load_text(text: &str) -> (tempfile::TempDir, Result<Option<Config>>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imgpack.toml");
+        std::fs::write(&path, text).unwrap();
+        let result = load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--output",
+            "oci:x",
+        ]));
+        (dir, result)
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", load_text(text).1.err().expect("an error"))
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_key() {
+        let err = error("user = \"1000\"\nentrypont = [\"/app/x\"]\n");
+        assert!(
+            err.contains("imgpack.toml:2") && err.contains("unknown field `entrypont`"),
+            "{err}"
+        );
+        let err = error("ports = \"8080\"\n");
+        assert!(
+            err.contains("imgpack.toml:1: key `ports`") && err.contains("invalid type"),
+            "{err}"
+        );
+        let err = error(
+            "platforms = [\"linux/amd64\"]\n\n[[image]]\nname = \"api\"\nports = [\"80/http\"]\n",
+        );
+        assert!(
+            err.contains("imgpack.toml:5: key `ports`") && err.contains("bad --expose"),
+            "{err}"
+        );
+        let err = error("[[files]]\nsrc = \"static\"\ndst = \"app/static\"\n");
+        assert!(
+            err.contains("key `dst`") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = error("[go]\nldflag = \"-X a=b\"\n");
+        assert!(
+            err.contains("imgpack.toml:2") && err.contains("unknown field `ldflag`"),
+            "{err}"
+        );
+        let err = error("compression = \"zstd\"\ncompression_level = 99\n");
+        assert!(err.contains("key `compression_level`"), "{err}");
+        let err = error("workdir = \"relative\"\n");
+        assert!(err.contains("imgpack.toml:1: key `workdir`"), "{err}");
+        let err = error("this is not toml\n");
+        assert!(err.contains("imgpack.toml:1"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_entries_override_the_top_level() {
+        let text = "user = \"1000:1000\"\ncmd = [\"serve\"]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\
+                    env = { GIN_MODE = \"release\" }\n[go]\nldflags = \"-X main.v=1\"\n\n\
+                    [[image]]\nname = \"api\"\npath = \"cmd/api\"\nuser = \"2000\"\n\n\
+                    [[image]]\nname = \"worker\"\npaths = [\"cmd/worker\", \"cmd/migrate\"]\n";
+        let (dir, config) = load_text(text);
+        let config = config.unwrap().unwrap();
+        let builds = config
+            .builds(&cli(&["--cmd", "run", "--output", "oci:x"]))
+            .unwrap();
+        assert_eq!(builds.len(), 2);
+        assert_eq!(builds[0].name.as_deref(), Some("api"));
+        assert_eq!(builds[0].user.as_deref(), Some("2000"));
+        assert_eq!(builds[1].user.as_deref(), Some("1000:1000"));
+        assert_eq!(builds[0].cmd, ["run"], "the flag wins over the file");
+        assert_eq!(builds[0].platforms, ["linux/amd64", "linux/arm64"]);
+        assert_eq!(builds[0].env, ["GIN_MODE=release"]);
+        assert_eq!(builds[0].ldflags.as_deref(), Some("-X main.v=1"));
+        assert_eq!(
+            builds[0].source.as_deref(),
+            Some(dir.path().join("cmd/api").as_path())
+        );
+        assert_eq!(
+            builds[1].from_file.more_paths,
+            [dir.path().join("cmd/migrate")]
+        );
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error_and_an_implicit_one_is_not() {
+        let err = load(&cli(&[
+            "--config",
+            "/nonexistent/imgpack.toml",
+            "--output",
+            "oci:x",
+        ]))
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("cannot read the config file"),
+            "{err}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            load(&cli(&[empty.path().to_str().unwrap(), "--output", "oci:x"]))
+                .unwrap()
+                .is_none()
+        );
+    }
+}
