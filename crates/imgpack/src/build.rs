@@ -17,7 +17,7 @@ use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
 use crate::naming::common_app_name;
 use crate::outputs::{parse_output, Output};
-use crate::registry::{registry_sink, report_pushed};
+use crate::registry::{pushed_reference, registry_sink};
 
 /// A checked request: every flag parsed and validated before any work starts.
 struct BuildPlan {
@@ -28,7 +28,6 @@ struct BuildPlan {
     files: Vec<imgpack_layer::FileSpec>,
     outputs: Vec<Output>,
     push: Option<PushPlan>,
-    image_refs: Option<PathBuf>,
     name: Option<String>,
     ca_certs: CaCerts,
     tzdata: Tzdata,
@@ -77,6 +76,23 @@ enum Inputs {
 /// `imgpack build`: the image the flags describe or, with an imgpack.toml,
 /// every image it describes (flags over the file), one after another.
 pub fn run(args: BuildArgs) -> Result<()> {
+    let image_refs = args.push_flags.image_refs.clone();
+    let lines = build_all(args)?;
+    if let Some(path) = image_refs {
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        std::fs::write(&path, text)
+            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
+    }
+    // The digests (or pushed references) are all there is on stdout, so scripts can capture them.
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Builds every image `args` (and an imgpack.toml) describe; returns, per
+/// image, the pushed `REPOSITORY@sha256:…` or, without a push, the digest.
+pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
     let builds = match crate::config::load(&args)? {
         Some(config) => config.builds(&args)?,
         None => vec![args],
@@ -89,13 +105,10 @@ pub fn run(args: BuildArgs) -> Result<()> {
         );
     }
     let plans = builds.into_iter().map(plan).collect::<Result<Vec<_>>>()?;
-    for plan in plans {
-        run_plan(plan)?;
-    }
-    Ok(())
+    plans.into_iter().map(run_plan).collect()
 }
 
-fn run_plan(plan: BuildPlan) -> Result<()> {
+fn run_plan(plan: BuildPlan) -> Result<String> {
     let staging = staging_dir(plan.tmpdir.as_deref())?;
     let store = BlobStore::open(staging.path())?;
     let (binaries, extras) = compile(&plan, staging.path())?;
@@ -113,18 +126,14 @@ fn run_plan(plan: BuildPlan) -> Result<()> {
             .with_context(|| format!("cannot write {}", output.sink.describe()))?;
         status(&plan, &format!("wrote {}", output.sink.describe()));
     }
-    // The digest (or pushed reference) is the one thing on stdout, so scripts can capture it.
     match &plan.push {
         Some(push) => {
             let (sink, target) = push.sink(&app_name, plan.quiet)?;
             sink.write(&image)
                 .with_context(|| format!("cannot push to {}", sink.describe()))?;
-            report_pushed(&target, image.root.digest(), plan.image_refs.as_deref())
+            Ok(pushed_reference(&target, image.root.digest()))
         }
-        None => {
-            println!("{}", image.root.digest());
-            Ok(())
-        }
+        None => Ok(image.root.digest().to_string()),
     }
 }
 
@@ -241,7 +250,6 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         name: args.name,
         outputs,
         push,
-        image_refs: args.push_flags.image_refs,
         ca_certs,
         tzdata: Tzdata::parse(args.tzdata.as_deref().unwrap_or("embedded")),
         zones: args.zones,

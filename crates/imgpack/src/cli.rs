@@ -21,6 +21,37 @@ pub enum Command {
     Push(PushArgs),
     /// Save credentials for a registry in docker's config.json, as `docker login` does.
     Login(LoginArgs),
+    /// Build and push every imgpack://PATH in Kubernetes YAML; print the YAML with the
+    /// pushed REPOSITORY@sha256:… references in their place.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ResolveArgs {
+    /// YAML to read: a file, a directory of .yaml/.yml/.json files, or - for standard input
+    /// (repeatable).
+    #[arg(
+        long = "filename",
+        short = 'f',
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub filenames: Vec<PathBuf>,
+
+    /// Also read the subdirectories of directories given with -f.
+    #[arg(long, short = 'R')]
+    pub recursive: bool,
+
+    /// Platforms to build (comma-separated); default: this machine's.
+    #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
+    pub platforms: Vec<String>,
+
+    #[command(flatten)]
+    pub push: PushFlags,
+
+    /// No progress output; only the YAML.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// Flags shared by every command that talks to a registry.

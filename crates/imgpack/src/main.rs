@@ -13,6 +13,7 @@ mod git;
 mod naming;
 mod outputs;
 mod registry;
+mod resolve;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,7 @@ fn main() -> ExitCode {
         cli::Command::Build(args) => build::run(*args),
         cli::Command::Push(args) => registry::run_push(args),
         cli::Command::Login(args) => registry::run_login(args),
+        cli::Command::Resolve(args) => resolve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,4 @@
 use std::io::Read;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -47,15 +46,9 @@ fn transport(args: &RegistryArgs, chunk_mib: u64) -> TransportOptions {
     }
 }
 
-/// Prints `REPOSITORY@sha256:…` as stdout's last line and, if asked, writes it to a file.
-pub fn report_pushed(target: &ImageRef, digest: &Digest, image_refs: Option<&Path>) -> Result<()> {
-    let line = format!("{}@{digest}", target.repository_ref());
-    if let Some(path) = image_refs {
-        std::fs::write(path, format!("{line}\n"))
-            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
-    }
-    println!("{line}");
-    Ok(())
+/// `REPOSITORY@sha256:…`: what a push prints, for scripts and `kubectl set image`.
+pub fn pushed_reference(target: &ImageRef, digest: &Digest) -> String {
+    format!("{}@{digest}", target.repository_ref())
 }
 
 /// `imgpack push oci:DIR[:TAG] REF`.
@@ -70,11 +63,13 @@ pub fn run_push(args: PushArgs) -> Result<()> {
     let image = imgpack_layout::read_layout_image(layout)?;
     sink.write(&image)
         .with_context(|| format!("cannot push to {}", sink.describe()))?;
-    report_pushed(
-        &target,
-        image.root.digest(),
-        args.push.image_refs.as_deref(),
-    )
+    let line = pushed_reference(&target, image.root.digest());
+    if let Some(path) = &args.push.image_refs {
+        std::fs::write(path, format!("{line}\n"))
+            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
+    }
+    println!("{line}");
+    Ok(())
 }
 
 /// `imgpack login SERVER -u USER --password-stdin`: checks the credentials

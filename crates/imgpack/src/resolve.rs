@@ -1,0 +1,203 @@
+//! `imgpack resolve`: builds and pushes every `imgpack://PATH` named in
+//! Kubernetes YAML and prints the YAML with `REPOSITORY@sha256:…` in place.
+//!
+//! References are replaced in the text itself, so everything else (comments,
+//! key order, quoting, document separators) comes out byte for byte.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+
+use crate::cli::{Cli, Command, ResolveArgs};
+
+const SCHEME: &str = "imgpack://";
+
+pub fn run(args: ResolveArgs) -> Result<()> {
+    let documents = read_inputs(&args.filenames, args.recursive)?;
+    let paths = referenced_paths(&documents);
+    let references = build_each(&paths, &args)?;
+    let mut out = String::new();
+    for (index, text) in documents.iter().enumerate() {
+        if index > 0 && !text.trim_start().starts_with("---") {
+            out.push_str("---\n");
+        }
+        out.push_str(&replace(text, &references));
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// The text of every input: `-` is standard input; a directory means its
+/// .yaml/.yml/.json files (in sorted order; with `-R`, its subdirectories' too).
+fn read_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for input in inputs {
+        if input.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read YAML from standard input")?;
+            texts.push(text);
+        } else if input.is_dir() {
+            for file in manifest_files(input, recursive)? {
+                texts.push(read(&file)?);
+            }
+        } else {
+            texts.push(read(input)?);
+        }
+    }
+    Ok(texts)
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read {}: check -f", path.display()))
+}
+
+fn manifest_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    let mut files = Vec::new();
+    for path in entries {
+        if path.is_dir() {
+            if recursive {
+                files.extend(manifest_files(&path, true)?);
+            }
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+/// Characters of a path after `imgpack://`: what may appear unquoted in YAML.
+fn is_path_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '_' | '-' | '~' | '+' | '@')
+}
+
+/// Every `imgpack://PATH` in the texts, once each.
+fn referenced_paths(texts: &[String]) -> Vec<String> {
+    let mut paths: Vec<String> = texts
+        .iter()
+        .flat_map(|text| {
+            text.match_indices(SCHEME)
+                .map(move |(at, _)| path_at(&text[at + SCHEME.len()..]))
+        })
+        .filter(|path| !path.is_empty())
+        .map(str::to_owned)
+        .collect();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+fn path_at(rest: &str) -> &str {
+    let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn replace(text: &str, references: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(SCHEME) {
+        out.push_str(&rest[..at]);
+        let path = path_at(&rest[at + SCHEME.len()..]);
+        match references.get(path) {
+            Some(reference) => out.push_str(reference),
+            None => out.push_str(&rest[at..at + SCHEME.len() + path.len()]),
+        }
+        rest = &rest[at + SCHEME.len() + path.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Builds and pushes each path, several at once; returns path → reference.
+fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, String>> {
+    let queue = Mutex::new(paths.iter().collect::<Vec<_>>());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..usize::from(args.push.jobs).clamp(1, paths.len().max(1)) {
+            scope.spawn(|| loop {
+                let Some(path) = queue.lock().expect("not poisoned").pop() else {
+                    break;
+                };
+                let result = build_one(path, args).with_context(|| format!("imgpack://{path}"));
+                results
+                    .lock()
+                    .expect("not poisoned")
+                    .push((path.clone(), result));
+            });
+        }
+    });
+    let mut references = BTreeMap::new();
+    let mut results = results.into_inner().expect("not poisoned");
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, result) in results {
+        references.insert(path, result?);
+    }
+    Ok(references)
+}
+
+/// `imgpack build PATH --push` (to $IMGPACK_REPO/NAME) with resolve's flags.
+fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
+    let mut argv = vec![
+        "imgpack".to_owned(),
+        "build".to_owned(),
+        path.to_owned(),
+        "--push".to_owned(),
+    ];
+    if !args.platforms.is_empty() {
+        argv.extend(["--platform".to_owned(), args.platforms.join(",")]);
+    }
+    if args.quiet {
+        argv.push("--quiet".to_owned());
+    }
+    let Command::Build(mut build) = Cli::try_parse_from(argv)?.command else {
+        unreachable!("parsed a build command")
+    };
+    build.push_flags = args.push.clone();
+    let mut lines = crate::build::build_all(*build)?;
+    if lines.len() != 1 {
+        bail!(
+            "{path} describes {} images: imgpack:// must name one",
+            lines.len()
+        );
+    }
+    Ok(lines.remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_and_replaced_in_place() {
+        let yaml = "# keep me\nimage: imgpack://./cmd/api\n---\nimage: \"imgpack://cmd/worker\" # too\nenv: [imgpack://./cmd/api]\n";
+        let texts = vec![yaml.to_owned()];
+        assert_eq!(referenced_paths(&texts), ["./cmd/api", "cmd/worker"]);
+        let references = BTreeMap::from([
+            ("./cmd/api".to_owned(), "reg/api@sha256:1".to_owned()),
+            ("cmd/worker".to_owned(), "reg/worker@sha256:2".to_owned()),
+        ]);
+        assert_eq!(
+            replace(yaml, &references),
+            "# keep me\nimage: reg/api@sha256:1\n---\nimage: \"reg/worker@sha256:2\" # too\nenv: [reg/api@sha256:1]\n"
+        );
+        assert_eq!(replace("no references\n", &references), "no references\n");
+    }
+}

@@ -1,0 +1,191 @@
+//! imgpack resolve: imgpack://PATH references in Kubernetes YAML are built,
+//! pushed once each, and replaced by REPOSITORY@sha256:…, everything else unchanged.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use imgpack_e2e::registry::{Registry, Setup};
+use imgpack_e2e::*;
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "target" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+const DEPLOYMENT: &str = "# The API, built from source by imgpack resolve.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: hello
+spec:
+  template:
+    spec:
+      containers:
+        - name: hello
+          image: imgpack://services/hello   # resolved
+          args: [\"--port\", \"8080\"]
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: probe}
+spec:
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers:
+            - {name: probe, image: \"imgpack://tools/probe\"}
+";
+
+const SIDECAR: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: sidecar
+spec:
+  containers:
+    - name: hello
+      image: 'imgpack://services/hello'
+    - name: nginx
+      image: nginx:1.27
+";
+
+#[test]
+fn references_in_several_documents_are_built_once_and_replaced() {
+    if !have_tool("skopeo") || probe_binary(Arch::Amd64).is_none() {
+        return;
+    }
+    let Some(registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    copy_dir(
+        &workspace_root().join("fixtures/rust-hello"),
+        &root.join("services/hello"),
+    );
+    copy_dir(
+        &workspace_root().join("fixtures/probe"),
+        &root.join("tools/probe"),
+    );
+    std::fs::create_dir_all(root.join("k8s/extra")).unwrap();
+    std::fs::write(root.join("k8s/deploy.yaml"), DEPLOYMENT).unwrap();
+    std::fs::write(root.join("k8s/extra/sidecar.yml"), SIDECAR).unwrap();
+    let repo = format!("{}/team", registry.host());
+    let resolve = |args: &[&str], stdin: Option<&str>| {
+        let mut child = imgpack()
+            .current_dir(root)
+            .args(["resolve", "--platform", "linux/amd64,linux/arm64"])
+            .args(args)
+            .env("IMGPACK_REPO", &repo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", stderr(&output));
+        (
+            String::from_utf8(output.stdout.clone()).unwrap(),
+            stderr(&output),
+        )
+    };
+
+    let (yaml, progress) = resolve(&["-R", "-f", "k8s"], None);
+    // Each distinct path is pushed once, although services/hello appears twice.
+    assert_eq!(
+        progress
+            .matches(&format!("tagged {repo}/rust-hello:latest"))
+            .count(),
+        1,
+        "{progress}"
+    );
+    assert_eq!(
+        progress
+            .matches(&format!("tagged {repo}/probe:latest"))
+            .count(),
+        1,
+        "{progress}"
+    );
+    let hello = reference(&yaml, &format!("{repo}/rust-hello@sha256:"));
+    let probe = reference(&yaml, &format!("{repo}/probe@sha256:"));
+    let expected = format!(
+        "{}---\n{}",
+        DEPLOYMENT
+            .replace("imgpack://services/hello", &hello)
+            .replace("imgpack://tools/probe", &probe),
+        SIDECAR.replace("imgpack://services/hello", &hello)
+    );
+    assert_eq!(yaml, expected, "only the references changed");
+    for reference in [&hello, &probe] {
+        let inspect = Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{reference}"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            inspect.status.success(),
+            "{reference} is not in the registry"
+        );
+    }
+
+    // In a pipe: the same YAML from standard input; the rebuilt image has the same digest.
+    let (piped, _) = resolve(&["-q", "-f", "-"], Some(SIDECAR));
+    assert_eq!(piped, SIDECAR.replace("imgpack://services/hello", &hello));
+}
+
+/// The `REPOSITORY@sha256:<64 hex>` starting with `prefix` in `yaml`.
+fn reference(yaml: &str, prefix: &str) -> String {
+    let at = yaml
+        .find(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{yaml}"));
+    yaml[at..at + prefix.len() + 64].to_owned()
+}
+
+#[test]
+fn resolve_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_expect(
+        imgpack()
+            .current_dir(dir.path())
+            .args(["resolve", "-f", "missing.yaml"]),
+        false,
+    );
+    assert!(
+        stderr(&output).contains("cannot read missing.yaml"),
+        "{}",
+        stderr(&output)
+    );
+    std::fs::write(dir.path().join("app.yaml"), "image: imgpack://nowhere\n").unwrap();
+    let output = run_expect(
+        imgpack()
+            .current_dir(dir.path())
+            .args(["resolve", "-f", "app.yaml"])
+            .env("IMGPACK_REPO", "127.0.0.1:9/team"),
+        false,
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("imgpack://nowhere") && err.contains("not a directory"),
+        "{err}"
+    );
+}
