@@ -9,7 +9,12 @@ use oci_spec::image::{
     ImageIndexBuilder, ImageManifestBuilder, MediaType, PlatformBuilder, RootFsBuilder,
 };
 
-use crate::{BlobRef, Image, ImageSettings, PlatformManifest};
+use crate::base::{layer_media_type, union};
+use crate::{
+    BaseLayers, BlobRef, Format, Image, ImageSettings, PlatformManifest, BASE_DIGEST_ANNOTATION,
+    BASE_NAME_ANNOTATION,
+};
+use serde_json::Value;
 
 /// One platform's layers, in image order, each with its history line.
 #[derive(Clone, Debug)]
@@ -18,6 +23,8 @@ pub struct LayerSet {
     /// The binary's name under /app, for the default entrypoint.
     pub app_name: String,
     pub layers: Vec<(Layer, String)>,
+    /// The base image's layers and config, under imgpack's layers.
+    pub base: Option<BaseLayers>,
 }
 
 /// Writes each platform's config and manifest, and an index when there are
@@ -53,19 +60,31 @@ fn build_manifest(
 ) -> Result<PlatformManifest> {
     let format = settings.format;
     let config_json = canonical_json(&image_config(set, settings, created)?)?;
+    let base_layers = set
+        .base
+        .iter()
+        .flat_map(|base| &base.layers)
+        .map(|layer| {
+            Ok(BlobRef {
+                media_type: layer_media_type(&layer.media_type, format)?,
+                blob: layer.blob.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let config = BlobRef {
         media_type: format.config().to_owned(),
         blob: store.write_bytes(&config_json)?,
     };
-    let layers = set
-        .layers
-        .iter()
-        .map(|(layer, _)| {
-            Ok(BlobRef {
-                media_type: format.layer(layer.compression)?.to_owned(),
-                blob: layer.blob.clone(),
-            })
+    let own_layers = set.layers.iter().map(|(layer, _)| {
+        Ok(BlobRef {
+            media_type: format.layer(layer.compression)?.to_owned(),
+            blob: layer.blob.clone(),
         })
+    });
+    let layers = base_layers
+        .into_iter()
+        .map(Ok)
+        .chain(own_layers)
         .collect::<Result<Vec<_>>>()?;
 
     let mut manifest = ImageManifestBuilder::default()
@@ -78,8 +97,17 @@ fn build_manifest(
                 .map(|l| descriptor(l, None))
                 .collect::<Result<Vec<_>>>()?,
         );
-    if !settings.annotations.is_empty() {
-        manifest = manifest.annotations(hash_map(&settings.annotations));
+    let mut annotations = settings.annotations.clone();
+    if let (Some(base), Format::Oci) = (&set.base, format) {
+        annotations
+            .entry(BASE_NAME_ANNOTATION.to_owned())
+            .or_insert_with(|| base.name.clone());
+        annotations
+            .entry(BASE_DIGEST_ANNOTATION.to_owned())
+            .or_insert_with(|| base.manifest_digest.clone());
+    }
+    if !annotations.is_empty() {
+        manifest = manifest.annotations(hash_map(&annotations));
     }
     let manifest_json = canonical_json(&manifest.build()?)?;
     Ok(PlatformManifest {
@@ -93,7 +121,45 @@ fn build_manifest(
     })
 }
 
-fn image_config(
+/// imgpack's config, merged over the base's when there is one: the base's
+/// layers, history, environment (PATH gains /app), user, working directory,
+/// ports and labels stay unless a setting replaces them; entrypoint and cmd are imgpack's.
+fn image_config(set: &LayerSet, settings: &ImageSettings, created: &str) -> Result<Value> {
+    let mut config = serde_json::to_value(own_config(set, settings, created)?)?;
+    let Some(base) = &set.base else {
+        return Ok(config);
+    };
+    let diff_ids = config["rootfs"]["diff_ids"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    config["rootfs"]["diff_ids"] =
+        Value::Array(base.diff_ids().into_iter().chain(diff_ids).collect());
+    let history = config["history"].as_array().cloned().unwrap_or_default();
+    config["history"] = Value::Array(base.history().into_iter().chain(history).collect());
+    let ours = config["config"]
+        .as_object_mut()
+        .context("an image config has a config section")?;
+    ours.insert(
+        "Env".into(),
+        serde_json::json!(settings.merged_env_with_base(base.env())),
+    );
+    for key in ["User", "WorkingDir"] {
+        if !ours.contains_key(key) {
+            if let Some(value) = base.setting(key) {
+                ours.insert(key.into(), value.clone());
+            }
+        }
+    }
+    for key in ["ExposedPorts", "Labels"] {
+        if let Some(merged) = union(base.setting(key), ours.get(key)) {
+            ours.insert(key.into(), merged);
+        }
+    }
+    Ok(config)
+}
+
+fn own_config(
     set: &LayerSet,
     settings: &ImageSettings,
     created: &str,
@@ -103,9 +169,13 @@ fn image_config(
         .clone()
         .unwrap_or_else(|| vec![format!("{}/{}", imgpack_layer::APP_DIR, set.app_name)]);
     let mut config = ConfigBuilder::default()
-        .user(settings.user.clone())
         .env(settings.merged_env())
         .entrypoint(entrypoint);
+    match (&settings.user, &set.base) {
+        (Some(user), _) => config = config.user(user.clone()),
+        (None, None) => config = config.user(crate::DEFAULT_USER.to_owned()),
+        (None, Some(_)) => {} // the base's user
+    }
     if !settings.cmd.is_empty() {
         config = config.cmd(settings.cmd.clone());
     }

@@ -6,12 +6,14 @@
 //! in one [`BlobStore`]. Sinks only read it: nothing upstream knows where the
 //! image goes.
 
+mod base;
 mod build;
 mod media;
 mod model;
 mod settings;
 mod tag;
 
+pub use base::{BaseLayers, BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION};
 pub use build::{build_image, descriptor, LayerSet};
 pub use media::Format;
 pub use model::{BlobRef, Image, PlatformManifest, Sink, REF_NAME_ANNOTATION};

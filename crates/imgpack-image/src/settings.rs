@@ -20,7 +20,8 @@ pub struct ImageSettings {
     pub default_env: Vec<String>,
     /// `K=V` entries from the user; a key given here replaces a default.
     pub env: Vec<String>,
-    pub user: String,
+    /// `None`: the base image's user, or nonroot without a base.
+    pub user: Option<String>,
     pub workdir: Option<String>,
     /// `8080/tcp` style.
     pub exposed_ports: Vec<String>,
@@ -39,7 +40,7 @@ impl Default for ImageSettings {
             cmd: Vec::new(),
             default_env: vec![format!("PATH={DEFAULT_PATH}")],
             env: Vec::new(),
-            user: DEFAULT_USER.to_owned(),
+            user: None,
             workdir: None,
             exposed_ports: Vec::new(),
             labels: BTreeMap::new(),
@@ -52,19 +53,38 @@ impl Default for ImageSettings {
 impl ImageSettings {
     /// Defaults first, each replaced by a user entry of the same key, then the user's new keys.
     pub fn merged_env(&self) -> Vec<String> {
-        let key = |entry: &str| entry.split('=').next().unwrap_or_default().to_owned();
-        let mut merged: Vec<String> = self.default_env.clone();
-        for entry in &self.env {
-            match merged
-                .iter_mut()
-                .find(|existing| key(existing) == key(entry))
-            {
-                Some(existing) => *existing = entry.clone(),
-                None => merged.push(entry.clone()),
-            }
-        }
-        merged
+        replace_by_key(Vec::new(), self.default_env.iter().chain(&self.env))
     }
+
+    /// The base image's environment with /app added to its PATH, then
+    /// imgpack's defaults but PATH, then the user's entries, each replacing by key.
+    pub fn merged_env_with_base(&self, base_env: Vec<String>) -> Vec<String> {
+        let mut env = base_env;
+        match env.iter_mut().find(|e| e.starts_with("PATH=")) {
+            Some(path) if !path["PATH=".len()..].split(':').any(|dir| dir == "/app") => {
+                path.push_str(":/app")
+            }
+            Some(_) => {}
+            None => env.push(format!("PATH={DEFAULT_PATH}")),
+        }
+        let defaults = self.default_env.iter().filter(|e| !e.starts_with("PATH="));
+        replace_by_key(env, defaults.chain(&self.env))
+    }
+}
+
+/// `env` with each of `entries` replacing the entry of the same key, or appended.
+fn replace_by_key<'a>(
+    mut env: Vec<String>,
+    entries: impl IntoIterator<Item = &'a String>,
+) -> Vec<String> {
+    let key = |entry: &str| entry.split('=').next().unwrap_or_default().to_owned();
+    for entry in entries {
+        match env.iter_mut().find(|existing| key(existing) == key(entry)) {
+            Some(existing) => existing.clone_from(entry),
+            None => env.push(entry.clone()),
+        }
+    }
+    env
 }
 
 /// RFC 3339 time of `epoch`, as image configs record it.
@@ -90,6 +110,24 @@ mod tests {
         assert_eq!(
             settings.merged_env(),
             ["PATH=/app", "SSL_CERT_FILE=/x", "GIN_MODE=release"]
+        );
+    }
+
+    #[test]
+    fn a_base_path_gains_app_and_keeps_the_rest() {
+        let settings = ImageSettings {
+            default_env: vec![format!("PATH={DEFAULT_PATH}"), "SSL_CERT_FILE=/x".into()],
+            env: vec!["LANG=C".into()],
+            ..ImageSettings::default()
+        };
+        let base = vec!["PATH=/usr/bin:/bin".into(), "LANG=en_US.UTF-8".into()];
+        assert_eq!(
+            settings.merged_env_with_base(base),
+            ["PATH=/usr/bin:/bin:/app", "LANG=C", "SSL_CERT_FILE=/x"]
+        );
+        assert_eq!(
+            settings.merged_env_with_base(Vec::new())[0],
+            format!("PATH={DEFAULT_PATH}")
         );
     }
 

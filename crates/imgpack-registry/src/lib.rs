@@ -11,16 +11,19 @@
 //! which oci-client re-exports.
 
 mod auth;
+mod base;
 mod client;
 mod credentials;
 mod locations;
 mod progress;
+mod pull;
 mod push;
 mod reference;
 mod retry;
 mod sink;
 mod transport;
 
+pub use base::{resolve_base, BaseImage, BasePlatform};
 pub use client::RegistryClient;
 pub use credentials::{find_credentials, write_docker_login, Credential, Credentials};
 pub use locations::BlobLocations;

@@ -5,13 +5,13 @@ use std::thread;
 use anyhow::{bail, Context, Result};
 use imgpack_blob::BlobStore;
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
-use imgpack_image::{build_image, Format, ImageSettings, LayerSet, Sink};
+use imgpack_image::{build_image, BaseLayers, Format, ImageSettings, LayerSet, Sink};
 use imgpack_layer::{
-    app_layer, ca_certs_layer, files_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts,
-    Compression, DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
+    app_layer, ca_certs_layer, files_layer, layer_has_path, rootfs_layer, tzdata_layer,
+    write_layer, CaCerts, Compression, DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
 };
-use imgpack_platform::{check_binary, Platform};
-use imgpack_registry::{ImageRef, RegistrySink};
+use imgpack_platform::{check_binary, inspect_elf, BinaryError, Platform};
+use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
 
 use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
@@ -29,6 +29,10 @@ struct BuildPlan {
     outputs: Vec<Output>,
     push: Option<PushPlan>,
     name: Option<String>,
+    /// `--base`: the image imgpack's layers go on top of.
+    base: Option<String>,
+    /// How to reach registries (for the base).
+    transport: TransportOptions,
     ca_certs: CaCerts,
     tzdata: Tzdata,
     zones: Option<Vec<String>>,
@@ -117,7 +121,15 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
         .map(|(p, path)| (p.clone(), path.as_path()))
         .collect();
     let app_name = common_app_name(plan.name.as_deref(), &named)?;
-    let sets = write_layers(&plan, &binaries, &extras, &app_name, &store)?;
+    let base = resolve_base_for(&plan, &binaries, &store)?;
+    let sets = write_layers(
+        &plan,
+        &binaries,
+        &extras,
+        &app_name,
+        &store,
+        base.as_deref(),
+    )?;
     let image = build_image(&store, &sets, &plan.settings)?;
     for output in &plan.outputs {
         output
@@ -135,6 +147,82 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
         }
         None => Ok(image.root.digest().to_string()),
     }
+}
+
+/// The base image's layers for each binary's platform, copied (linked) from
+/// the base cache into this build's store.
+fn resolve_base_for(
+    plan: &BuildPlan,
+    binaries: &[(Platform, PathBuf)],
+    store: &BlobStore,
+) -> Result<Option<Vec<BaseLayers>>> {
+    let Some(reference) = &plan.base else {
+        return Ok(None);
+    };
+    let platforms: Vec<Platform> = binaries.iter().map(|(p, _)| p.clone()).collect();
+    let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, plan.quiet)
+        .with_context(|| format!("base image {reference}"))?;
+    let mut per_platform = Vec::new();
+    for resolved in &base.platforms {
+        for layer in &resolved.layers {
+            store.import(&base.store, &layer.blob)?;
+        }
+        status(
+            plan,
+            &format!(
+                "{}: base {} ({} layers)",
+                resolved.platform,
+                resolved.manifest_digest,
+                resolved.layers.len()
+            ),
+        );
+        per_platform.push(BaseLayers {
+            name: base.name.clone(),
+            manifest_digest: resolved.manifest_digest.to_string(),
+            config: resolved.config.clone(),
+            layers: resolved.layers.clone(),
+        });
+    }
+    Ok(Some(per_platform))
+}
+
+/// Checks a binary: static, or dynamic with its interpreter in the base image (the cgo case).
+fn check_binary_for(
+    path: &Path,
+    platform: &Platform,
+    base: Option<&BaseLayers>,
+    store: &BlobStore,
+) -> Result<String> {
+    let err = match check_binary(path, platform) {
+        Ok(info) => {
+            return Ok(format!(
+                "a static {} executable",
+                info.arch().map_or("?", |a| a.name())
+            ))
+        }
+        Err(err) => err,
+    };
+    let (BinaryError::Dynamic { .. }, Some(base)) = (&err, base) else {
+        return Err(err.into());
+    };
+    let info = inspect_elf(path)?;
+    let Some(interpreter) = info.interpreter.clone() else {
+        return Err(err.into());
+    };
+    for layer in &base.layers {
+        let file = store.open_blob(layer.digest())?;
+        if layer_has_path(file, &layer.media_type, &interpreter)? {
+            return Ok(format!(
+                "dynamically linked; the base provides {interpreter}"
+            ));
+        }
+    }
+    bail!(
+        "binary {} needs the interpreter {interpreter}, which the base image {} does not have: \
+         use a base with that libc, or build statically",
+        path.display(),
+        base.name
+    )
 }
 
 /// Binaries with their platforms.
@@ -214,7 +302,13 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
     if format == Format::Docker && !args.annotation.is_empty() {
         bail!("--annotation needs --format oci: Docker manifests have no annotations");
     }
-    let ca_certs = CaCerts::parse(args.ca_certs.as_deref().unwrap_or("embedded"));
+    // With a base image, the base provides users, certificates and zones unless asked for.
+    let default_source = if args.base.is_some() {
+        "none"
+    } else {
+        "embedded"
+    };
+    let ca_certs = CaCerts::parse(args.ca_certs.as_deref().unwrap_or(default_source));
     let mut default_env = vec![format!("PATH={}", imgpack_image::DEFAULT_PATH)];
     if ca_certs != CaCerts::None {
         default_env.push(format!("SSL_CERT_FILE={CA_BUNDLE_PATH}"));
@@ -232,7 +326,7 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
             .iter()
             .map(|e| check_env(e))
             .collect::<Result<_>>()?,
-        user: check_user(args.user.as_deref().unwrap_or(imgpack_image::DEFAULT_USER))?,
+        user: args.user.as_deref().map(check_user).transpose()?,
         workdir: args.workdir.map(|w| check_workdir(&w)).transpose()?,
         exposed_ports: args
             .expose
@@ -251,7 +345,9 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         outputs,
         push,
         ca_certs,
-        tzdata: Tzdata::parse(args.tzdata.as_deref().unwrap_or("embedded")),
+        tzdata: Tzdata::parse(args.tzdata.as_deref().unwrap_or(default_source)),
+        base: args.base.clone(),
+        transport: crate::registry::transport(&args.push_flags.registry, 0),
         zones: args.zones,
         compression,
         settings,
@@ -461,19 +557,22 @@ fn write_layers(
     extras: &[(Platform, PathBuf)],
     app_name: &str,
     store: &BlobStore,
+    base: Option<&[BaseLayers]>,
 ) -> Result<Vec<LayerSet>> {
+    let base_for = |platform: &Platform| {
+        let index = binaries.iter().position(|(p, _)| p == platform)?;
+        base.and_then(|layers| layers.get(index))
+    };
     for (platform, path) in binaries.iter().chain(extras) {
-        let info = check_binary(path, platform)?;
-        status(
-            plan,
-            &format!(
-                "{platform}: {} is a static {} executable",
-                path.display(),
-                info.arch().map_or("?", |a| a.name())
-            ),
-        );
+        let what = check_binary_for(path, platform, base_for(platform), store)?;
+        status(plan, &format!("{platform}: {} is {what}", path.display()));
     }
-    let mut shared_contents = vec![rootfs_layer()?];
+    // A base image has its own users and directories: imgpack's rootfs would replace them.
+    let mut shared_contents = if base.is_some() {
+        Vec::new()
+    } else {
+        vec![rootfs_layer()?]
+    };
     shared_contents.extend(ca_certs_layer(&plan.ca_certs)?);
     shared_contents.extend(tzdata_layer(&plan.tzdata, plan.zones.as_deref())?);
     shared_contents.extend(files_layer(&plan.files, Path::new("."))?);
@@ -540,6 +639,7 @@ fn write_layers(
                 platform: platform.clone(),
                 app_name: app_name.to_owned(),
                 layers,
+                base: base_for(platform).cloned(),
             }
         })
         .collect())

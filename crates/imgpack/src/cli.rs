@@ -204,13 +204,18 @@ pub struct BuildArgs {
     #[arg(long)]
     pub name: Option<String>,
 
-    /// CA certificates at /etc/ssl/certs/ca-certificates.crt: embedded (default), host, none
-    /// or a PEM file.
+    /// Put the image on top of this base image (REGISTRY/REPOSITORY[:TAG][@DIGEST]) instead of
+    /// imgpack's minimal root filesystem; its config (Env, User, WorkingDir…) is kept unless set.
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+
+    /// CA certificates at /etc/ssl/certs/ca-certificates.crt: embedded (default; none with
+    /// --base), host, none or a PEM file.
     #[arg(long, value_name = "SOURCE")]
     pub ca_certs: Option<String>,
 
-    /// Zone files under /usr/share/zoneinfo: embedded (default), host, none or a zoneinfo
-    /// directory.
+    /// Zone files under /usr/share/zoneinfo: embedded (default; none with --base), host, none
+    /// or a zoneinfo directory.
     #[arg(long, value_name = "SOURCE")]
     pub tzdata: Option<String>,
 

@@ -30,6 +30,7 @@ pub struct FileOnly {
 #[serde(deny_unknown_fields)]
 struct Section {
     name: Option<String>,
+    base: Option<String>,
     path: Option<String>,
     paths: Option<Vec<String>>,
     lang: Option<String>,
@@ -310,6 +311,7 @@ impl Config {
             }
         }
         set(&mut args.name, &s.name);
+        set(&mut args.base, &s.base);
         set(&mut args.lang, &s.lang);
         set_list(&mut args.platforms, &s.platforms);
         set(&mut args.from_file.repository, &s.repository);

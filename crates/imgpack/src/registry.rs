@@ -38,7 +38,7 @@ pub fn registry_sink(
     Ok((sink, target))
 }
 
-fn transport(args: &RegistryArgs, chunk_mib: u64) -> TransportOptions {
+pub fn transport(args: &RegistryArgs, chunk_mib: u64) -> TransportOptions {
     TransportOptions {
         insecure_registries: args.insecure_registries.clone(),
         ca_files: args.registry_ca.clone(),
