@@ -156,7 +156,7 @@ fn select(children: &[Value], platform: &Platform, name: &str) -> Result<Digest>
                 .map(|(text, _)| text)
                 .collect();
             bail!(
-                "the base image {name} has no {platform} (it has {})",
+                "no {platform} in the base image {name} (it has {})",
                 available.join(", ")
             )
         }
@@ -291,7 +291,7 @@ impl Source<'_> {
         let config: Value = serde_json::from_slice(&self.store.read_small(&config_digest)?)?;
         if manifest.get("manifests").is_none() && config["architecture"] != platform.arch.name() {
             bail!(
-                "the base image {name} is for linux/{} only, not {platform}",
+                "no {platform} in the base image {name} (it has linux/{})",
                 config["architecture"].as_str().unwrap_or("?")
             );
         }

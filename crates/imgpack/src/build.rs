@@ -161,7 +161,7 @@ fn resolve_base_for(
     };
     let platforms: Vec<Platform> = binaries.iter().map(|(p, _)| p.clone()).collect();
     let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, plan.quiet)
-        .with_context(|| format!("base image {reference}"))?;
+        .with_context(|| format!("cannot use the base image {reference}"))?;
     let mut per_platform = Vec::new();
     for resolved in &base.platforms {
         for layer in &resolved.layers {
