@@ -27,8 +27,7 @@ pub struct FileSpec {
     pub mode: Option<u32>,
     /// The mode of every directory copied from `src`. `None`: 0755.
     pub dir_mode: Option<u32>,
-    /// Owner of what this entry writes. Only 0:0 (root) is accepted for now:
-    /// [`LayerContents`] records an owner for directories only.
+    /// Owner of everything this entry writes (files, symlinks and directories).
     pub uid: u64,
     pub gid: u64,
 }

@@ -101,6 +101,17 @@ pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
         Some(config) => config.builds(&args)?,
         None => vec![args],
     };
+    if builds.len() > 1
+        && builds
+            .iter()
+            .any(|b| b.push.as_deref().is_some_and(|r| !r.is_empty()))
+    {
+        bail!(
+            "--push REF names one image but the config file describes {}: use --push without a \
+             reference (to `repository` in the file or $IMGPACK_REPO)",
+            builds.len()
+        );
+    }
     if builds.len() > 1 && builds.iter().any(|b| !b.outputs.is_empty()) {
         bail!(
             "--output writes one image but the config file describes {}: push them with --push, \

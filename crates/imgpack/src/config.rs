@@ -264,11 +264,9 @@ impl Config {
         let entry = entries
             .iter()
             .find(|e| {
+                let first = e.path.as_ref().or(e.paths.as_ref().and_then(|p| p.first()));
                 wanted.is_some()
-                    && e.path
-                        .as_ref()
-                        .and_then(|p| self.dir().join(p).canonicalize().ok())
-                        == wanted
+                    && first.and_then(|p| self.dir().join(p).canonicalize().ok()) == wanted
             })
             .cloned()
             .unwrap_or_default();
@@ -312,10 +310,13 @@ impl Config {
         }
         set(&mut args.name, &s.name);
         set(&mut args.base, &s.base);
-        set(&mut args.lang, &s.lang);
         set_list(&mut args.platforms, &s.platforms);
         set(&mut args.from_file.repository, &s.repository);
-        set_list(&mut args.push_flags.tags, &s.tags);
+        // Tags matter only to a push, compiler settings only to a compiled project:
+        // the file may set them for other builds without making this one an error.
+        if args.push.is_some() {
+            set_list(&mut args.push_flags.tags, &s.tags);
+        }
         set_list(&mut args.entrypoint, &s.entrypoint);
         set_list(&mut args.cmd, &s.cmd);
         set_list(&mut args.env, &pairs(&s.env));
@@ -330,6 +331,11 @@ impl Config {
         set(&mut args.ca_certs, &s.ca_certs);
         set(&mut args.tzdata, &s.tzdata);
         set(&mut args.zones, &s.zones);
+        self.fill_files(args, s)?;
+        if !args.binaries.is_empty() {
+            return Ok(());
+        }
+        set(&mut args.lang, &s.lang);
         if let Some(go) = &s.go {
             set(&mut args.ldflags, &go.ldflags);
             set_list(&mut args.go_tags, &go.tags);
@@ -349,6 +355,10 @@ impl Config {
             args.no_default_features |= rust.no_default_features.unwrap_or(false);
             set(&mut args.profile, &rust.profile);
         }
+        Ok(())
+    }
+
+    fn fill_files(&self, args: &mut BuildArgs, s: &Section) -> Result<()> {
         if args.from_file.files.is_empty() {
             args.from_file.files = s
                 .files
@@ -456,6 +466,24 @@ mod tests {
         assert_eq!(
             builds[1].from_file.more_paths,
             [dir.path().join("cmd/migrate")]
+        );
+    }
+
+    #[test]
+    fn push_and_compiler_settings_apply_only_where_they_mean_something() {
+        let text = "tags = [\"v1\"]\nlang = \"rust\"\n[rust]\nbin = \"server\"\n";
+        let (_dir, config) = load_text(text);
+        let config = config.unwrap().unwrap();
+        let plain = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
+        assert!(plain.push_flags.tags.is_empty(), "tags without --push");
+        assert_eq!(plain.bin.as_deref(), Some("server"));
+        let prebuilt = &config
+            .builds(&cli(&["--binary", "linux/amd64=x", "--push", "r/a"]))
+            .unwrap()[0];
+        assert_eq!(prebuilt.push_flags.tags, ["v1"]);
+        assert!(
+            prebuilt.bin.is_none() && prebuilt.lang.is_none(),
+            "compiler settings with --binary"
         );
     }
 

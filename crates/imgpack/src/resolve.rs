@@ -19,7 +19,27 @@ const SCHEME: &str = "imgpack://";
 pub fn run(args: ResolveArgs) -> Result<()> {
     let documents = read_inputs(&args.filenames, args.recursive)?;
     let paths = referenced_paths(&documents);
-    let references = build_each(&paths, &args)?;
+    // `./cmd/api` and `cmd/api` are one project: build it once.
+    let mut by_project: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for path in paths {
+        let key = Path::new(&path)
+            .canonicalize()
+            .unwrap_or_else(|_| PathBuf::from(&path));
+        by_project.entry(key).or_default().push(path);
+    }
+    let to_build: Vec<String> = by_project
+        .values()
+        .map(|spellings| spellings[0].clone())
+        .collect();
+    let built = build_each(&to_build, &args)?;
+    let references: BTreeMap<String, String> = by_project
+        .values()
+        .flat_map(|spellings| {
+            spellings
+                .iter()
+                .map(|s| (s.clone(), built[&spellings[0]].clone()))
+        })
+        .collect();
     let mut out = String::new();
     for (index, text) in documents.iter().enumerate() {
         if index > 0 && !text.trim_start().starts_with("---") {
