@@ -7,7 +7,7 @@ use crate::{on_path, run, workspace_root};
 
 /// What the end-to-end tests need, each as (a command on PATH or an absolute
 /// path that the package provides, the Debian package).
-const TOOLS: [(&str, &str); 7] = [
+const TOOLS: [(&str, &str); 8] = [
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("runc", "runc"),
@@ -18,6 +18,7 @@ const TOOLS: [(&str, &str); 7] = [
         "golang-github-gin-gonic-gin-dev",
     ),
     ("qemu-aarch64-static", "qemu-user-static"),
+    ("musl-gcc", "musl-tools"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 

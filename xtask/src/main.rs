@@ -1,8 +1,10 @@
 //! `cargo xtask ci`: install what the tests need, then format check, clippy and every test.
 //! `cargo xtask bench`: time and memory of imgpack against a shell pipeline doing the same work.
+//! `cargo xtask image`: imgpack as a static binary, packed into its own image by itself.
 
 mod bench;
 mod ci;
+mod image;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -14,8 +16,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("image") => image::run_image(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci | bench");
+            eprintln!("usage: cargo xtask ci | bench | image");
             return ExitCode::from(2);
         }
     };

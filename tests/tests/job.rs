@@ -1,0 +1,155 @@
+//! What a Kubernetes Job running imgpack does, on one machine: imgpack's own
+//! image (built by `cargo xtask image`, imgpack packing itself) runs under
+//! runc as uid 65532 with a read-only root file system, only /tmp writable,
+//! credentials from a mounted docker config directory, and pushes an image
+//! built from a prebuilt binary to a registry on 127.0.0.1.
+
+use std::process::Command;
+
+use imgpack_e2e::registry::{Registry, Setup};
+use imgpack_e2e::runtime::{is_root, prepare_for_runc, unpack};
+use imgpack_e2e::*;
+use serde_json::{json, Value};
+
+#[test]
+fn imgpack_runs_as_a_rootless_read_only_job_and_pushes() {
+    for tool in ["skopeo", "umoci", "runc", "musl-gcc"] {
+        if !have_tool(tool) {
+            return;
+        }
+    }
+    if !is_root() {
+        assert!(
+            std::env::var("IMGPACK_E2E").as_deref() != Ok("1"),
+            "runc needs root"
+        );
+        return;
+    }
+    let password = "job-s3cret";
+    let Some(registry) = Registry::start(Setup::Basic {
+        user: "builder".into(),
+        password: password.into(),
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // imgpack's own image, as `cargo xtask image` makes it (a debug build keeps the test short).
+    let image_layout = d.join("imgpack-image");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args(["xtask", "image", "--profile", "dev", "-q", "--output"])
+        .arg(format!("oci:{}:job", image_layout.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo xtask image failed");
+    let bundle = unpack(
+        &format!("oci:{}:job", image_layout.display()),
+        &[],
+        "amd64",
+        d,
+    );
+
+    // What the Job mounts: a docker-config Secret and the binary to pack.
+    let secret = d.join("secret");
+    std::fs::create_dir(&secret).unwrap();
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("builder:{password}"));
+    std::fs::write(
+        secret.join("config.json"),
+        json!({"auths": {registry.host(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let input = d.join("input");
+    std::fs::create_dir(&input).unwrap();
+    write_static_elf(&input.join("app"), Arch::Amd64, b"the job's app");
+    // Secrets are mounted readable by the pod's user (defaultMode / fsGroup).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        secret.join("config.json"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+
+    let target = format!("{}/team/app:v1", registry.host());
+    let mut config = prepare_for_runc(
+        &bundle,
+        true,
+        &[
+            ("DOCKER_CONFIG", "/var/run/secrets/registry"),
+            ("IMGPACK_TMPDIR", "/tmp"),
+            ("IMGPACK_CACHE_DIR", "/tmp/cache"),
+        ],
+    );
+    assert_eq!(
+        config["process"]["user"]["uid"], 65532,
+        "the image runs as nonroot"
+    );
+    config["root"]["readonly"] = Value::Bool(true);
+    config["process"]["args"] = json!([
+        "/app/imgpack",
+        "build",
+        "-q",
+        "--binary",
+        "linux/amd64=/in/app",
+        "--push",
+        target
+    ]);
+    let mounts = config["mounts"].as_array_mut().unwrap();
+    mounts.retain(|m| m["destination"] != "/tmp");
+    mounts.push(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev", "mode=1777"]}));
+    mounts.push(json!({"destination": "/var/run/secrets/registry", "type": "bind", "source": secret, "options": ["rbind", "ro"]}));
+    mounts.push(
+        json!({"destination": "/in", "type": "bind", "source": input, "options": ["rbind", "ro"]}),
+    );
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+
+    let output = Command::new("runc")
+        .arg("--root")
+        .arg(d.join("runc"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(format!("e2e-job-{}", std::process::id()))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        output.status.success(),
+        "the job failed:\n{stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains(password) && !stderr.contains(password));
+    let prefix = format!("{}/team/app@sha256:", registry.host());
+    assert!(stdout.starts_with(&prefix), "{stdout}");
+
+    let raw = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            &format!("builder:{password}"),
+        ])
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    assert!(
+        raw.status.success(),
+        "{}",
+        String::from_utf8_lossy(&raw.stderr)
+    );
+    assert_eq!(
+        format!(
+            "{}@{}",
+            prefix.trim_end_matches("@sha256:"),
+            imgpack_blob::Digest::of_bytes(&raw.stdout)
+        ),
+        stdout
+    );
+}
