@@ -162,6 +162,22 @@ fn musl_target_installed(triple: &str) -> bool {
         .is_dir()
 }
 
+/// Copies a project directory (a fixture) to `to`, leaving out build output (`target/`).
+pub fn copy_project(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == "target" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_project(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// A synthetic static executable for `arch` with a payload, written to `path`.
 pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
     std::fs::write(

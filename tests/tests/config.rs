@@ -8,31 +8,16 @@ use imgpack_e2e::registry::{Registry, Setup};
 use imgpack_e2e::*;
 use serde_json::Value;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == "target" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
-
 /// A repository holding the rust-hello and probe fixtures (both std-only Rust).
 fn repository_with_two_projects(root: &Path) -> bool {
     if probe_binary(Arch::Amd64).is_none() {
         return false;
     }
-    copy_dir(
+    copy_project(
         &workspace_root().join("fixtures/rust-hello"),
         &root.join("services/hello"),
     );
-    copy_dir(
+    copy_project(
         &workspace_root().join("fixtures/probe"),
         &root.join("tools/probe"),
     );

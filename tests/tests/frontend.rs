@@ -19,22 +19,6 @@ struct Project {
     name: &'static str,
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if name == "target" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(&name));
-        } else {
-            std::fs::copy(entry.path(), to.join(&name)).unwrap();
-        }
-    }
-}
-
 /// Copies fixture `name` under `work` and returns how to build it. The Gin
 /// app builds offline in GOPATH mode against Debian's Gin in /usr/share/gocode;
 /// its import path is fixed (example.com/gin-app) wherever the copy lives.
@@ -53,7 +37,7 @@ fn project(name: &'static str, work: &Path) -> Option<Project> {
             }
             let gopath = work.join("gopath");
             let dir = gopath.join("src/example.com/gin-app");
-            copy_dir(&fixture, &dir);
+            copy_project(&fixture, &dir);
             let env = vec![
                 ("GO111MODULE".into(), "off".into()),
                 (
@@ -72,7 +56,7 @@ fn project(name: &'static str, work: &Path) -> Option<Project> {
                 return None;
             }
             let dir = work.join("go-hello");
-            copy_dir(&fixture, &dir);
+            copy_project(&fixture, &dir);
             let env = vec![
                 ("GOFLAGS".into(), "-mod=mod".into()),
                 ("GOPROXY".into(), "off".into()),
@@ -86,7 +70,7 @@ fn project(name: &'static str, work: &Path) -> Option<Project> {
         "rust-hello" => {
             probe_binary(Arch::Arm64)?; // makes sure the musl targets are installed
             let dir = work.join("rust-hello");
-            copy_dir(&fixture, &dir);
+            copy_project(&fixture, &dir);
             Some(Project {
                 dir,
                 env: Vec::new(),

@@ -2,26 +2,10 @@
 //! pushed once each, and replaced by REPOSITORY@sha256:…, everything else unchanged.
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use imgpack_e2e::registry::{Registry, Setup};
 use imgpack_e2e::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_name() == "target" {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &to.join(entry.file_name()));
-        } else {
-            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-        }
-    }
-}
 
 const DEPLOYMENT: &str = "# The API, built from source by imgpack resolve.
 apiVersion: apps/v1
@@ -70,11 +54,11 @@ fn references_in_several_documents_are_built_once_and_replaced() {
     };
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    copy_dir(
+    copy_project(
         &workspace_root().join("fixtures/rust-hello"),
         &root.join("services/hello"),
     );
-    copy_dir(
+    copy_project(
         &workspace_root().join("fixtures/probe"),
         &root.join("tools/probe"),
     );
