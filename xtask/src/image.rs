@@ -21,12 +21,25 @@ pub fn run_image(args: &[String]) -> Result<()> {
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--profile" => profile = rest.next().context("--profile needs a value")?.clone(),
-            "--output" | "-o" | "--push" | "--tag" | "--image-refs" | "--insecure-registry" | "--registry-ca" => {
+            "--output"
+            | "-o"
+            | "--push"
+            | "--tag"
+            | "--image-refs"
+            | "--insecure-registry"
+            | "--registry-ca" => {
                 pack_args.push(arg.clone());
-                pack_args.push(rest.next().with_context(|| format!("{arg} needs a value"))?.clone());
+                pack_args.push(
+                    rest.next()
+                        .with_context(|| format!("{arg} needs a value"))?
+                        .clone(),
+                );
             }
             "-q" | "--quiet" => pack_args.push(arg.clone()),
-            other => bail!("unknown argument '{other}': use --profile, --output, --push, --tag, --image-refs, -q"),
+            other => bail!(
+                "unknown argument '{other}': use --profile, --output, --push, --tag, --image-refs, \
+                 --insecure-registry, --registry-ca or -q"
+            ),
         }
     }
     if !pack_args

@@ -200,29 +200,28 @@ impl Source<'_> {
         if let Some(digest) = self.reference.digest() {
             return Digest::parse(digest).context("the base image's digest is not sha256");
         }
-        let tag = self.reference.tag().unwrap_or("latest").to_owned();
-        match self.fetch_manifest(&tag).await {
-            Ok(digest) => {
-                let file = self.ref_file();
-                std::fs::create_dir_all(file.parent().expect("has a parent"))?;
-                imgpack_blob::write_atomically(&file, digest.to_string().as_bytes(), 0o644)?;
-                Ok(digest)
-            }
-            Err(err) => {
-                let cached = std::fs::read_to_string(self.ref_file())
-                    .ok()
-                    .and_then(|d| Digest::parse(d.trim()));
-                match cached.filter(|digest| self.store.contains(digest)) {
-                    Some(digest) => {
-                        self.reporter.line(&format!(
-                            "cannot reach the base's registry ({err:#}); using the cached {digest}"
-                        ));
-                        Ok(digest)
-                    }
-                    None => Err(err),
+        // Only an unreachable registry falls back to the cache: a tag the
+        // registry answers for (or refuses) is never replaced by an old one.
+        if let Err(err) = self.client().await {
+            let cached = std::fs::read_to_string(self.ref_file())
+                .ok()
+                .and_then(|d| Digest::parse(d.trim()));
+            return match cached.filter(|digest| self.store.contains(digest)) {
+                Some(digest) => {
+                    self.reporter.line(&format!(
+                        "cannot reach the base's registry ({err:#}); using the cached {digest}"
+                    ));
+                    Ok(digest)
                 }
-            }
+                None => Err(err),
+            };
         }
+        let tag = self.reference.tag().unwrap_or("latest").to_owned();
+        let digest = self.fetch_manifest(&tag).await?;
+        let file = self.ref_file();
+        std::fs::create_dir_all(file.parent().expect("has a parent"))?;
+        imgpack_blob::write_atomically(&file, digest.to_string().as_bytes(), 0o644)?;
+        Ok(digest)
     }
 
     /// GETs a manifest into the cache; returns its digest.

@@ -7,8 +7,8 @@ use imgpack_blob::BlobStore;
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
 use imgpack_image::{build_image, BaseLayers, Format, ImageSettings, LayerSet, Sink};
 use imgpack_layer::{
-    app_layer, ca_certs_layer, files_layer, layer_has_path, rootfs_layer, tzdata_layer,
-    write_layer, CaCerts, Compression, DescribedContents, Layer, Tzdata, CA_BUNDLE_PATH,
+    app_layer, ca_certs_layer, files_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts,
+    Compression, DescribedContents, Layer, LayerPaths, Tzdata, CA_BUNDLE_PATH,
 };
 use imgpack_platform::{check_binary, inspect_elf, BinaryError, Platform};
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
@@ -220,13 +220,14 @@ fn check_binary_for(
     let Some(interpreter) = info.interpreter.clone() else {
         return Err(err.into());
     };
+    let mut paths = LayerPaths::default();
     for layer in &base.layers {
-        let file = store.open_blob(layer.digest())?;
-        if layer_has_path(file, &layer.media_type, &interpreter)? {
-            return Ok(format!(
-                "dynamically linked; the base provides {interpreter}"
-            ));
-        }
+        paths.add_layer(store.open_blob(layer.digest())?, &layer.media_type)?;
+    }
+    if paths.resolves(&interpreter) {
+        return Ok(format!(
+            "dynamically linked; the base provides {interpreter}"
+        ));
     }
     bail!(
         "binary {} needs the interpreter {interpreter}, which the base image {} does not have: \
@@ -276,7 +277,14 @@ fn plan(args: BuildArgs) -> Result<BuildPlan> {
         .map(|spec| parse_output(spec))
         .collect::<Result<Vec<_>>>()?;
     if args.push.is_none() {
-        check_push_flags_unused(&args.push_flags)?;
+        check_push_flags_unused(&args.push_flags, args.base.is_some())?;
+    }
+    if let Some(base) = &args.base {
+        // Checked now, so a typo fails before anything is compiled.
+        base.parse::<oci_spec::distribution::Reference>()
+            .with_context(|| {
+                format!("bad --base '{base}': use REGISTRY/REPOSITORY[:TAG][@sha256:…]")
+            })?;
     }
     let git = GitInfo::of(&project_dir(&inputs));
     let push = args
@@ -507,15 +515,19 @@ fn check_source_flags_unused(args: &BuildArgs) -> Result<()> {
 }
 
 /// Registry flags without `--push` would silently do nothing: refuse them.
-fn check_push_flags_unused(flags: &PushFlags) -> Result<()> {
+fn check_push_flags_unused(flags: &PushFlags, pulls_base: bool) -> Result<()> {
     let given = [
         ("--tag", !flags.tags.is_empty()),
         ("--image-refs", flags.image_refs.is_some()),
+        // A base image is pulled from a registry too.
         (
             "--insecure-registry",
-            !flags.registry.insecure_registries.is_empty(),
+            !pulls_base && !flags.registry.insecure_registries.is_empty(),
         ),
-        ("--registry-ca", !flags.registry.registry_ca.is_empty()),
+        (
+            "--registry-ca",
+            !pulls_base && !flags.registry.registry_ca.is_empty(),
+        ),
     ];
     if let Some((flag, _)) = given.iter().find(|(_, given)| *given) {
         bail!("{flag} applies to a push: add --push REGISTRY/REPOSITORY:TAG");
