@@ -525,9 +525,10 @@ fn bearer_tokens_are_fetched_per_scope_cached_and_refreshed() {
     let before = tokens.requests();
     let pushed = last_line(&push("team/app", &config));
     let cached = tokens.requests() - before;
-    assert!(
-        (1..=3).contains(&cached),
-        "{cached} token requests for one push with long-lived tokens"
+    // One scope (push on team/app), one token, however many uploads run at once.
+    assert_eq!(
+        cached, 1,
+        "token requests for one push with long-lived tokens"
     );
     let creds = format!("{TOKEN_USER}:{TOKEN_PASSWORD}");
     let raw = raw_manifest(

@@ -126,11 +126,14 @@ impl Authenticator {
         Ok(Some(header))
     }
 
-    /// Records the challenge of a 401 and forgets the token that was refused.
+    /// Records the challenge of a 401. A token is forgotten only when the refused
+    /// request carried one: requests sent before any challenge was known all come
+    /// back 401, and must not throw away the token the first of them fetched.
     pub(crate) async fn challenged(
         &self,
         www_authenticate: Option<&str>,
         scopes: &[String],
+        sent_credentials: bool,
     ) -> Result<()> {
         let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
             bail!(
@@ -139,7 +142,9 @@ impl Authenticator {
             );
         };
         *self.challenge.lock().await = Some(challenge);
-        self.tokens.lock().await.remove(&scopes.join(" "));
+        if sent_credentials {
+            self.tokens.lock().await.remove(&scopes.join(" "));
+        }
         Ok(())
     }
 

@@ -83,6 +83,7 @@ impl RegistryClient {
                 .authorization(scopes)
                 .await
                 .map_err(|err| RequestError::fatal(format!("{err:#}")))?;
+            let sent_credentials = authorization.is_some();
             if let Some(value) = authorization {
                 request = request.header(reqwest::header::AUTHORIZATION, value);
             }
@@ -99,7 +100,7 @@ impl RegistryClient {
                 .get(WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok());
             self.auth
-                .challenged(header, scopes)
+                .challenged(header, scopes, sent_credentials)
                 .await
                 .map_err(|err| RequestError::fatal(format!("{err:#}")))?;
         }
