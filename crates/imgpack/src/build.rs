@@ -420,7 +420,8 @@ fn push_plan(
             flags: flags.clone(),
         }
     };
-    // Parse now, so a bad reference fails before anything is compiled.
+    // Parse now (with a stand-in for the name the build will give), so a bad
+    // reference or tag fails before anything is compiled.
     plan.sink("name", quiet)?;
     Ok(plan)
 }
