@@ -1,59 +1,56 @@
+//! Flags to a checked build plan: every value parsed and validated before
+//! anything is compiled or written.
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::thread;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use imgpack_blob::BlobStore;
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
-use imgpack_image::{build_image, BaseLayers, Format, ImageSettings, LayerSet, Sink};
-use imgpack_layer::{
-    app_layer, ca_certs_layer, files_layer, rootfs_layer, tzdata_layer, write_layer, CaCerts,
-    Compression, DescribedContents, Layer, LayerPaths, Tzdata, CA_BUNDLE_PATH,
-};
-use imgpack_platform::{check_binary, inspect_elf, BinaryError, Platform};
+use imgpack_image::{Format, ImageSettings};
+use imgpack_layer::{CaCerts, Compression, Tzdata, CA_BUNDLE_PATH};
+use imgpack_platform::Platform;
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
 
 use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
-use crate::naming::common_app_name;
 use crate::outputs::{parse_output, Output};
-use crate::registry::{pushed_reference, registry_sink};
+use crate::registry::registry_sink;
 
 /// A checked request: every flag parsed and validated before any work starts.
-struct BuildPlan {
-    inputs: Inputs,
+pub(crate) struct BuildPlan {
+    pub(super) inputs: Inputs,
     /// More projects whose binaries join the main one in the image (imgpack.toml `paths`).
-    more_paths: Vec<PathBuf>,
+    pub(super) more_paths: Vec<PathBuf>,
     /// Extra files (imgpack.toml `[[files]]`).
-    files: Vec<imgpack_layer::FileSpec>,
-    outputs: Vec<Output>,
-    push: Option<PushPlan>,
-    name: Option<String>,
+    pub(super) files: Vec<imgpack_layer::FileSpec>,
+    pub(super) outputs: Vec<Output>,
+    pub(super) push: Option<PushPlan>,
+    pub(super) name: Option<String>,
     /// `--base`: the image imgpack's layers go on top of.
-    base: Option<String>,
+    pub(super) base: Option<String>,
     /// How to reach registries (for the base).
-    transport: TransportOptions,
-    ca_certs: CaCerts,
-    tzdata: Tzdata,
-    zones: Option<Vec<String>>,
-    compression: Compression,
-    settings: ImageSettings,
-    tmpdir: Option<PathBuf>,
-    quiet: bool,
+    pub(super) transport: TransportOptions,
+    pub(super) ca_certs: CaCerts,
+    pub(super) tzdata: Tzdata,
+    pub(super) zones: Option<Vec<String>>,
+    pub(super) compression: Compression,
+    pub(super) settings: ImageSettings,
+    pub(super) tmpdir: Option<PathBuf>,
+    pub(super) quiet: bool,
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
 /// binary's name is known; tags already expanded from git.
-struct PushPlan {
-    reference: Option<String>,
-    repository: Option<String>,
-    tags: Vec<String>,
-    flags: PushFlags,
+pub(super) struct PushPlan {
+    pub(super) reference: Option<String>,
+    pub(super) repository: Option<String>,
+    pub(super) tags: Vec<String>,
+    pub(super) flags: PushFlags,
 }
 
 impl PushPlan {
     /// The registry sink, now that the image's name is known.
-    fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
+    pub(super) fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
         match (&self.reference, &self.repository) {
             (Some(reference), _) => registry_sink(reference, &self.tags, &self.flags, quiet),
             (None, Some(repository)) => {
@@ -70,202 +67,14 @@ impl PushPlan {
 }
 
 /// Where the binaries come from.
-enum Inputs {
+pub(super) enum Inputs {
     /// `--binary PLATFORM=PATH`.
     Prebuilt(Vec<(Platform, PathBuf)>),
     /// A Go or Rust project compiled by a frontend (its `out_dir` is set at run time).
     Source(Box<SourceBuild>),
 }
 
-/// `imgpack build`: the image the flags describe or, with an imgpack.toml,
-/// every image it describes (flags over the file), one after another.
-pub fn run(args: BuildArgs) -> Result<()> {
-    let image_refs = args.push_flags.image_refs.clone();
-    let lines = build_all(args)?;
-    if let Some(path) = image_refs {
-        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
-        std::fs::write(&path, text)
-            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
-    }
-    // The digests (or pushed references) are all there is on stdout, so scripts can capture them.
-    for line in lines {
-        println!("{line}");
-    }
-    Ok(())
-}
-
-/// Builds every image `args` (and an imgpack.toml) describe; returns, per
-/// image, the pushed `REPOSITORY@sha256:…` or, without a push, the digest.
-pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
-    let builds = match crate::config::load(&args)? {
-        Some(config) => config.builds(&args)?,
-        None => vec![args],
-    };
-    if builds.len() > 1
-        && builds
-            .iter()
-            .any(|b| b.push.as_deref().is_some_and(|r| !r.is_empty()))
-    {
-        bail!(
-            "--push REF names one image but the config file describes {}: use --push without a \
-             reference (to `repository` in the file or $IMGPACK_REPO)",
-            builds.len()
-        );
-    }
-    if builds.len() > 1 && builds.iter().any(|b| !b.outputs.is_empty()) {
-        bail!(
-            "--output writes one image but the config file describes {}: push them with --push, \
-             or build one with imgpack build PATH",
-            builds.len()
-        );
-    }
-    let plans = builds.into_iter().map(plan).collect::<Result<Vec<_>>>()?;
-    plans.into_iter().map(run_plan).collect()
-}
-
-fn run_plan(plan: BuildPlan) -> Result<String> {
-    let staging = staging_dir(plan.tmpdir.as_deref())?;
-    let store = BlobStore::open(staging.path())?;
-    let (binaries, extras) = compile(&plan, staging.path())?;
-    let named: Vec<(Platform, &Path)> = binaries
-        .iter()
-        .map(|(p, path)| (p.clone(), path.as_path()))
-        .collect();
-    let app_name = common_app_name(plan.name.as_deref(), &named)?;
-    let base = resolve_base_for(&plan, &binaries, &store)?;
-    let sets = write_layers(
-        &plan,
-        &binaries,
-        &extras,
-        &app_name,
-        &store,
-        base.as_deref(),
-    )?;
-    let image = build_image(&store, &sets, &plan.settings)?;
-    for output in &plan.outputs {
-        output
-            .sink
-            .write(&image)
-            .with_context(|| format!("cannot write {}", output.sink.describe()))?;
-        status(&plan, &format!("wrote {}", output.sink.describe()));
-    }
-    match &plan.push {
-        Some(push) => {
-            let (sink, target) = push.sink(&app_name, plan.quiet)?;
-            sink.write(&image)
-                .with_context(|| format!("cannot push to {}", sink.describe()))?;
-            Ok(pushed_reference(&target, image.root.digest()))
-        }
-        None => Ok(image.root.digest().to_string()),
-    }
-}
-
-/// The base image's layers for each binary's platform, copied (linked) from
-/// the base cache into this build's store.
-fn resolve_base_for(
-    plan: &BuildPlan,
-    binaries: &[(Platform, PathBuf)],
-    store: &BlobStore,
-) -> Result<Option<Vec<BaseLayers>>> {
-    let Some(reference) = &plan.base else {
-        return Ok(None);
-    };
-    let platforms: Vec<Platform> = binaries.iter().map(|(p, _)| p.clone()).collect();
-    let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, plan.quiet)
-        .with_context(|| format!("cannot use the base image {reference}"))?;
-    let mut per_platform = Vec::new();
-    for resolved in &base.platforms {
-        for layer in &resolved.layers {
-            store.import(&base.store, &layer.blob)?;
-        }
-        status(
-            plan,
-            &format!(
-                "{}: base {} ({} layers)",
-                resolved.platform,
-                resolved.manifest_digest,
-                resolved.layers.len()
-            ),
-        );
-        per_platform.push(BaseLayers {
-            name: base.name.clone(),
-            manifest_digest: resolved.manifest_digest.to_string(),
-            config: resolved.config.clone(),
-            layers: resolved.layers.clone(),
-        });
-    }
-    Ok(Some(per_platform))
-}
-
-/// Checks a binary: static, or dynamic with its interpreter in the base image (the cgo case).
-fn check_binary_for(
-    path: &Path,
-    platform: &Platform,
-    base: Option<&BaseLayers>,
-    store: &BlobStore,
-) -> Result<String> {
-    let err = match check_binary(path, platform) {
-        Ok(info) => {
-            return Ok(format!(
-                "a static {} executable",
-                info.arch().map_or("?", |a| a.name())
-            ))
-        }
-        Err(err) => err,
-    };
-    let (BinaryError::Dynamic { .. }, Some(base)) = (&err, base) else {
-        return Err(err.into());
-    };
-    let info = inspect_elf(path)?;
-    let Some(interpreter) = info.interpreter.clone() else {
-        return Err(err.into());
-    };
-    let mut paths = LayerPaths::default();
-    for layer in &base.layers {
-        paths.add_layer(store.open_blob(layer.digest())?, &layer.media_type)?;
-    }
-    if paths.resolves(&interpreter) {
-        return Ok(format!(
-            "dynamically linked; the base provides {interpreter}"
-        ));
-    }
-    bail!(
-        "binary {} needs the interpreter {interpreter}, which the base image {} does not have: \
-         use a base with that libc, or build statically",
-        path.display(),
-        base.name
-    )
-}
-
-/// Binaries with their platforms.
-type Binaries = Vec<(Platform, PathBuf)>;
-
-/// The main binary per platform, and the extra binaries (`paths` beyond the first).
-fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Binaries, Binaries)> {
-    let request = match &plan.inputs {
-        Inputs::Prebuilt(binaries) => return Ok((binaries.clone(), Vec::new())),
-        Inputs::Source(request) => request,
-    };
-    let mut built = Vec::new();
-    for (index, path) in std::iter::once(&request.path)
-        .chain(&plan.more_paths)
-        .enumerate()
-    {
-        let request = SourceBuild {
-            path: path.clone(),
-            out_dir: staging.join("bin").join(index.to_string()),
-            ..(**request).clone()
-        };
-        let binaries = imgpack_frontend::build(&request)?
-            .into_iter()
-            .map(|b| (b.platform, b.path));
-        built.push(binaries.collect::<Vec<_>>());
-    }
-    let main = built.remove(0);
-    Ok((main, built.into_iter().flatten().collect()))
-}
-
-fn plan(args: BuildArgs) -> Result<BuildPlan> {
+pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
     let platforms: Vec<Platform> = match &inputs {
         Inputs::Prebuilt(binaries) => binaries.iter().map(|(p, _)| p.clone()).collect(),
@@ -570,122 +379,6 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform,
         }
     }
     Ok(selected)
-}
-
-/// The three platform-independent layers are written once and shared by
-/// every platform (same digest, stored and uploaded once); the app layers
-/// are written in parallel, one per platform.
-fn write_layers(
-    plan: &BuildPlan,
-    binaries: &[(Platform, PathBuf)],
-    extras: &[(Platform, PathBuf)],
-    app_name: &str,
-    store: &BlobStore,
-    base: Option<&[BaseLayers]>,
-) -> Result<Vec<LayerSet>> {
-    let base_for = |platform: &Platform| {
-        let index = binaries.iter().position(|(p, _)| p == platform)?;
-        base.and_then(|layers| layers.get(index))
-    };
-    for (platform, path) in binaries.iter().chain(extras) {
-        let what = check_binary_for(path, platform, base_for(platform), store)?;
-        status(plan, &format!("{platform}: {} is {what}", path.display()));
-    }
-    // A base image has its own users and directories: imgpack's rootfs would replace them.
-    let mut shared_contents = if base.is_some() {
-        Vec::new()
-    } else {
-        vec![rootfs_layer()?]
-    };
-    shared_contents.extend(ca_certs_layer(&plan.ca_certs)?);
-    shared_contents.extend(tzdata_layer(&plan.tzdata, plan.zones.as_deref())?);
-    shared_contents.extend(files_layer(&plan.files, Path::new("."))?);
-    let app_contents = binaries
-        .iter()
-        .map(|(platform, path)| {
-            let mut layer_binaries = vec![(path.as_path(), app_name)];
-            for (_, extra) in extras.iter().filter(|(p, _)| p == platform) {
-                let name = extra
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .context("a binary has no usable file name")?;
-                layer_binaries.push((extra.as_path(), name));
-            }
-            app_layer(&layer_binaries)
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    let write = |described: &DescribedContents| -> Result<(Layer, String)> {
-        let layer = write_layer(
-            store,
-            &described.contents,
-            plan.compression,
-            plan.settings.epoch,
-        )?;
-        Ok((layer, described.description.clone()))
-    };
-    let (shared, apps) = thread::scope(|scope| {
-        let apps: Vec<_> = app_contents
-            .iter()
-            .map(|c| scope.spawn(move || write(c)))
-            .collect();
-        let shared = shared_contents
-            .iter()
-            .map(write)
-            .collect::<Result<Vec<_>>>();
-        let apps = apps
-            .into_iter()
-            .map(|handle| {
-                handle
-                    .join()
-                    .unwrap_or_else(|_| bail!("a layer writer thread panicked"))
-            })
-            .collect::<Result<Vec<_>>>();
-        (shared, apps)
-    });
-    let (shared, apps) = (shared?, apps?);
-    for (layer, description) in shared.iter().chain(&apps) {
-        status(
-            plan,
-            &format!(
-                "layer {} ({} bytes): {description}",
-                layer.blob.digest, layer.blob.size
-            ),
-        );
-    }
-    Ok(binaries
-        .iter()
-        .zip(apps)
-        .map(|((platform, _), app)| {
-            let mut layers = shared.clone();
-            layers.push(app);
-            LayerSet {
-                platform: platform.clone(),
-                app_name: app_name.to_owned(),
-                layers,
-                base: base_for(platform).cloned(),
-            }
-        })
-        .collect())
-}
-
-fn staging_dir(tmpdir: Option<&Path>) -> Result<tempfile::TempDir> {
-    let builder = || {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("imgpack-");
-        builder
-    };
-    match tmpdir {
-        Some(dir) => builder().tempdir_in(dir),
-        None => builder().tempdir(),
-    }
-    .context("cannot create a temporary directory: set TMPDIR or --tmpdir to a writable directory")
-}
-
-fn status(plan: &BuildPlan, message: &str) {
-    if !plan.quiet {
-        eprintln!("imgpack: {message}");
-    }
 }
 
 /// SOURCE_DATE_EPOCH, the reproducible-builds convention, else 0 (1970-01-01).

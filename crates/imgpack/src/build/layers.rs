@@ -1,0 +1,191 @@
+//! Binaries to layers: the base image, the checks on each binary, and the
+//! layers written in parallel.
+
+use std::path::{Path, PathBuf};
+use std::thread;
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::BlobStore;
+use imgpack_image::{BaseLayers, LayerSet};
+use imgpack_layer::{
+    app_layer, ca_certs_layer, files_layer, rootfs_layer, tzdata_layer, write_layer,
+    DescribedContents, Layer, LayerPaths,
+};
+use imgpack_platform::{check_binary, inspect_elf, BinaryError, Platform};
+
+use super::plan::BuildPlan;
+use super::status;
+
+/// The base image's layers for each binary's platform, copied (linked) from
+/// the base cache into this build's store.
+pub(super) fn resolve_base_for(
+    plan: &BuildPlan,
+    binaries: &[(Platform, PathBuf)],
+    store: &BlobStore,
+) -> Result<Option<Vec<BaseLayers>>> {
+    let Some(reference) = &plan.base else {
+        return Ok(None);
+    };
+    let platforms: Vec<Platform> = binaries.iter().map(|(p, _)| p.clone()).collect();
+    let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, plan.quiet)
+        .with_context(|| format!("cannot use the base image {reference}"))?;
+    let mut per_platform = Vec::new();
+    for resolved in &base.platforms {
+        for layer in &resolved.layers {
+            store.import(&base.store, &layer.blob)?;
+        }
+        status(
+            plan,
+            &format!(
+                "{}: base {} ({} layers)",
+                resolved.platform,
+                resolved.manifest_digest,
+                resolved.layers.len()
+            ),
+        );
+        per_platform.push(BaseLayers {
+            name: base.name.clone(),
+            manifest_digest: resolved.manifest_digest.to_string(),
+            config: resolved.config.clone(),
+            layers: resolved.layers.clone(),
+        });
+    }
+    Ok(Some(per_platform))
+}
+
+/// Checks a binary: static, or dynamic with its interpreter in the base image (the cgo case).
+fn check_binary_for(
+    path: &Path,
+    platform: &Platform,
+    base: Option<&BaseLayers>,
+    store: &BlobStore,
+) -> Result<String> {
+    let err = match check_binary(path, platform) {
+        Ok(info) => {
+            return Ok(format!(
+                "a static {} executable",
+                info.arch().map_or("?", |a| a.name())
+            ))
+        }
+        Err(err) => err,
+    };
+    let (BinaryError::Dynamic { .. }, Some(base)) = (&err, base) else {
+        return Err(err.into());
+    };
+    let info = inspect_elf(path)?;
+    let Some(interpreter) = info.interpreter.clone() else {
+        return Err(err.into());
+    };
+    let mut paths = LayerPaths::default();
+    for layer in &base.layers {
+        paths.add_layer(store.open_blob(layer.digest())?, &layer.media_type)?;
+    }
+    if paths.resolves(&interpreter) {
+        return Ok(format!(
+            "dynamically linked; the base provides {interpreter}"
+        ));
+    }
+    bail!(
+        "binary {} needs the interpreter {interpreter}, which the base image {} does not have: \
+         use a base with that libc, or build statically",
+        path.display(),
+        base.name
+    )
+}
+
+/// The three platform-independent layers are written once and shared by
+/// every platform (same digest, stored and uploaded once); the app layers
+/// are written in parallel, one per platform.
+pub(super) fn write_layers(
+    plan: &BuildPlan,
+    binaries: &[(Platform, PathBuf)],
+    extras: &[(Platform, PathBuf)],
+    app_name: &str,
+    store: &BlobStore,
+    base: Option<&[BaseLayers]>,
+) -> Result<Vec<LayerSet>> {
+    let base_for = |platform: &Platform| {
+        let index = binaries.iter().position(|(p, _)| p == platform)?;
+        base.and_then(|layers| layers.get(index))
+    };
+    for (platform, path) in binaries.iter().chain(extras) {
+        let what = check_binary_for(path, platform, base_for(platform), store)?;
+        status(plan, &format!("{platform}: {} is {what}", path.display()));
+    }
+    // A base image has its own users and directories: imgpack's rootfs would replace them.
+    let mut shared_contents = if base.is_some() {
+        Vec::new()
+    } else {
+        vec![rootfs_layer()?]
+    };
+    shared_contents.extend(ca_certs_layer(&plan.ca_certs)?);
+    shared_contents.extend(tzdata_layer(&plan.tzdata, plan.zones.as_deref())?);
+    shared_contents.extend(files_layer(&plan.files, Path::new("."))?);
+    let app_contents = binaries
+        .iter()
+        .map(|(platform, path)| {
+            let mut layer_binaries = vec![(path.as_path(), app_name)];
+            for (_, extra) in extras.iter().filter(|(p, _)| p == platform) {
+                let name = extra
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("a binary has no usable file name")?;
+                layer_binaries.push((extra.as_path(), name));
+            }
+            app_layer(&layer_binaries)
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    let write = |described: &DescribedContents| -> Result<(Layer, String)> {
+        let layer = write_layer(
+            store,
+            &described.contents,
+            plan.compression,
+            plan.settings.epoch,
+        )?;
+        Ok((layer, described.description.clone()))
+    };
+    let (shared, apps) = thread::scope(|scope| {
+        let apps: Vec<_> = app_contents
+            .iter()
+            .map(|c| scope.spawn(move || write(c)))
+            .collect();
+        let shared = shared_contents
+            .iter()
+            .map(write)
+            .collect::<Result<Vec<_>>>();
+        let apps = apps
+            .into_iter()
+            .map(|handle| {
+                handle
+                    .join()
+                    .unwrap_or_else(|_| bail!("a layer writer thread panicked"))
+            })
+            .collect::<Result<Vec<_>>>();
+        (shared, apps)
+    });
+    let (shared, apps) = (shared?, apps?);
+    for (layer, description) in shared.iter().chain(&apps) {
+        status(
+            plan,
+            &format!(
+                "layer {} ({} bytes): {description}",
+                layer.blob.digest, layer.blob.size
+            ),
+        );
+    }
+    Ok(binaries
+        .iter()
+        .zip(apps)
+        .map(|((platform, _), app)| {
+            let mut layers = shared.clone();
+            layers.push(app);
+            LayerSet {
+                platform: platform.clone(),
+                app_name: app_name.to_owned(),
+                layers,
+                base: base_for(platform).cloned(),
+            }
+        })
+        .collect())
+}

@@ -1,0 +1,153 @@
+//! `imgpack build`: from flags (and an imgpack.toml) to a checked plan
+//! (`plan`), binaries (compiled by a frontend or given), layers (`layers`),
+//! the image, and its outputs and push.
+
+mod layers;
+mod plan;
+
+pub(crate) use plan::{check_port, check_user, check_workdir};
+
+use layers::{resolve_base_for, write_layers};
+use plan::{plan, BuildPlan, Inputs};
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::BlobStore;
+use imgpack_frontend::SourceBuild;
+use imgpack_image::{build_image, Sink};
+use imgpack_platform::Platform;
+
+use crate::cli::BuildArgs;
+use crate::naming::common_app_name;
+use crate::registry::pushed_reference;
+
+/// `imgpack build`: the image the flags describe or, with an imgpack.toml,
+/// every image it describes (flags over the file), one after another.
+pub fn run(args: BuildArgs) -> Result<()> {
+    let image_refs = args.push_flags.image_refs.clone();
+    let lines = build_all(args)?;
+    if let Some(path) = image_refs {
+        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+        std::fs::write(&path, text)
+            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
+    }
+    // The digests (or pushed references) are all there is on stdout, so scripts can capture them.
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// Builds every image `args` (and an imgpack.toml) describe; returns, per
+/// image, the pushed `REPOSITORY@sha256:…` or, without a push, the digest.
+pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
+    let builds = match crate::config::load(&args)? {
+        Some(config) => config.builds(&args)?,
+        None => vec![args],
+    };
+    if builds.len() > 1
+        && builds
+            .iter()
+            .any(|b| b.push.as_deref().is_some_and(|r| !r.is_empty()))
+    {
+        bail!(
+            "--push REF names one image but the config file describes {}: use --push without a \
+             reference (to `repository` in the file or $IMGPACK_REPO)",
+            builds.len()
+        );
+    }
+    if builds.len() > 1 && builds.iter().any(|b| !b.outputs.is_empty()) {
+        bail!(
+            "--output writes one image but the config file describes {}: push them with --push, \
+             or build one with imgpack build PATH",
+            builds.len()
+        );
+    }
+    let plans = builds.into_iter().map(plan).collect::<Result<Vec<_>>>()?;
+    plans.into_iter().map(run_plan).collect()
+}
+
+fn run_plan(plan: BuildPlan) -> Result<String> {
+    let staging = staging_dir(plan.tmpdir.as_deref())?;
+    let store = BlobStore::open(staging.path())?;
+    let (binaries, extras) = compile(&plan, staging.path())?;
+    let named: Vec<(Platform, &Path)> = binaries
+        .iter()
+        .map(|(p, path)| (p.clone(), path.as_path()))
+        .collect();
+    let app_name = common_app_name(plan.name.as_deref(), &named)?;
+    let base = resolve_base_for(&plan, &binaries, &store)?;
+    let sets = write_layers(
+        &plan,
+        &binaries,
+        &extras,
+        &app_name,
+        &store,
+        base.as_deref(),
+    )?;
+    let image = build_image(&store, &sets, &plan.settings)?;
+    for output in &plan.outputs {
+        output
+            .sink
+            .write(&image)
+            .with_context(|| format!("cannot write {}", output.sink.describe()))?;
+        status(&plan, &format!("wrote {}", output.sink.describe()));
+    }
+    match &plan.push {
+        Some(push) => {
+            let (sink, target) = push.sink(&app_name, plan.quiet)?;
+            sink.write(&image)
+                .with_context(|| format!("cannot push to {}", sink.describe()))?;
+            Ok(pushed_reference(&target, image.root.digest()))
+        }
+        None => Ok(image.root.digest().to_string()),
+    }
+}
+
+/// Binaries with their platforms.
+pub(super) type Binaries = Vec<(Platform, PathBuf)>;
+
+/// The main binary per platform, and the extra binaries (`paths` beyond the first).
+fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Binaries, Binaries)> {
+    let request = match &plan.inputs {
+        Inputs::Prebuilt(binaries) => return Ok((binaries.clone(), Vec::new())),
+        Inputs::Source(request) => request,
+    };
+    let mut built = Vec::new();
+    for (index, path) in std::iter::once(&request.path)
+        .chain(&plan.more_paths)
+        .enumerate()
+    {
+        let request = SourceBuild {
+            path: path.clone(),
+            out_dir: staging.join("bin").join(index.to_string()),
+            ..(**request).clone()
+        };
+        let binaries = imgpack_frontend::build(&request)?
+            .into_iter()
+            .map(|b| (b.platform, b.path));
+        built.push(binaries.collect::<Vec<_>>());
+    }
+    let main = built.remove(0);
+    Ok((main, built.into_iter().flatten().collect()))
+}
+
+fn staging_dir(tmpdir: Option<&Path>) -> Result<tempfile::TempDir> {
+    let builder = || {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("imgpack-");
+        builder
+    };
+    match tmpdir {
+        Some(dir) => builder().tempdir_in(dir),
+        None => builder().tempdir(),
+    }
+    .context("cannot create a temporary directory: set TMPDIR or --tmpdir to a writable directory")
+}
+
+pub(super) fn status(plan: &BuildPlan, message: &str) {
+    if !plan.quiet {
+        eprintln!("imgpack: {message}");
+    }
+}
