@@ -1,8 +1,10 @@
-//! `cargo xtask bench [--size-mb N] [--runs N]`: time and peak memory of
-//! `imgpack build` around a large static binary, next to
+//! `cargo xtask bench [assemble] [--size-mb N] [--runs N]`: time and peak
+//! memory of `imgpack build` around a large static binary, next to
 //! `tar --sort=name … | gzip -6 | sha256sum` on the same file, on the same
 //! machine. Speed is reported as a ratio to that reference, never asserted,
 //! because absolute numbers say more about the machine than about imgpack.
+//!
+//! `cargo xtask bench push [--size-mb N] [--runs N]`: see `bench_push`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -21,9 +23,9 @@ const REFERENCE_SCRIPT: &str = "set -o pipefail; \
     tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -cf - -C \"$1\" \"$2\" \
     | gzip -6 | sha256sum >/dev/null";
 
-struct Options {
-    size_mb: u64,
-    runs: usize,
+pub(crate) struct Options {
+    pub(crate) size_mb: u64,
+    pub(crate) runs: usize,
 }
 
 /// What one command cost: wall-clock seconds and max RSS in KiB, as GNU time reports them.
@@ -51,15 +53,25 @@ impl Row {
     }
 }
 
+/// `bench push …` runs the push benchmark; `bench assemble …` or plain
+/// `bench …` the build one.
 pub fn run(args: &[String]) -> Result<()> {
-    let options = parse_args(args)?;
+    match args.first().map(String::as_str) {
+        Some("push") => crate::bench_push::run(&args[1..]),
+        Some("assemble") => run_assemble(&args[1..]),
+        _ => run_assemble(args),
+    }
+}
+
+fn run_assemble(args: &[String]) -> Result<()> {
+    let options = parse_args(args, 100)?;
     check_tools()?;
     let imgpack = build_imgpack()?;
 
     let temp = TempDir::create()?;
     let binary = temp.0.join(BINARY_NAME);
     let size = options.size_mb * 1_000_000;
-    write_fake_binary(&binary, size)?;
+    write_fake_binary(&binary, size, EM_X86_64, 0)?;
 
     let layout = temp.0.join("layout");
     let imgpack_command = |compression: &str| {
@@ -102,9 +114,10 @@ pub fn run(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn parse_args(args: &[String]) -> Result<Options> {
+/// `--size-mb N` (default `default_size_mb`) and `--runs N` (default 3).
+pub(crate) fn parse_args(args: &[String], default_size_mb: u64) -> Result<Options> {
     let mut options = Options {
-        size_mb: 100,
+        size_mb: default_size_mb,
         runs: 3,
     };
     let mut args = args.iter();
@@ -145,7 +158,7 @@ fn check_tools() -> Result<()> {
 }
 
 /// Builds imgpack in release mode and returns the path of the binary.
-fn build_imgpack() -> Result<PathBuf> {
+pub(crate) fn build_imgpack() -> Result<PathBuf> {
     let root = crate::workspace_root();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     crate::run(
@@ -163,10 +176,10 @@ fn build_imgpack() -> Result<PathBuf> {
 }
 
 /// The bench's scratch directory, removed when dropped, even after an error.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(pub(crate) PathBuf);
 
 impl TempDir {
-    fn create() -> Result<Self> {
+    pub(crate) fn create() -> Result<Self> {
         let dir = std::env::temp_dir().join(format!("imgpack-bench-{}", std::process::id()));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         Ok(Self(dir))
@@ -179,11 +192,17 @@ impl Drop for TempDir {
     }
 }
 
-/// Writes a static x86_64 ELF executable of exactly `size` bytes. Its payload
-/// is real machine code (the files of /usr/bin, concatenated), so that it
-/// compresses like a real binary rather than like zeros or random bytes.
-fn write_fake_binary(path: &Path, size: u64) -> Result<()> {
-    let header = elf_header(size);
+/// ELF `e_machine` of x86_64 (linux/amd64).
+pub(crate) const EM_X86_64: u16 = 62;
+/// ELF `e_machine` of AArch64 (linux/arm64).
+pub(crate) const EM_AARCH64: u16 = 183;
+
+/// Writes a static ELF executable for `machine` of exactly `size` bytes. Its
+/// payload is real machine code (the files of /usr/bin, concatenated, starting
+/// `skip` bytes into that stream and wrapping around), so that it compresses
+/// like a real binary rather than like zeros or random bytes.
+pub(crate) fn write_fake_binary(path: &Path, size: u64, machine: u16, skip: u64) -> Result<()> {
+    let header = elf_header(size, machine);
     ensure!(
         size >= header.len() as u64,
         "the binary must hold its ELF header"
@@ -191,15 +210,23 @@ fn write_fake_binary(path: &Path, size: u64) -> Result<()> {
     let mut out = BufWriter::new(File::create(path)?);
     out.write_all(&header)?;
     let mut left = size - header.len() as u64;
+    let mut skip = skip;
 
     let sources = usr_bin_files()?;
     while left > 0 {
-        let before = left;
+        let mut readable = 0u64;
         for source in &sources {
             // A file that vanished or is unreadable is skipped, not fatal.
             let Ok(bytes) = fs::read(source) else {
                 continue;
             };
+            readable += bytes.len() as u64;
+            if skip >= bytes.len() as u64 {
+                skip -= bytes.len() as u64;
+                continue;
+            }
+            let bytes = &bytes[skip as usize..];
+            skip = 0;
             let take = left.min(bytes.len() as u64) as usize;
             out.write_all(&bytes[..take])?;
             left -= take as u64;
@@ -208,9 +235,11 @@ fn write_fake_binary(path: &Path, size: u64) -> Result<()> {
             }
         }
         ensure!(
-            left < before,
+            readable > 0,
             "no readable file in /usr/bin to fill the binary with"
         );
+        // A skip longer than all of /usr/bin wraps around.
+        skip %= readable;
     }
     out.flush()?;
     eprintln!("xtask: wrote {} ({size} bytes)", path.display());
@@ -231,9 +260,9 @@ fn usr_bin_files() -> Result<Vec<PathBuf>> {
 }
 
 /// A 64-byte ELF64 header and one 56-byte PT_LOAD program header mapping the
-/// whole file: an ET_EXEC for x86_64 with no PT_INTERP or PT_DYNAMIC, which
+/// whole file: an ET_EXEC for `machine` with no PT_INTERP or PT_DYNAMIC, which
 /// is what imgpack's check calls static.
-fn elf_header(file_size: u64) -> Vec<u8> {
+fn elf_header(file_size: u64, machine: u16) -> Vec<u8> {
     const BASE: u64 = 0x40_0000;
     const HEADERS: u64 = 64 + 56;
     let mut h = Vec::with_capacity(HEADERS as usize);
@@ -241,7 +270,7 @@ fn elf_header(file_size: u64) -> Vec<u8> {
     h.extend_from_slice(&[2, 1, 1, 0]); // ELFCLASS64, little-endian, EV_CURRENT, SYSV ABI
     h.extend_from_slice(&[0; 8]); // ABI version and padding
     h.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
-    h.extend_from_slice(&62u16.to_le_bytes()); // e_machine: EM_X86_64
+    h.extend_from_slice(&machine.to_le_bytes()); // e_machine
     h.extend_from_slice(&1u32.to_le_bytes()); // e_version
     h.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // e_entry: just past the headers
     h.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
@@ -354,7 +383,7 @@ fn print_report(options: &Options, size: u64, rows: &[&Row]) {
 }
 
 /// The CPU count `nproc` reports, which bounds any parallel compression.
-fn nproc() -> String {
+pub(crate) fn nproc() -> String {
     Command::new("nproc")
         .output()
         .ok()

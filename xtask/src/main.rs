@@ -3,6 +3,7 @@
 //! `cargo xtask image`: imgpack as a static binary, packed into its own image by itself.
 
 mod bench;
+mod bench_push;
 mod ci;
 mod image;
 
