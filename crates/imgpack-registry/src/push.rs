@@ -57,7 +57,7 @@ pub async fn push_image(
     let blobs = push_blobs(client, target, image, options, &reporter, &locations).await;
     if let Err(err) = locations.lock().expect("not poisoned").save() {
         reporter.line(&format!(
-            "warning: cannot save the blob location cache: {err}"
+            "warning: cannot save the blob location cache: {err:#}"
         ));
     }
     blobs?;
