@@ -188,6 +188,16 @@ pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
     path.to_owned()
 }
 
+/// A JSON array of strings (an image config's `Env`, say) as string slices.
+pub fn strings(value: &Value) -> Vec<&str> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .iter()
+        .map(|v| v.as_str().unwrap_or_else(|| panic!("not a string: {v}")))
+        .collect()
+}
+
 /// Reads and checks an OCI layout: every blob under blobs/sha256 hashes to its name.
 pub struct Layout {
     pub dir: PathBuf,

@@ -131,12 +131,7 @@ fn a_base_is_merged_mounted_on_push_and_cached_for_offline_rebuilds() {
     assert_eq!(c["WorkingDir"], "/data");
     assert_eq!(c["Entrypoint"], serde_json::json!(["/app/api"]));
     assert_eq!(c["Labels"]["base"], "glibc");
-    let env: Vec<&str> = c["Env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let env = strings(&c["Env"]);
     assert!(
         env.contains(&"BASE_VAR=from-the-base") && env.contains(&"APP_VAR=1"),
         "{env:?}"

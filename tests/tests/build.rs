@@ -103,12 +103,7 @@ fn two_platforms_give_an_index_sharing_the_platform_independent_layers() {
     assert_eq!(config["created"], "1970-01-01T00:00:00Z");
     assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 4);
     assert_eq!(config["history"].as_array().unwrap().len(), 4);
-    let env: Vec<&str> = config["config"]["Env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let env = strings(&config["config"]["Env"]);
     assert!(
         env.iter()
             .any(|e| e.starts_with("PATH=") && e.ends_with(":/app")),

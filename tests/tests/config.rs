@@ -79,12 +79,7 @@ gid = 65532
     assert_eq!(config["WorkingDir"], "/app");
     assert_eq!(config["ExposedPorts"], serde_json::json!({"8080/tcp": {}}));
     assert_eq!(config["Labels"], serde_json::json!({"team": "core"}));
-    let env: Vec<&str> = config["Env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let env = strings(&config["Env"]);
     assert!(
         env.contains(&"GREETING=hello") && env.contains(&"PORT=8080"),
         "{env:?}"
