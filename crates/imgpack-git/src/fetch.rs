@@ -1,0 +1,457 @@
+//! Getting exactly one revision of a repository into an empty directory:
+//! a shallow fetch over HTTPS or SSH where the server allows it (a full one
+//! when the revision is an abbreviated commit id or the server refuses to
+//! hand out a commit by id), or, for `file://`, the repository's objects read
+//! in place as `git clone --shared` does, so a read-only mount is enough.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use gix::remote::fetch::Shallow;
+use gix::ObjectId;
+
+use crate::budget::{Budget, Exceeded, Limits};
+use crate::checkout::{check_empty, checkout};
+use crate::credentials::{self, Login, Origin};
+use crate::spec::{GitSource, Transport};
+
+/// A checked-out revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkout {
+    /// The work tree: the repository's root.
+    pub root: PathBuf,
+    /// The project to build: `root` joined with the source's directory.
+    pub project_dir: PathBuf,
+    /// The full id of the commit checked out.
+    pub commit: String,
+    /// The URL without credentials.
+    pub url: String,
+    /// Whether only the commit itself was fetched.
+    pub shallow: bool,
+    /// Pack bytes received and file bytes written.
+    pub bytes: u64,
+}
+
+/// Fetches `source` into the empty (or missing) directory `dest` and checks out its revision.
+pub fn fetch(source: &GitSource, dest: &Path, limits: Limits) -> Result<Checkout> {
+    check_empty(dest)?;
+    let budget = Budget::new(limits);
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| budget.watch(&done));
+        let result = match source.transport {
+            Transport::File => local(source, dest, &budget),
+            Transport::Http | Transport::Ssh => remote(source, dest, &budget),
+        };
+        done.store(true, Ordering::SeqCst);
+        result
+    });
+    budget.check_size();
+    if let Some(err) = over_budget(source, &budget) {
+        return Err(err);
+    }
+    let (commit, shallow) = result?;
+    let project_dir = match &source.subdir {
+        Some(subdir) => dest.join(subdir),
+        None => dest.to_owned(),
+    };
+    if !project_dir.is_dir() {
+        bail!(
+            "{source}: commit {commit} has no directory {}: check the path after '#'",
+            source.subdir.as_deref().unwrap_or(Path::new(".")).display()
+        );
+    }
+    Ok(Checkout {
+        root: dest.to_owned(),
+        project_dir,
+        commit: commit.to_string(),
+        url: source.public_url(),
+        shallow,
+        bytes: budget.bytes(),
+    })
+}
+
+/// The error to report when a limit, not the server, ended the fetch.
+fn over_budget(source: &GitSource, budget: &Budget) -> Option<anyhow::Error> {
+    let limits = budget.limits();
+    Some(match budget.exceeded()? {
+        Exceeded::Size => anyhow::anyhow!(
+            "{source}: the repository is larger than {} MiB: raise IMGPACK_GIT_MAX_MIB",
+            limits.max_bytes >> 20
+        ),
+        Exceeded::Time => anyhow::anyhow!(
+            "{source}: fetching took longer than {} s: raise IMGPACK_GIT_TIMEOUT or check the network",
+            limits.timeout.as_secs()
+        ),
+    })
+}
+
+/// What REV asks for, in the terms of a fetch.
+enum Wanted<'a> {
+    /// The remote's HEAD, a full ref name or a full commit id.
+    Revision(&'a str),
+    /// A branch or tag name.
+    RefName(&'a str),
+}
+
+fn wanted(rev: Option<&str>) -> Wanted<'_> {
+    match rev {
+        None => Wanted::Revision("HEAD"),
+        Some(rev) if rev.starts_with("refs/") || is_full_id(rev) => Wanted::Revision(rev),
+        Some(rev) => Wanted::RefName(rev),
+    }
+}
+
+fn is_full_id(rev: &str) -> bool {
+    rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn is_abbreviated_id(rev: &str) -> bool {
+    (4..40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn remote(source: &GitSource, dest: &Path, budget: &Arc<Budget>) -> Result<(ObjectId, bool)> {
+    let rev = source.rev.as_deref();
+    match clone(source, dest, budget, Some(wanted(rev))) {
+        Ok(repo) => {
+            let commit = head_commit(&repo, source)?;
+            checkout(&repo, commit, budget)?;
+            Ok((commit, true))
+        }
+        // Abbreviated ids cannot be asked for, and some servers refuse a
+        // commit by id: fetch everything and look the revision up here.
+        Err(err)
+            if budget.exceeded().is_none()
+                && rev.is_some_and(|r| is_full_id(r) || is_abbreviated_id(r))
+                && is_missing_revision(&err) =>
+        {
+            let repo = clone(source, dest, budget, None)?;
+            let commit = resolve(&repo, rev.expect("checked"), source)?;
+            checkout(&repo, commit, budget)?;
+            Ok((commit, false))
+        }
+        Err(err) => Err(describe(err, source)),
+    }
+}
+
+/// A clone without checkout: shallow, of `wanted` only; or, without it, of every branch and tag.
+fn clone(
+    source: &GitSource,
+    dest: &Path,
+    budget: &Arc<Budget>,
+    wanted: Option<Wanted<'_>>,
+) -> std::result::Result<gix::Repository, gix::error::Error> {
+    let public_url = source.public_url();
+    let login = source.host().and_then(|host| {
+        let name = host
+            .rsplit_once(':')
+            .map_or(host.as_str(), |(name, _)| name)
+            .to_owned();
+        credentials::find(source.connect_url(), &name).map(|found| (host, found))
+    });
+    let mut prepare = gix::prepare_clone(public_url.as_str(), dest)?
+        .with_in_memory_config_overrides(ssh_overrides())
+        .configure_connection(move |connection| {
+            connection.set_credentials(credentials_for(login.clone()));
+            connection.set_transport_options(Box::new(http_options()));
+            Ok(())
+        });
+    prepare = match wanted {
+        Some(Wanted::Revision(revision)) => prepare
+            .with_revision(Some(revision))?
+            .with_shallow(Shallow::DepthAtRemote(1.try_into().expect("non-zero"))),
+        Some(Wanted::RefName(name)) => prepare
+            .with_ref_name(Some(name))?
+            .with_shallow(Shallow::DepthAtRemote(1.try_into().expect("non-zero"))),
+        None => prepare,
+    };
+    let (repo, _outcome) = prepare.fetch_only(budget.meter(), &budget.interrupt)?;
+    Ok(repo)
+}
+
+/// The credential callback: the login found for the URL's host, to that host only.
+fn credentials_for(
+    login: Option<(String, (Login, Origin))>,
+) -> impl FnMut(
+    gix::credentials::helper::Action,
+) -> gix::error::Result<Option<gix::credentials::protocol::Outcome>> {
+    move |action| {
+        let gix::credentials::helper::Action::Get(context) = action else {
+            return Ok(None); // nothing is stored or erased
+        };
+        let Some((host, (login, _))) = &login else {
+            return Ok(None);
+        };
+        // A redirect to another host gets nothing.
+        if context.host.as_deref() != Some(host.as_str()) {
+            return Ok(None);
+        }
+        Ok(Some(gix::credentials::protocol::Outcome {
+            credentials: gix::sec::identity::Credentials::UsernamePassword {
+                username: login.username.clone(),
+                password: login.password.clone(),
+                oauth_refresh_token: None,
+            },
+            next: context.into(),
+        }))
+    }
+}
+
+/// Reads stall after a minute without data: a server that stops sending cannot hang a build.
+fn http_options() -> gix::protocol::transport::client::blocking_io::http::Options {
+    let reqwest = gix::protocol::transport::client::blocking_io::http::reqwest::Options {
+        configure_client: Some(Box::new(|builder| {
+            Ok(builder.timeout(std::time::Duration::from_secs(60)))
+        })),
+        configure_request: None,
+    };
+    gix::protocol::transport::client::blocking_io::http::Options {
+        backend: Some(Arc::new(std::sync::Mutex::new(reqwest))),
+        user_agent: Some(format!("imgpack/{}", env!("CARGO_PKG_VERSION"))),
+        ..Default::default()
+    }
+}
+
+/// `IMGPACK_GIT_SSH_KEY=/path` → ssh with that key only, and no prompt that would hang a Job.
+fn ssh_overrides() -> Vec<String> {
+    let mut overrides = Vec::new();
+    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
+        let mut command =
+            "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15".to_owned();
+        if let Some(key) = std::env::var("IMGPACK_GIT_SSH_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+        {
+            command.push_str(&format!(
+                " -o IdentitiesOnly=yes -i '{}'",
+                key.replace('\'', "'\\''")
+            ));
+        }
+        overrides.push(format!("core.sshCommand={command}"));
+    }
+    overrides
+}
+
+fn head_commit(repo: &gix::Repository, source: &GitSource) -> Result<ObjectId> {
+    Ok(repo
+        .head_commit()
+        .with_context(|| format!("{source}: the fetched revision is not a commit"))?
+        .id)
+}
+
+/// A revision to a commit id, in a repository that holds it.
+fn resolve(repo: &gix::Repository, rev: &str, source: &GitSource) -> Result<ObjectId> {
+    let no_such = || {
+        anyhow::anyhow!(
+            "{source}: no such revision '{rev}': give a branch, a tag or a commit id that the repository has"
+        )
+    };
+    let id = repo.rev_parse_single(rev).map_err(|_| no_such())?;
+    let commit = id
+        .object()
+        .map_err(|_| no_such())?
+        .peel_to_commit()
+        .map_err(|_| anyhow::anyhow!("{source}: revision '{rev}' is not a commit"))?;
+    Ok(commit.id)
+}
+
+fn is_missing_revision(err: &gix::error::Error) -> bool {
+    err.classify().is_not_found()
+        || err
+            .iter_errors()
+            .any(|e| e.to_string().contains("not our ref") || e.to_string().contains("not found"))
+}
+
+/// gix's error as one line naming the problem and the fix.
+fn describe(err: gix::error::Error, source: &GitSource) -> anyhow::Error {
+    let host = source.host().unwrap_or_else(|| source.public_url());
+    let rev = source.rev.as_deref().unwrap_or("HEAD");
+    if err.classify().is_unauthenticated()
+        || mentions(
+            &err,
+            &[
+                "401",
+                "403",
+                "authentication",
+                "Permission denied (publickey",
+            ],
+        )
+    {
+        let given = source
+            .host()
+            .and_then(|h| {
+                credentials::find(source.connect_url(), h.split(':').next().unwrap_or(&h))
+            })
+            .map(|(_, origin)| format!("{} were refused", origin.describe()))
+            .unwrap_or_else(|| "no credentials were found".to_owned());
+        return anyhow::anyhow!(
+            "{source}: authentication refused by {host} ({given}): give a token in \
+             IMGPACK_GIT_TOKEN, the URL or ~/.netrc, or for ssh a key in IMGPACK_GIT_SSH_KEY"
+        );
+    }
+    if is_unreachable(&err) {
+        return anyhow::anyhow!(
+            "{source}: cannot reach {host} ({}): check the URL and the network",
+            root_cause(&err)
+        );
+    }
+    if err.classify().is_not_found()
+        || mentions(
+            &err,
+            &["didn't have the requested", "not found", "not our ref"],
+        )
+    {
+        return anyhow::anyhow!(
+            "{source}: no such revision '{rev}': give a branch, a tag or a commit id that the repository has"
+        );
+    }
+    anyhow::anyhow!("{source}: cannot fetch: {}", root_cause(&err))
+}
+
+fn mentions(err: &gix::error::Error, needles: &[&str]) -> bool {
+    err.iter_errors().any(|e| {
+        let text = e.to_string();
+        needles.iter().any(|n| text.contains(n))
+    })
+}
+
+fn is_unreachable(err: &gix::error::Error) -> bool {
+    use std::io::ErrorKind;
+    let by_kind = err.classify().into_iter().any(|c| {
+        matches!(
+            c.io_kind(),
+            Some(
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::TimedOut
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            )
+        )
+    });
+    by_kind
+        || mentions(
+            err,
+            &[
+                "Connection refused",
+                "dns error",
+                "failed to lookup address",
+                "Could not resolve hostname",
+                "No route to host",
+                "error sending request",
+                "client error (Connect)",
+                "Connection timed out",
+            ],
+        )
+}
+
+/// The innermost error's text, on one line.
+fn root_cause(err: &gix::error::Error) -> String {
+    err.iter_errors()
+        .last()
+        .map(|e| e.to_string())
+        .unwrap_or_else(|| err.to_string())
+        .replace('\n', " ")
+}
+
+/// `file://`: a repository on this machine, read where it is.
+fn local(source: &GitSource, dest: &Path, budget: &Arc<Budget>) -> Result<(ObjectId, bool)> {
+    let path = file_path(source)?;
+    let origin = gix::open_opts(&path, isolated()).map_err(|err| {
+        anyhow::anyhow!(
+            "{source}: {} is not a git repository: {}",
+            path.display(),
+            root_cause_any(&err)
+        )
+    })?;
+    let rev = source.rev.as_deref().unwrap_or("HEAD");
+    let commit = resolve(&origin, rev, source)?;
+    std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    let repo = gix::init(dest)
+        .with_context(|| format!("cannot create a repository in {}", dest.display()))?;
+    let git_dir = repo.git_dir().to_owned();
+    share_objects(&origin, &git_dir)?;
+    remember_origin(&git_dir, &source.public_url())?;
+    let repo = gix::open_opts(dest, isolated())
+        .with_context(|| format!("cannot open the checkout in {}", dest.display()))?;
+    copy_tag(&origin, &repo, rev)?;
+    checkout(&repo, commit, budget)?;
+    Ok((commit, false))
+}
+
+fn root_cause_any(err: &dyn std::error::Error) -> String {
+    let mut cause: &dyn std::error::Error = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string().replace('\n', " ")
+}
+
+/// The path of a `file://` URL, percent escapes decoded.
+fn file_path(source: &GitSource) -> Result<PathBuf> {
+    let url = crate::spec::parse_url(source.connect_url())
+        .map_err(|err| anyhow::anyhow!("{source}: {err}"))?;
+    gix::path::from_bstring(url.path)
+        .map_err(|_| anyhow::anyhow!("{source}: the path is not valid on this system"))
+}
+
+/// Open with only the repository's own settings (and, when another user owns
+/// it, as on a read-only mount in a Job, without the sensitive ones): only
+/// objects and refs are read.
+fn isolated() -> gix::open::Options {
+    gix::open::Options::isolated()
+}
+
+/// `objects/info/alternates`: the new repository reads the origin's objects where they are.
+fn share_objects(origin: &gix::Repository, git_dir: &Path) -> Result<()> {
+    let objects = origin.common_dir().join("objects");
+    let objects = objects.canonicalize().unwrap_or(objects);
+    let info = git_dir.join("objects").join("info");
+    std::fs::create_dir_all(&info)?;
+    std::fs::write(info.join("alternates"), format!("{}\n", objects.display()))
+        .context("cannot write objects/info/alternates")?;
+    if let Ok(shallow) = std::fs::read(origin.common_dir().join("shallow")) {
+        std::fs::write(git_dir.join("shallow"), shallow)?;
+    }
+    Ok(())
+}
+
+/// `origin` as `git clone` would set it, so the checkout names its source like a clone does.
+fn remember_origin(git_dir: &Path, url: &str) -> Result<()> {
+    use std::io::Write as _;
+    let quoted = url.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(git_dir.join("config"))
+        .context("cannot open the checkout's git config")?;
+    write!(
+        config,
+        "[remote \"origin\"]\n\turl = \"{quoted}\"\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n"
+    )
+    .context("cannot write the checkout's git config")
+}
+
+/// A tag named by REV is kept, so `{git_tag}` works as in a clone.
+fn copy_tag(origin: &gix::Repository, repo: &gix::Repository, rev: &str) -> Result<()> {
+    let name = format!("refs/tags/{rev}");
+    let Ok(Some(mut tag)) = origin.try_find_reference(name.as_str()) else {
+        return Ok(());
+    };
+    let Ok(target) = tag.peel_to_id() else {
+        return Ok(());
+    };
+    let target = tag
+        .target()
+        .try_id()
+        .map(ToOwned::to_owned)
+        .unwrap_or(target.detach());
+    repo.reference(
+        name.as_str(),
+        target,
+        gix::refs::transaction::PreviousValue::Any,
+        "imgpack: tag",
+    )
+    .with_context(|| format!("cannot keep the tag {rev}"))?;
+    Ok(())
+}
