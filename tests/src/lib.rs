@@ -13,6 +13,7 @@ use serde_json::Value;
 pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
+pub mod git_server;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;

@@ -74,6 +74,13 @@ fn build_one(
     if !request.go.tags.is_empty() {
         command.args(["-tags", &request.go.tags.join(",")]);
     }
+    // Go stamps the commit only where a `git` executable happens to be
+    // installed, so the same commit would give different binaries on a
+    // laptop and in a Job. The image's annotations carry the commit instead;
+    // GOFLAGS=-buildvcs=true asks for the stamp.
+    if !chooses_buildvcs(request) {
+        command.arg("-buildvcs=false");
+    }
     command.arg("-o").arg(&out).arg(".");
     // The user's environment (GOFLAGS, GOPATH, GO111MODULE, GOPROXY, …) is kept;
     // only what selects the target is set, and cgo is off unless asked for.
@@ -93,6 +100,19 @@ fn build_one(
         platform: platform.clone(),
         path: out,
     })
+}
+
+/// Whether GOFLAGS (the environment's or imgpack.toml's) sets -buildvcs itself.
+fn chooses_buildvcs(request: &SourceBuild) -> bool {
+    let from_file = request
+        .go
+        .env
+        .iter()
+        .find(|(key, _)| key == "GOFLAGS")
+        .map(|(_, value)| value.clone());
+    from_file
+        .or_else(|| std::env::var("GOFLAGS").ok())
+        .is_some_and(|flags| flags.contains("-buildvcs"))
 }
 
 /// GOOS, GOARCH and the variant's GOARM or GOAMD64.

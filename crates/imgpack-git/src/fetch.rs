@@ -178,13 +178,16 @@ fn credentials_for(
     gix::credentials::helper::Action,
 ) -> gix::error::Result<Option<gix::credentials::protocol::Outcome>> {
     move |action| {
-        let gix::credentials::helper::Action::Get(context) = action else {
+        let gix::credentials::helper::Action::Get(mut context) = action else {
             return Ok(None); // nothing is stored or erased
         };
         let Some((host, (login, _))) = &login else {
             return Ok(None);
         };
-        // A redirect to another host gets nothing.
+        // gix hands over the URL it is at: after a redirect, maybe another host, which gets nothing.
+        if context.host.is_none() && context.destructure_url_in_place(false).is_err() {
+            return Ok(None);
+        }
         if context.host.as_deref() != Some(host.as_str()) {
             return Ok(None);
         }

@@ -130,8 +130,9 @@ pub struct LoginArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BuildArgs {
-    /// The Go package or Cargo project to compile (default: the current directory).
-    #[arg(value_name = "PATH")]
+    /// The Go package or Cargo project to compile (default: the current directory), or a
+    /// git source: git+URL[@REV][#SUBDIR] (https://, ssh://, user@host:path or file://).
+    #[arg(value_name = "PATH|git+URL")]
     pub source: Option<PathBuf>,
 
     /// A prebuilt static binary for a platform, as PLATFORM=PATH (repeat for each platform),
@@ -279,6 +280,11 @@ pub struct BuildArgs {
     /// Settings only a config file can give (see config.rs).
     #[arg(skip)]
     pub from_file: crate::config::FileOnly,
+
+    /// For a git source, the checkout's root: it stands in for the current
+    /// directory when imgpack.toml is looked for.
+    #[arg(skip)]
+    pub checkout_root: Option<PathBuf>,
 
     /// Print only the digest (or, with --push, the pushed reference).
     #[arg(long, short = 'q')]

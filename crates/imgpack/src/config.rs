@@ -102,7 +102,8 @@ pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
         Some(path) => path.clone(),
         None => {
             let dir = args.source.clone().unwrap_or_else(|| PathBuf::from("."));
-            match [dir.join("imgpack.toml"), PathBuf::from("imgpack.toml")]
+            let here = args.checkout_root.clone().unwrap_or_default();
+            match [dir.join("imgpack.toml"), here.join("imgpack.toml")]
                 .into_iter()
                 .find(|p| p.is_file())
             {

@@ -2,7 +2,6 @@
 //! templates (`{git_sha}`…) and the `org.opencontainers.image.*` source annotations.
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -20,28 +19,19 @@ pub struct GitInfo {
 }
 
 impl GitInfo {
-    /// `None` outside a git repository or without git.
+    /// `None` outside a git repository. Read with imgpack-git, so no `git`
+    /// executable is needed (an image holding imgpack builds from git alone).
     pub fn of(dir: &Path) -> Option<GitInfo> {
-        let git = |args: &[&str]| -> Option<String> {
-            let output = Command::new("git")
-                .arg("-C")
-                .arg(dir)
-                .args(args)
-                .output()
-                .ok()?;
-            let text = String::from_utf8(output.stdout).ok()?.trim().to_owned();
-            (output.status.success() && !text.is_empty()).then_some(text)
-        };
-        let sha = git(&["rev-parse", "--verify", "HEAD"])?;
-        let commit_time = git(&["log", "-1", "--format=%ct", "HEAD"])
-            .and_then(|seconds| seconds.parse::<i64>().ok())
+        let facts = imgpack_git::HeadFacts::of(dir)?;
+        let commit_time = facts
+            .commit_time
             .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
             .map(|time| time.to_string());
         Some(GitInfo {
-            short_sha: sha.chars().take(7).collect(),
-            sha,
-            tag: git(&["describe", "--tags", "--exact-match", "HEAD"]),
-            remote: git(&["remote", "get-url", "origin"]).map(|url| strip_credentials(&url)),
+            short_sha: facts.commit.chars().take(7).collect(),
+            sha: facts.commit,
+            tag: facts.tag,
+            remote: facts.remote,
             commit_time,
         })
     }
@@ -59,18 +49,6 @@ impl GitInfo {
             annotations.push(("org.opencontainers.image.created".to_owned(), time.clone()));
         }
         annotations
-    }
-}
-
-/// `https://user:token@host/x.git` → `https://host/x.git`: a token must never end up in an image.
-pub fn strip_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned(); // scp-like `git@host:x.git` names a user, not a secret
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_owned(),
     }
 }
 
@@ -112,6 +90,7 @@ pub fn expand_tag(template: &str, git: Option<&GitInfo>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::Command;
 
     fn info() -> GitInfo {
         GitInfo {
@@ -149,26 +128,6 @@ mod tests {
         };
         assert!(expand_tag("{git_tag}", Some(&untagged)).is_err());
         assert!(expand_tag("{git_sha", Some(&info())).is_err());
-    }
-
-    #[test]
-    fn credentials_are_stripped_from_remotes() {
-        assert_eq!(
-            strip_credentials("https://ci:ghp_secret@github.example/x/y.git"),
-            "https://github.example/x/y.git"
-        );
-        assert_eq!(
-            strip_credentials("https://github.example/x/y.git"),
-            "https://github.example/x/y.git"
-        );
-        assert_eq!(
-            strip_credentials("git@github.example:x/y.git"),
-            "git@github.example:x/y.git"
-        );
-        assert_eq!(
-            strip_credentials("ssh://git@host:22/x@y.git"),
-            "ssh://host:22/x@y.git"
-        );
     }
 
     #[test]

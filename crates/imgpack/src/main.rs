@@ -10,6 +10,7 @@ mod build;
 mod cli;
 mod config;
 mod git;
+mod git_source;
 mod naming;
 mod outputs;
 mod registry;

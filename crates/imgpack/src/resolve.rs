@@ -125,8 +125,12 @@ fn referenced_paths(texts: &[String]) -> Vec<String> {
     paths
 }
 
+/// The path after `imgpack://`; a git source (`git+URL@REV#SUBDIR`) may also hold `:`, `#`, `%` and `=`.
 fn path_at(rest: &str) -> &str {
-    let end = rest.find(|c: char| !is_path_char(c)).unwrap_or(rest.len());
+    let git = imgpack_git::GitSource::is_git_source(rest);
+    let end = rest
+        .find(|c: char| !(is_path_char(c) || git && matches!(c, ':' | '#' | '%' | '=')))
+        .unwrap_or(rest.len());
     &rest[..end]
 }
 
@@ -219,5 +223,13 @@ mod tests {
             "# keep me\nimage: reg/api@sha256:1\n---\nimage: \"reg/worker@sha256:2\" # too\nenv: [reg/api@sha256:1]\n"
         );
         assert_eq!(replace("no references\n", &references), "no references\n");
+        let git = "image: imgpack://git+https://git.example/app.git@v1#cmd/api\n  x: \"imgpack://git+git@h:a.git\"\n";
+        assert_eq!(
+            referenced_paths(&[git.to_owned()]),
+            [
+                "git+git@h:a.git",
+                "git+https://git.example/app.git@v1#cmd/api"
+            ]
+        );
     }
 }

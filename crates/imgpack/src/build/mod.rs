@@ -41,7 +41,8 @@ pub fn run(args: BuildArgs) -> Result<()> {
 
 /// Builds every image `args` (and an imgpack.toml) describe; returns, per
 /// image, the pushed `REPOSITORY@sha256:…` or, without a push, the digest.
-pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
+pub fn build_all(mut args: BuildArgs) -> Result<Vec<String>> {
+    let _checkout = crate::git_source::check_out(&mut args)?;
     let builds = match crate::config::load(&args)? {
         Some(config) => config.builds(&args)?,
         None => vec![args],
@@ -134,9 +135,14 @@ fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Binaries, Binaries)> {
 }
 
 fn staging_dir(tmpdir: Option<&Path>) -> Result<tempfile::TempDir> {
+    temp_dir(tmpdir, "imgpack-")
+}
+
+/// A fresh directory in `tmpdir`, else the system's temporary directory.
+pub(crate) fn temp_dir(tmpdir: Option<&Path>, prefix: &str) -> Result<tempfile::TempDir> {
     let builder = || {
         let mut builder = tempfile::Builder::new();
-        builder.prefix("imgpack-");
+        builder.prefix(prefix);
         builder
     };
     match tmpdir {

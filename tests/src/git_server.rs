@@ -1,0 +1,213 @@
+//! A git server on 127.0.0.1 for the git-source tests: git's own smart HTTP
+//! server, `git http-backend`, run as a CGI program behind a few lines of
+//! HTTP/1.1, optionally behind basic auth. It serves the repositories under
+//! one directory, as `http://127.0.0.1:PORT/NAME.git`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct GitServer {
+    port: u16,
+    /// Requests answered, for tests that check what was asked.
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl GitServer {
+    /// Serves `root` (holding bare repositories); with `login`, only to that user and password.
+    pub fn start(root: &Path, login: Option<(&str, &str)>) -> GitServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+        let port = listener.local_addr().unwrap().port();
+        let root = root.to_owned();
+        let expected = login.map(|(user, password)| {
+            use base64::Engine as _;
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )
+        });
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let root = root.clone();
+                let expected = expected.clone();
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let _ = serve(stream, &root, expected.as_deref());
+                });
+            }
+        });
+        GitServer { port, requests }
+    }
+
+    /// `http://127.0.0.1:PORT/NAME`.
+    pub fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    query: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+fn serve(stream: TcpStream, root: &Path, expected: Option<&str>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let request = read_request(&mut reader)?;
+    let mut out = stream;
+    if let Some(expected) = expected {
+        if request.header("authorization") != Some(expected) {
+            return out.write_all(
+                b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\n\
+                  Content-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    }
+    let cgi = run_backend(&request, root)?;
+    let split = cgi
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| (at, 4))
+        .or_else(|| cgi.windows(2).position(|w| w == b"\n\n").map(|at| (at, 2)));
+    let Some((at, gap)) = split else {
+        return out.write_all(b"HTTP/1.1 500 Bad CGI\r\nConnection: close\r\n\r\n");
+    };
+    let head = String::from_utf8_lossy(&cgi[..at]).into_owned();
+    let mut status = "200 OK".to_owned();
+    let mut headers = String::new();
+    for line in head.lines() {
+        match line.split_once(':') {
+            Some((key, value)) if key.eq_ignore_ascii_case("status") => {
+                status = value.trim().to_owned()
+            }
+            Some(_) => headers.push_str(&format!("{line}\r\n")),
+            None => {}
+        }
+    }
+    let body = &cgi[at + gap..];
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    out.write_all(body)
+}
+
+fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((key, value)) = line.split_once(':') {
+            headers.push((key.trim().to_owned(), value.trim().to_owned()));
+        }
+    }
+    let mut request = Request {
+        method,
+        path: path.to_owned(),
+        query: query.to_owned(),
+        headers,
+        body: Vec::new(),
+    };
+    if let Some(length) = request.header("content-length") {
+        let mut body = vec![0; length.parse().unwrap_or(0)];
+        reader.read_exact(&mut body)?;
+        request.body = body;
+    } else if request
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
+        request.body = read_chunked(reader)?;
+    }
+    Ok(request)
+}
+
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> std::io::Result<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size)?;
+        let size =
+            usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+        let mut chunk = vec![0; size + 2]; // and its CRLF
+        reader.read_exact(&mut chunk)?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+fn run_backend(request: &Request, root: &Path) -> std::io::Result<Vec<u8>> {
+    let mut command = Command::new("git");
+    command
+        .arg("http-backend")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("GIT_PROJECT_ROOT", root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", &request.method)
+        .env("PATH_INFO", &request.path)
+        .env("QUERY_STRING", &request.query)
+        .env("CONTENT_LENGTH", request.body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (header, variable) in [
+        ("content-type", "CONTENT_TYPE"),
+        ("git-protocol", "GIT_PROTOCOL"),
+        ("content-encoding", "HTTP_CONTENT_ENCODING"),
+    ] {
+        if let Some(value) = request.header(header) {
+            command.env(variable, value);
+        }
+    }
+    let mut child = command.spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let body = request.body.clone();
+    let writer = std::thread::spawn(move || stdin.write_all(&body));
+    let output = child.wait_with_output()?;
+    let _ = writer.join();
+    Ok(output.stdout)
+}
+
+/// A bare copy of `repo` under `root` as `NAME.git`, served by a [`GitServer`] on `root`.
+pub fn publish(repo: &Path, root: &Path, name: &str) -> PathBuf {
+    let bare = root.join(format!("{name}.git"));
+    let status = Command::new("git")
+        .args(["clone", "-q", "--bare", "--no-local"])
+        .arg(repo)
+        .arg(&bare)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git clone --bare failed");
+    bare
+}

@@ -1,0 +1,269 @@
+//! `imgpack build git+URL[@REV][#SUBDIR]`: the image of a git source is the
+//! image of a local clone at the same commit; over git's own smart HTTP
+//! server (`git http-backend`) the fetch is shallow, credentials come from
+//! the environment or .netrc and never show, and each failure is one line.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use imgpack_e2e::git_server::{publish, GitServer};
+use imgpack_e2e::*;
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .env("GIT_COMMITTER_DATE", "2024-05-01T12:00:00Z")
+        .env("GIT_AUTHOR_DATE", "2024-05-01T12:00:00Z")
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+/// A repository holding go-hello under services/hello, with two commits
+/// (the first tagged v1) and a branch `next` with a third; returns it and
+/// the first commit.
+fn repository(dir: &Path) -> (PathBuf, String) {
+    let repo = dir.join("work");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    copy_project(
+        &workspace_root().join("fixtures/go-hello"),
+        &repo.join("services/hello"),
+    );
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "hello"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    git(&repo, &["tag", "-a", "-m", "first release", "v1"]);
+    std::fs::write(repo.join("README"), "two\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "two"]);
+    git(&repo, &["checkout", "-q", "-b", "next"]);
+    std::fs::write(repo.join("README"), "three\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "three"]);
+    git(&repo, &["checkout", "-q", "main"]);
+    (repo, first)
+}
+
+fn go_build(dir: &Path, source: &str, out: &str) -> Command {
+    let mut command = imgpack();
+    command
+        .current_dir(dir)
+        .args(["build", source, "--platform", "linux/amd64", "--output"])
+        .arg(format!("oci:{}:v1", dir.join(out).display()))
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", dir.join("gocache"))
+        .env_remove("GIT_DIR");
+    command
+}
+
+fn annotations(dir: &Path, out: &str) -> serde_json::Value {
+    let layout = Layout::new(dir.join(out));
+    let entry = layout.entry("v1");
+    let manifest = layout.json(entry["digest"].as_str().unwrap());
+    manifest["annotations"].clone()
+}
+
+#[test]
+fn a_git_source_builds_the_image_of_a_local_clone() {
+    if !have_tool("go") || !have_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (repo, first) = repository(d);
+    let url = format!("file://{}", repo.display());
+
+    // What a developer does: clone, check out the commit, build the directory.
+    git(d, &["clone", "-q", &url, "clone"]);
+    git(&d.join("clone"), &["checkout", "-q", &first]);
+    let local = printed_digest(&run_expect(
+        &mut go_build(d, "./clone/services/hello", "local"),
+        true,
+    ));
+    for rev in [first.as_str(), "v1", &first[..10]] {
+        let out = format!("git-{rev}");
+        let built = run_expect(
+            &mut go_build(d, &format!("git+{url}@{rev}#./services/hello/"), &out),
+            true,
+        );
+        assert_eq!(printed_digest(&built), local, "git+…@{rev}");
+    }
+    let annotations = annotations(d, "local");
+    assert_eq!(
+        annotations["org.opencontainers.image.revision"],
+        first.as_str()
+    );
+    assert_eq!(annotations["org.opencontainers.image.source"], url.as_str());
+
+    // The default is the remote's HEAD: main, a commit later, another image.
+    let head = run_expect(
+        &mut go_build(d, &format!("git+{url}#services/hello"), "head"),
+        true,
+    );
+    assert_ne!(printed_digest(&head), local);
+    let main = git(&repo, &["rev-parse", "main"]);
+    assert_eq!(annotations_of(d, "head"), main);
+
+    let missing = run_expect(
+        &mut go_build(d, &format!("git+{url}@no-such-tag#services/hello"), "x"),
+        false,
+    );
+    let err = stderr(&missing);
+    assert!(err.contains("no such revision 'no-such-tag'"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+fn annotations_of(dir: &Path, out: &str) -> String {
+    annotations(dir, out)["org.opencontainers.image.revision"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
+    if !have_tool("go") || !have_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (repo, first) = repository(d);
+    let served = d.join("served");
+    std::fs::create_dir(&served).unwrap();
+    publish(&repo, &served, "team/app");
+    let token = "glpat-s3cret-t0ken";
+    let server = GitServer::start(&served, Some(("ci", token)));
+    let url = server.url("team/app.git");
+
+    // Without credentials: refused, one line, with the fix.
+    let refused = run_expect(
+        &mut go_build(d, &format!("git+{url}@v1#services/hello"), "a"),
+        false,
+    );
+    let err = stderr(&refused);
+    assert!(err.contains("authentication refused by 127.0.0.1"), "{err}");
+    assert!(err.contains("IMGPACK_GIT_TOKEN"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // A wrong token is refused too, and not printed.
+    let wrong = run_expect(
+        go_build(d, &format!("git+{url}@v1#services/hello"), "b")
+            .env("IMGPACK_GIT_TOKEN", "wrong-t0ken")
+            .env("IMGPACK_GIT_USERNAME", "ci"),
+        false,
+    );
+    let err = stderr(&wrong);
+    assert!(err.contains("IMGPACK_GIT_TOKEN were refused"), "{err}");
+    assert!(!err.contains("wrong-t0ken"));
+
+    // The token from the environment, a tag, shallow: one commit's objects.
+    let by_env = run_expect(
+        go_build(d, &format!("git+{url}@v1#services/hello"), "env")
+            .env("IMGPACK_GIT_TOKEN", token)
+            .env("IMGPACK_GIT_USERNAME", "ci"),
+        true,
+    );
+    assert_eq!(annotations_of(d, "env"), first);
+    let annotations = annotations(d, "env");
+    assert_eq!(annotations["org.opencontainers.image.source"], url.as_str());
+
+    // .netrc, a branch; and credentials in the URL, a full commit id: the same
+    // image as the token's for the same commit, and the secrets stay out of it.
+    let home = d.join("home");
+    std::fs::create_dir(&home).unwrap();
+    std::fs::write(
+        home.join(".netrc"),
+        format!("machine 127.0.0.1 login ci password {token}\n"),
+    )
+    .unwrap();
+    let by_netrc = run_expect(
+        go_build(d, &format!("git+{url}@next#services/hello"), "netrc").env("HOME", &home),
+        true,
+    );
+    let status = stderr(&by_netrc);
+    assert!(
+        status.contains(", shallow"),
+        "a branch is fetched shallow: {status}"
+    );
+    assert_eq!(
+        annotations_of(d, "netrc"),
+        git(&repo, &["rev-parse", "next"])
+    );
+    let with_userinfo = url.replace("http://", &format!("http://ci:{token}@"));
+    let by_url = run_expect(
+        &mut go_build(
+            d,
+            &format!("git+{with_userinfo}@{first}#services/hello"),
+            "url",
+        ),
+        true,
+    );
+    assert_eq!(printed_digest(&by_url), printed_digest(&by_env));
+    for out in ["env", "netrc", "url"] {
+        let layout = Layout::new(d.join(out));
+        for digest in layout.verified_blobs() {
+            let blob = layout.blob(&format!("sha256:{digest}"));
+            assert!(
+                !blob.windows(token.len()).any(|w| w == token.as_bytes()),
+                "{out}: the token is in {digest}"
+            );
+        }
+    }
+    assert!(stderr(&by_url).contains(", shallow"), "a commit id too");
+    for output in [&by_env, &by_url, &by_netrc] {
+        let text = format!(
+            "{}{}",
+            stderr(output),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        assert!(!text.contains(token), "{text}");
+    }
+
+    // Unreachable: nothing listens on the port any more.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let unreachable = run_expect(
+        &mut go_build(
+            d,
+            &format!("git+http://127.0.0.1:{closed}/team/app.git#services/hello"),
+            "c",
+        ),
+        false,
+    );
+    let err = stderr(&unreachable);
+    assert!(
+        err.contains(&format!("cannot reach 127.0.0.1:{closed}")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // No such revision on the server.
+    let missing = run_expect(
+        go_build(d, &format!("git+{url}@v9#services/hello"), "d")
+            .env("IMGPACK_GIT_TOKEN", token)
+            .env("IMGPACK_GIT_USERNAME", "ci"),
+        false,
+    );
+    let err = stderr(&missing);
+    assert!(err.contains("no such revision 'v9'"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
