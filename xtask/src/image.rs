@@ -61,7 +61,7 @@ pub fn run_image(args: &[String]) -> Result<()> {
 }
 
 /// `cargo build --target x86_64-unknown-linux-musl -p imgpack`; returns the binary.
-fn build_static(profile: &str) -> Result<PathBuf> {
+pub(crate) fn build_static(profile: &str) -> Result<PathBuf> {
     let root = workspace_root();
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo.current_dir(&root).args([

@@ -1,9 +1,11 @@
 //! `cargo xtask ci`: install what the tests need, then format check, clippy and every test.
 //! `cargo xtask bench`: time and memory of imgpack against a shell pipeline doing the same work.
-//! `cargo xtask image`: imgpack as a static binary, packed into its own image by itself.
+//! `cargo xtask image`: imgpack as a static binary, packed into its own image by itself;
+//! with `--toolchain go|rust`, a builder image holding a compiler too.
 
 mod bench;
 mod bench_push;
+mod builder_image;
 mod ci;
 mod image;
 
@@ -17,6 +19,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("image") if args.iter().any(|a| a == "--toolchain") => {
+            builder_image::run_builder_image(&args[1..])
+        }
         Some("image") => image::run_image(&args[1..]),
         _ => {
             eprintln!("usage: cargo xtask ci | bench | image");
