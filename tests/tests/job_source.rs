@@ -269,3 +269,105 @@ fn the_go_builder_image_builds_a_commit_from_git_as_a_read_only_job() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("pong"), "{body}");
 }
+
+/// `--toolchain rust --base REF`: the compiler comes from the base (rust:1-slim
+/// with the musl targets in real use; no glibc image can be had offline, so a
+/// stand-in with rust:1-slim's config is used and the composition is checked
+/// without running cargo): base layers first, imgpack on top, the base's
+/// environment kept but every home and cache moved under /tmp, uid 65532.
+#[test]
+fn the_rust_builder_image_is_the_base_plus_imgpack_with_caches_under_tmp() {
+    if !have_tool("musl-gcc") || !have_tool("skopeo") {
+        return;
+    }
+    let Some(registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = format!("{}/library/rust:1-slim", registry.host());
+    let cargo = write_static_elf(&d.join("cargo"), Arch::Amd64, b"stand-in for cargo");
+    run_expect(
+        imgpack()
+            .args(["build", "-q", "--name", "cargo", "--binary"])
+            .arg(format!("linux/amd64={}", cargo.display()))
+            .args(["--user", "0", "--workdir", "/"])
+            .args(["--env", "RUSTUP_HOME=/usr/local/rustup", "--env", "CARGO_HOME=/usr/local/cargo"])
+            .args(["--env", "PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+            .args(["--push", &base]),
+        true,
+    );
+    let layout = d.join("rust-builder");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args(["xtask", "image", "--toolchain", "rust", "--profile", "dev", "-q", "--base", &base])
+        .arg("--output")
+        .arg(format!("oci:{}:rust", layout.display()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo xtask image --toolchain rust failed");
+
+    let base_manifest: Value = serde_json::from_slice(
+        &run_expect(
+            Command::new("skopeo")
+                .args(["inspect", "--raw", "--tls-verify=false"])
+                .arg(format!("docker://{base}")),
+            true,
+        )
+        .stdout,
+    )
+    .unwrap();
+    let base_manifest = if base_manifest["manifests"].is_array() {
+        let digest = base_manifest["manifests"][0]["digest"].as_str().unwrap().to_owned();
+        serde_json::from_slice(
+            &run_expect(
+                Command::new("skopeo")
+                    .args(["inspect", "--raw", "--tls-verify=false"])
+                    .arg(format!("docker://{}/library/rust@{digest}", registry.host())),
+                true,
+            )
+            .stdout,
+        )
+        .unwrap()
+    } else {
+        base_manifest
+    };
+    let layout = Layout::new(&layout);
+    let entry = layout.entry("rust");
+    let manifest = layout
+        .manifests(&entry)
+        .into_iter()
+        .next()
+        .expect("one platform");
+    let layers: Vec<&str> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    let base_layers: Vec<&str> = base_manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert!(layers.starts_with(&base_layers), "the base's layers come first");
+    let top = layers.last().unwrap();
+    let files: Vec<String> = layout.layer_entries(top).into_iter().map(|e| e.0).collect();
+    assert!(files.iter().any(|f| f.trim_start_matches("./") == "app/imgpack"), "{files:?}");
+
+    let config = layout.json(manifest["config"]["digest"].as_str().unwrap());
+    let config = &config["config"];
+    assert_eq!(config["User"], "65532:65532");
+    assert_eq!(config["Entrypoint"], json!(["/app/imgpack"]));
+    let env: Vec<&str> = strings(&config["Env"]);
+    for wanted in [
+        "HOME=/tmp",
+        "CARGO_HOME=/tmp/cargo",
+        "CARGO_TARGET_DIR=/tmp/cargo-target",
+        "RUSTUP_HOME=/usr/local/rustup",
+        "PATH=/usr/local/cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/app",
+    ] {
+        assert!(env.contains(&wanted), "{wanted} in {env:?}");
+    }
+}

@@ -11,10 +11,10 @@ mod cli;
 mod config;
 mod git;
 mod git_source;
-mod naming;
 mod outputs;
 mod registry;
 mod resolve;
+mod values;
 
 use std::process::ExitCode;
 
