@@ -300,12 +300,25 @@ fn the_rust_builder_image_is_the_base_plus_imgpack_with_caches_under_tmp() {
     let layout = d.join("rust-builder");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["xtask", "image", "--toolchain", "rust", "--profile", "dev", "-q", "--base", &base])
+        .args([
+            "xtask",
+            "image",
+            "--toolchain",
+            "rust",
+            "--profile",
+            "dev",
+            "-q",
+            "--base",
+            &base,
+        ])
         .arg("--output")
         .arg(format!("oci:{}:rust", layout.display()))
         .status()
         .unwrap();
-    assert!(status.success(), "cargo xtask image --toolchain rust failed");
+    assert!(
+        status.success(),
+        "cargo xtask image --toolchain rust failed"
+    );
 
     let base_manifest: Value = serde_json::from_slice(
         &run_expect(
@@ -318,12 +331,18 @@ fn the_rust_builder_image_is_the_base_plus_imgpack_with_caches_under_tmp() {
     )
     .unwrap();
     let base_manifest = if base_manifest["manifests"].is_array() {
-        let digest = base_manifest["manifests"][0]["digest"].as_str().unwrap().to_owned();
+        let digest = base_manifest["manifests"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         serde_json::from_slice(
             &run_expect(
                 Command::new("skopeo")
                     .args(["inspect", "--raw", "--tls-verify=false"])
-                    .arg(format!("docker://{}/library/rust@{digest}", registry.host())),
+                    .arg(format!(
+                        "docker://{}/library/rust@{digest}",
+                        registry.host()
+                    )),
                 true,
             )
             .stdout,
@@ -351,10 +370,18 @@ fn the_rust_builder_image_is_the_base_plus_imgpack_with_caches_under_tmp() {
         .iter()
         .map(|l| l["digest"].as_str().unwrap())
         .collect();
-    assert!(layers.starts_with(&base_layers), "the base's layers come first");
+    assert!(
+        layers.starts_with(&base_layers),
+        "the base's layers come first"
+    );
     let top = layers.last().unwrap();
     let files: Vec<String> = layout.layer_entries(top).into_iter().map(|e| e.0).collect();
-    assert!(files.iter().any(|f| f.trim_start_matches("./") == "app/imgpack"), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.trim_start_matches("./") == "app/imgpack"),
+        "{files:?}"
+    );
 
     let config = layout.json(manifest["config"]["digest"].as_str().unwrap());
     let config = &config["config"];
