@@ -17,6 +17,7 @@ pub mod git_server;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;
+pub mod ssh_server;
 pub mod token_server;
 
 pub fn workspace_root() -> PathBuf {

@@ -267,3 +267,91 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     assert!(err.contains("no such revision 'v9'"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn ssh_and_scp_style_remotes_use_the_key_and_known_hosts_given() {
+    if !have_tool("go") || !have_tool("git") || !imgpack_e2e::runtime::is_root() {
+        return; // sshd's public-key login is for root here
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Some(server) = imgpack_e2e::ssh_server::SshServer::start(&d.join("ssh")) else {
+        return;
+    };
+    let (repo, first) = repository(d);
+    let served = d.join("served");
+    std::fs::create_dir(&served).unwrap();
+    let bare = publish(&repo, &served, "app");
+    let port = server.port;
+
+    // ssh://, with the key and known_hosts from the environment (a mounted Secret in a Job).
+    let url = format!("ssh://root@127.0.0.1:{port}{}", bare.display());
+    let by_key = run_expect(
+        go_build(d, &format!("git+{url}@v1#services/hello"), "by-ssh")
+            .env("IMGPACK_GIT_SSH_KEY", &server.key)
+            .env("IMGPACK_GIT_SSH_KNOWN_HOSTS", &server.known_hosts),
+        true,
+    );
+    assert_eq!(annotations_of(d, "by-ssh"), first);
+    assert!(stderr(&by_key).contains(", shallow"), "{}", stderr(&by_key));
+    let annotations = annotations(d, "by-ssh");
+    assert_eq!(
+        annotations["org.opencontainers.image.source"],
+        format!("ssh://127.0.0.1:{port}{}", bare.display()),
+        "the user name is left out of the source annotation, as for any URL"
+    );
+
+    // scp-style through GIT_SSH_COMMAND and an ssh config naming the host.
+    let config = d.join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Host gitserver\n  HostName 127.0.0.1\n  Port {port}\n  User root\n  IdentityFile {}\n  \
+             IdentitiesOnly yes\n  UserKnownHostsFile {}\n  BatchMode yes\n",
+            server.key.display(),
+            server.known_hosts.display()
+        ),
+    )
+    .unwrap();
+    let scp = format!("git+gitserver:{}@{first}#services/hello", bare.display());
+    run_expect(
+        go_build(d, &scp, "scp").env("GIT_SSH_COMMAND", format!("ssh -F {}", config.display())),
+        true,
+    );
+    assert_eq!(annotations_of(d, "scp"), first);
+
+    // A host key nobody vouched for is refused, in one line.
+    let strange = d.join("empty_known_hosts");
+    std::fs::write(&strange, "").unwrap();
+    let refused = run_expect(
+        go_build(d, &format!("git+{url}@v1#services/hello"), "x")
+            .env("IMGPACK_GIT_SSH_KEY", &server.key)
+            .env("IMGPACK_GIT_SSH_KNOWN_HOSTS", &strange),
+        false,
+    );
+    // ssh says why in its own line; imgpack's line says what to do.
+    let err = stderr(&refused);
+    assert!(err.contains("Host key verification failed"), "{err}");
+    let last = err.trim().lines().last().unwrap();
+    assert!(last.contains("the ssh connection to 127.0.0.1"), "{err}");
+    assert!(last.contains("IMGPACK_GIT_SSH_KNOWN_HOSTS"), "{err}");
+    assert_eq!(err.trim().lines().count(), 2, "{err}");
+
+    // A key the server does not know is refused, in one line.
+    let stranger = d.join("stranger_key");
+    assert!(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap()
+        .success());
+    let denied = run_expect(
+        go_build(d, &format!("git+{url}@v1#services/hello"), "y")
+            .env("IMGPACK_GIT_SSH_KEY", &stranger)
+            .env("IMGPACK_GIT_SSH_KNOWN_HOSTS", &server.known_hosts),
+        false,
+    );
+    let err = stderr(&denied);
+    assert!(err.contains("authentication refused by 127.0.0.1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

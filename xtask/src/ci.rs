@@ -10,7 +10,7 @@ use crate::{on_path, run, workspace_root};
 
 /// What the end-to-end tests need, each as (a command on PATH or an absolute
 /// path that the package provides, the Debian package).
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 9] = [
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("runc", "runc"),
@@ -22,6 +22,8 @@ const TOOLS: [(&str, &str); 8] = [
     ),
     ("qemu-aarch64-static", "qemu-user-static"),
     ("musl-gcc", "musl-tools"),
+    // sshd for the ssh:// and scp-style git sources (git_source.rs).
+    ("/usr/sbin/sshd", "openssh-server"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 

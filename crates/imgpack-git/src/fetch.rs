@@ -217,24 +217,35 @@ fn http_options() -> gix::protocol::transport::client::blocking_io::http::Option
     }
 }
 
-/// `IMGPACK_GIT_SSH_KEY=/path` → ssh with that key only, and no prompt that would hang a Job.
+/// The ssh command, unless GIT_SSH_COMMAND gives one: batch mode (no prompt
+/// that would hang a Job), bounded connection time, and the key and
+/// known_hosts file that `IMGPACK_GIT_SSH_KEY` and `IMGPACK_GIT_SSH_KNOWN_HOSTS`
+/// name (a Secret mounted in a Job, typically).
 fn ssh_overrides() -> Vec<String> {
-    let mut overrides = Vec::new();
-    if std::env::var_os("GIT_SSH_COMMAND").is_none() {
-        let mut command =
-            "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15".to_owned();
-        if let Some(key) = std::env::var("IMGPACK_GIT_SSH_KEY")
-            .ok()
-            .filter(|k| !k.is_empty())
-        {
-            command.push_str(&format!(
-                " -o IdentitiesOnly=yes -i '{}'",
-                key.replace('\'', "'\\''")
-            ));
-        }
-        overrides.push(format!("core.sshCommand={command}"));
+    if std::env::var_os("GIT_SSH_COMMAND").is_some() {
+        return Vec::new();
     }
-    overrides
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    vec![format!(
+        "core.sshCommand={}",
+        ssh_command(
+            env("IMGPACK_GIT_SSH_KEY"),
+            env("IMGPACK_GIT_SSH_KNOWN_HOSTS")
+        )
+    )]
+}
+
+fn ssh_command(key: Option<String>, known_hosts: Option<String>) -> String {
+    let quote = |path: &str| format!("'{}'", path.replace('\'', "'\\''"));
+    let mut command =
+        "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15".to_owned();
+    if let Some(key) = key {
+        command.push_str(&format!(" -o IdentitiesOnly=yes -i {}", quote(&key)));
+    }
+    if let Some(known_hosts) = known_hosts {
+        command.push_str(&format!(" -o UserKnownHostsFile={}", quote(&known_hosts)));
+    }
+    command
 }
 
 fn head_commit(repo: &gix::Repository, source: &GitSource) -> Result<ObjectId> {
@@ -262,37 +273,18 @@ fn resolve(repo: &gix::Repository, rev: &str, source: &GitSource) -> Result<Obje
 
 fn is_missing_revision(err: &gix::error::Error) -> bool {
     err.classify().is_not_found()
-        || err
-            .iter_errors()
-            .any(|e| e.to_string().contains("not our ref") || e.to_string().contains("not found"))
+        || mentions(
+            err,
+            &["didn't have the requested", "not our ref", "not found"],
+        )
 }
 
 /// gix's error as one line naming the problem and the fix.
 fn describe(err: gix::error::Error, source: &GitSource) -> anyhow::Error {
     let host = source.host().unwrap_or_else(|| source.public_url());
     let rev = source.rev.as_deref().unwrap_or("HEAD");
-    if err.classify().is_unauthenticated()
-        || mentions(
-            &err,
-            &[
-                "401",
-                "403",
-                "authentication",
-                "Permission denied (publickey",
-            ],
-        )
-    {
-        let given = source
-            .host()
-            .and_then(|h| {
-                credentials::find(source.connect_url(), h.split(':').next().unwrap_or(&h))
-            })
-            .map(|(_, origin)| format!("{} were refused", origin.describe()))
-            .unwrap_or_else(|| "no credentials were found".to_owned());
-        return anyhow::anyhow!(
-            "{source}: authentication refused by {host} ({given}): give a token in \
-             IMGPACK_GIT_TOKEN, the URL or ~/.netrc, or for ssh a key in IMGPACK_GIT_SSH_KEY"
-        );
+    if is_refused(&err) {
+        return refused(source, &host);
     }
     if is_unreachable(&err) {
         return anyhow::anyhow!(
@@ -300,17 +292,51 @@ fn describe(err: gix::error::Error, source: &GitSource) -> anyhow::Error {
             root_cause(&err)
         );
     }
-    if err.classify().is_not_found()
-        || mentions(
-            &err,
-            &["didn't have the requested", "not found", "not our ref"],
-        )
-    {
+    if source.transport == Transport::Ssh && ended_early(&err) {
+        // ssh said why on stderr, which gix passes through: mostly a host
+        // key that is not in known_hosts.
+        return anyhow::anyhow!(
+            "{source}: the ssh connection to {host} closed before git answered: see ssh's message \
+             above (trust the host key with IMGPACK_GIT_SSH_KNOWN_HOSTS, give a key with IMGPACK_GIT_SSH_KEY)"
+        );
+    }
+    if is_missing_revision(&err) {
         return anyhow::anyhow!(
             "{source}: no such revision '{rev}': give a branch, a tag or a commit id that the repository has"
         );
     }
     anyhow::anyhow!("{source}: cannot fetch: {}", root_cause(&err))
+}
+
+fn is_refused(err: &gix::error::Error) -> bool {
+    err.classify().is_unauthenticated()
+        || err.classify().is_permission_denied()
+        || mentions(err, &["401", "403", "authentication", "Permission denied"])
+}
+
+/// Authentication refused: which credentials were tried, and where to give them.
+fn refused(source: &GitSource, host: &str) -> anyhow::Error {
+    if source.transport == Transport::Ssh {
+        return anyhow::anyhow!(
+            "{source}: authentication refused by {host} (the ssh key was refused): give the key \
+             with IMGPACK_GIT_SSH_KEY or GIT_SSH_COMMAND"
+        );
+    }
+    let name = host.split(':').next().unwrap_or(host);
+    let given = credentials::find(source.connect_url(), name)
+        .map(|(_, origin)| format!("{} were refused", origin.describe()))
+        .unwrap_or_else(|| "no credentials were found".to_owned());
+    anyhow::anyhow!(
+        "{source}: authentication refused by {host} ({given}): give a token in IMGPACK_GIT_TOKEN \
+         (and IMGPACK_GIT_USERNAME), the URL or ~/.netrc"
+    )
+}
+
+fn ended_early(err: &gix::error::Error) -> bool {
+    err.classify()
+        .into_iter()
+        .any(|c| c.io_kind() == Some(std::io::ErrorKind::UnexpectedEof))
+        || mentions(err, &["failed to fill whole buffer"])
 }
 
 fn mentions(err: &gix::error::Error, needles: &[&str]) -> bool {
@@ -457,4 +483,33 @@ fn copy_tag(origin: &gix::Repository, repo: &gix::Repository, rev: &str) -> Resu
     )
     .with_context(|| format!("cannot keep the tag {rev}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ssh_command_quotes_its_paths() {
+        assert_eq!(
+            ssh_command(
+                Some("/ssh/it's key".into()),
+                Some("/ssh/known_hosts".into())
+            ),
+            "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15 \
+             -o IdentitiesOnly=yes -i '/ssh/it'\\''s key' -o UserKnownHostsFile='/ssh/known_hosts'"
+        );
+    }
+
+    #[test]
+    fn revisions_are_told_apart() {
+        assert!(matches!(wanted(None), Wanted::Revision("HEAD")));
+        assert!(matches!(wanted(Some("refs/tags/v1")), Wanted::Revision(_)));
+        let id = "0123456789abcdef0123456789abcdef01234567";
+        assert!(matches!(wanted(Some(id)), Wanted::Revision(_)));
+        assert!(matches!(wanted(Some("main")), Wanted::RefName("main")));
+        assert!(
+            is_abbreviated_id("0123abc") && !is_abbreviated_id("main") && !is_abbreviated_id(id)
+        );
+    }
 }
