@@ -115,9 +115,8 @@ impl Response {
     /// Parses a response read to EOF.
     pub fn parse(raw: &[u8]) -> io::Result<Response> {
         let mut reader = raw;
-        let head = read_head(&mut reader)?.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::UnexpectedEof, "no response at all")
-        })?;
+        let head = read_head(&mut reader)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "no response at all"))?;
         let status = head.status().ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -245,7 +244,10 @@ mod tests {
         assert!(Response::parse(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
         let mut request = &b"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest"[..];
         let head = read_head(&mut request).unwrap().unwrap();
-        assert_eq!((head.start.as_str(), head.status()), ("GET / HTTP/1.1", None));
+        assert_eq!(
+            (head.start.as_str(), head.status()),
+            ("GET / HTTP/1.1", None)
+        );
         assert_eq!(request, b"rest");
     }
 

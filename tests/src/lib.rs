@@ -141,7 +141,10 @@ pub fn error_line(output: &Output) -> String {
     assert!(err.ends_with('\n'), "stderr does not end a line: {err:?}");
     let lines: Vec<&str> = err.lines().collect();
     let (last, before) = lines.split_last().expect("a failure says why on stderr");
-    assert!(last.starts_with("error: "), "the last line is no error:\n{err}");
+    assert!(
+        last.starts_with("error: "),
+        "the last line is no error:\n{err}"
+    );
     for line in before {
         assert!(
             line.starts_with('[') && !line.contains("error: "),

@@ -217,7 +217,10 @@ impl Registry {
     /// with `HEAD` and every manifest type accepted; None when it has no such manifest.
     /// Plain HTTP without authentication ([`Setup::Plain`]) only.
     pub fn manifest_digest(&self, repository: &str, reference: &str) -> Option<String> {
-        let response = self.head(&format!("/v2/{repository}/manifests/{reference}"), &[MANIFEST_ACCEPT]);
+        let response = self.head(
+            &format!("/v2/{repository}/manifests/{reference}"),
+            &[MANIFEST_ACCEPT],
+        );
         match response.status {
             200 => Some(
                 response
@@ -290,8 +293,8 @@ fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Result<Star
             ));
         }
         if let Ok(response) = request(&host, "GET", "/v2/", &[], b"") {
-            let ours = tls
-                || response.header("docker-distribution-api-version") == Some("registry/2.0");
+            let ours =
+                tls || response.header("docker-distribution-api-version") == Some("registry/2.0");
             // Another process that took the port would answer too: ours must still be running.
             if ours {
                 if let Ok(None) = child.try_wait() {

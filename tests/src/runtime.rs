@@ -128,14 +128,30 @@ impl Service {
         let process = &config["process"];
         let rootfs = bundle.join(config["root"]["path"].as_str().unwrap_or("rootfs"));
         let mut exec: Vec<String> = strings(&process["env"]);
-        exec.extend(extra_env.iter().map(|(key, value)| format!("{key}={value}")));
+        exec.extend(
+            extra_env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
         exec.push("/usr/bin/unshare".to_owned());
         exec.push(format!("--root={}", rootfs.display()));
         exec.push(format!("--wd={}", process["cwd"].as_str().unwrap_or("/")));
         exec.extend(strings(&process["args"]));
         let child = Command::new("unshare")
-            .args(["--user", "--map-root-user", "--mount", "--fork", "--kill-child"])
-            .args(["sh", "-c", PRIVATE_BINFMT_SCRIPT, "sh", &aarch64_registration()])
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--fork",
+                "--kill-child",
+            ])
+            .args([
+                "sh",
+                "-c",
+                PRIVATE_BINFMT_SCRIPT,
+                "sh",
+                &aarch64_registration(),
+            ])
             .args(&exec)
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
@@ -168,11 +184,17 @@ fn aarch64_registration() -> String {
         .expect("qemu-aarch64-static is on PATH");
     let magic = r"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00";
     let mask = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff";
-    format!(":imgpack-e2e-aarch64:M::{magic}:{mask}:{}:F", qemu.display())
+    format!(
+        ":imgpack-e2e-aarch64:M::{magic}:{mask}:{}:F",
+        qemu.display()
+    )
 }
 
 fn strings(value: &Value) -> Vec<String> {
-    crate::strings(value).into_iter().map(str::to_owned).collect()
+    crate::strings(value)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Drop for Service {

@@ -39,7 +39,10 @@ fn every_fixture_passes_its_own_unit_tests() {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        assert!(output.status.success(), "{name}'s unit tests failed:\n{report}");
+        assert!(
+            output.status.success(),
+            "{name}'s unit tests failed:\n{report}"
+        );
         assert!(
             !report.contains("no test files") && !report.contains("running 0 tests"),
             "{name} has no unit tests to run:\n{report}"

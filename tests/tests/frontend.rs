@@ -44,7 +44,12 @@ fn check_service(port: u16, what: &str) {
         "{what}"
     );
     let selfcheck = get(port, "/selfcheck");
-    assert_eq!(selfcheck.status, 200, "{what} /selfcheck: {}", selfcheck.text());
+    assert_eq!(
+        selfcheck.status,
+        200,
+        "{what} /selfcheck: {}",
+        selfcheck.text()
+    );
     let check = selfcheck.json();
     assert_eq!(check["zone"], "Europe/Berlin", "{what}: {check}");
     assert_eq!(check["winter_offset"], 3600, "{what}: {check}");
@@ -123,10 +128,19 @@ fn build_push_pull_run(fixture: &'static str) {
             .arg(format!("--output=oci:{}:bare", bare.display())),
         true,
     );
-    let bare = unpack(&format!("oci:{}:bare", bare.display()), &[], "arm64", &w.join("unpacked-bare"));
+    let bare = unpack(
+        &format!("oci:{}:bare", bare.display()),
+        &[],
+        "arm64",
+        &w.join("unpacked-bare"),
+    );
     let port = free_port();
     let _service = Service::arm64_isolated(&bare, &[("PORT", &port.to_string())]);
-    assert_eq!(get(port, "/ping").status, 200, "{fixture} without CA certificates");
+    assert_eq!(
+        get(port, "/ping").status,
+        200,
+        "{fixture} without CA certificates"
+    );
     let selfcheck = get(port, "/selfcheck");
     assert_eq!(
         selfcheck.status,
@@ -162,7 +176,10 @@ fn a_copy_in_another_directory_gives_the_same_index_digest() {
                 break;
             };
             let layout = format!("oci:{}:v1", work.path().join("out").display());
-            digests.push(printed_digest(&build(&project, &["-q", "--output", &layout])));
+            digests.push(printed_digest(&build(
+                &project,
+                &["-q", "--output", &layout],
+            )));
         }
         match &digests[..] {
             [first, second] => assert_eq!(first, second, "{fixture} built in two directories"),

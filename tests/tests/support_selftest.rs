@@ -67,9 +67,7 @@ fn request(host: &str, method: &str, target: &str, headers: &[&str], body: &[u8]
 }
 
 fn parse(raw: &[u8]) -> Response {
-    Response::parse(raw).unwrap_or_else(|err| {
-        panic!("{err}: {:?}", String::from_utf8_lossy(raw))
-    })
+    Response::parse(raw).unwrap_or_else(|err| panic!("{err}: {:?}", String::from_utf8_lossy(raw)))
 }
 
 /// The path and query of an absolute `Location` URL on `host`.
@@ -443,7 +441,11 @@ fn proxy_counts_a_push_and_serves_status_faults() {
     assert_eq!(proxy.requests()[0], ("GET".to_owned(), "/v2/".to_owned()));
     push(dir.path(), &insecure, &host, "test/app:v2", true);
     assert_eq!(proxy.count("PUT", "/manifests/v2"), 1);
-    assert_eq!(proxy.served(ping_fault), 1, "a used-up fault is served no more");
+    assert_eq!(
+        proxy.served(ping_fault),
+        1,
+        "a used-up fault is served no more"
+    );
 
     // A 429 with Retry-After: skopeo waits the second and asks again.
     proxy.clear_faults();
