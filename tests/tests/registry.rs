@@ -636,42 +636,93 @@ fn bearer_tokens_are_fetched_per_scope_cached_and_refreshed() {
     );
 }
 
+/// Bytes imgpack uploads in one PUT; a larger blob goes up as PATCH requests, then a PUT.
+const MONOLITHIC_LIMIT: u64 = 4 << 20;
+
+/// A static amd64 binary of `size` bytes that gzip cannot shrink, so its app layer is about
+/// as large.
+fn incompressible_binary(path: &Path, size: usize, seed: u64) {
+    write_static_elf(path, Arch::Amd64, &noise(size, seed));
+}
+
+/// The (digest, size) of layer `index` of the first manifest of a layout entry.
+fn layer(layout: &Layout, tag: &str, index: usize) -> (String, u64) {
+    let manifest = &layout.manifests(&layout.entry(tag))[0];
+    let layer = &manifest["layers"][index];
+    (
+        layer["digest"].as_str().unwrap().to_owned(),
+        layer["size"].as_u64().unwrap(),
+    )
+}
+
+/// A proxy fault's path filter lives as long as the proxy; a test names a digest with this.
+fn leak(text: &str) -> &'static str {
+    Box::leak(text.to_owned().into_boxed_str())
+}
+
 #[test]
 fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
     let Some(registry) = start(Setup::Plain) else {
         return;
     };
     let proxy = Proxy::start(&registry.host());
-    proxy.add_fault(Fault::Status {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // amd64's app layer is larger than a single PUT takes, so it goes up as PATCH + PUT.
+    incompressible_binary(&d.join("app-amd64"), 6 << 20, 4);
+    write_static_elf(&d.join("app-arm64"), Arch::Arm64, b"arm64 faults");
+    let bins = [
+        "--binary",
+        "linux/amd64=app-amd64",
+        "--binary",
+        "linux/arm64=app-arm64",
+    ];
+    // The same build without a registry first, to name the blobs the faults aim at.
+    ok(imgpack_in(d)
+        .args(["build", "-q", "--output", "oci:plain:v1"])
+        .args(bins));
+    let plain = Layout::new(d.join("plain"));
+    let (certs, certs_size) = layer(&plain, "v1", 1);
+    let (big, big_size) = layer(&plain, "v1", 3);
+    assert!(certs_size > 20_000, "the certificates layer is {certs_size} bytes");
+    assert!(big_size > MONOLITHIC_LIMIT, "the app layer is {big_size} bytes");
+    let certs_hex = leak(certs.trim_start_matches("sha256:"));
+
+    let post_500 = proxy.add_fault(Fault::Status {
         method: "POST",
         path_contains: "/blobs/uploads/",
         status: 500,
         retry_after: None,
         times: Some(2),
     });
-    proxy.add_fault(Fault::Status {
+    let head_429 = proxy.add_fault(Fault::Status {
         method: "HEAD",
         path_contains: "/blobs/",
         status: 429,
         retry_after: Some(1),
         times: Some(1),
     });
-    proxy.add_fault(Fault::ResetDuringBody {
+    // The certificates go up in one PUT: cut it after 20 000 of its bytes.
+    let cut_put = proxy.add_fault(Fault::ResetDuringBody {
         method: "PUT",
-        path_contains: "digest=",
+        path_contains: certs_hex,
         after_bytes: 20_000,
-        times: 2,
+        times: 1,
     });
-    proxy.add_fault(Fault::Status {
+    // The large layer is the only blob sent with PATCH: cut it after 1 MiB.
+    let cut_patch = proxy.add_fault(Fault::ResetDuringBody {
+        method: "PATCH",
+        path_contains: "/blobs/uploads/",
+        after_bytes: 1 << 20,
+        times: 1,
+    });
+    let manifest_503 = proxy.add_fault(Fault::Status {
         method: "PUT",
         path_contains: "/manifests/",
         status: 503,
         retry_after: None,
         times: Some(1),
     });
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let bins = binaries(d, "faults");
     let output = ok(imgpack_in(d)
         .args([
             "build",
@@ -680,17 +731,23 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
             "--push",
             &format!("{}/team/app:v1", proxy.host()),
         ])
-        .args(&bins));
-    assert!(
-        stderr(&output).contains("trying again"),
-        "{}",
-        stderr(&output)
+        .args(bins));
+    // Every fault was met, and each cost one retry.
+    let served = [post_500, head_429, cut_put, cut_patch, manifest_503].map(|f| proxy.served(f));
+    assert_eq!(served, [2, 1, 1, 1, 1], "{:?}", proxy.requests());
+    let retries = stderr(&output).matches("trying again").count();
+    assert_eq!(retries, 6, "{}", stderr(&output));
+    // The cut blobs were sent twice: the certificates in two PUTs, the large layer in two
+    // PATCHes, finished by one PUT.
+    assert_eq!(proxy.count("PUT", certs_hex), 2, "{:?}", proxy.requests());
+    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 2, "{:?}", proxy.requests());
+    assert_eq!(
+        proxy.count("PUT", big.trim_start_matches("sha256:")),
+        1,
+        "{:?}",
+        proxy.requests()
     );
-    // Each fault was served and answered by a retry.
-    let (blobs, manifests_and_tag, injected) = (7, 4, 2);
-    assert!(proxy.count("POST", "/blobs/uploads/") >= blobs + injected);
-    // Two platform manifests, the index, the tag, and the one refused with 503.
-    assert!(proxy.count("PUT", "/manifests/") > manifests_and_tag);
+    assert!(registry.has_blob("team/app", &big));
 
     let pulled = d.join("pulled");
     let copy = skopeo(&[
@@ -708,6 +765,7 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
     let ours = Layout::new(d.join("layout"));
     let theirs = Layout::new(&pulled);
     theirs.verified_blobs();
+    assert_eq!(ours.entry("v1")["digest"], plain.entry("v1")["digest"]);
     assert_eq!(theirs.entry("v1")["digest"], ours.entry("v1")["digest"]);
     assert_eq!(content_digests(&theirs, "v1"), content_digests(&ours, "v1"));
 }
@@ -774,24 +832,28 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
     let proxy = Proxy::start(&registry.host());
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // 3 MB that gzip cannot shrink, uploaded at 300 kB/s: ten seconds to kill it in.
-    let noise: Vec<u8> = (0..3_000_000u64)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ (i >> 7) as u8)
-        .collect();
-    write_static_elf(&d.join("big"), Arch::Amd64, &noise);
+    // 6 MiB that gzip cannot shrink: the app layer is the one blob sent with PATCH (it is above
+    // what one PUT takes), and at 1 MB/s it takes six seconds, plenty of time to kill it in.
+    incompressible_binary(&d.join("big"), 6 << 20, 7);
     let target = format!("{}/team/big:v1", proxy.host());
     let args = [
         "build",
         "-q",
         "--binary",
         "linux/amd64=big",
+        "--output",
+        "oci:layout:v1",
         "--push",
         &target,
     ];
+    ok(imgpack_in(d).args(["build", "-q", "--binary", "linux/amd64=big", "--output", "oci:layout:v1"]));
+    let (big, big_size) = layer(&Layout::new(d.join("layout")), "v1", 3);
+    assert!(big_size > MONOLITHIC_LIMIT, "the app layer is {big_size} bytes");
+
     proxy.add_fault(Fault::Throttle {
-        method: "PUT",
-        path_contains: "digest=",
-        bytes_per_sec: 300_000,
+        method: "PATCH",
+        path_contains: "/blobs/uploads/",
+        bytes_per_sec: 1_000_000,
     });
     let mut child = imgpack_in(d)
         .args(args)
@@ -799,38 +861,31 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !proxy
-        .requests()
-        .iter()
-        .any(|(m, t)| m == "PUT" && t.contains("digest="))
-    {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while proxy.count("PATCH", "/blobs/uploads/") == 0 {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the push ended before it could be killed"
+            "the push ended before the large blob went up"
         );
-        assert!(Instant::now() < deadline, "no upload started");
+        assert!(Instant::now() < deadline, "the large blob never went up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    std::thread::sleep(Duration::from_millis(1500));
+    // About a megabyte into the large blob.
+    std::thread::sleep(Duration::from_secs(1));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the push ended before it could be killed"
     );
     child.kill().unwrap();
     child.wait().unwrap();
-    let direct = format!("{}/team/big:v1", registry.host());
-    assert!(!skopeo(&[
-        "inspect",
-        "--raw",
-        "--tls-verify=false",
-        &format!("docker://{direct}")
-    ])
-    .status
-    .success());
+    // Killed during the large blob: it never arrived, and no tag names an incomplete image.
+    assert!(!registry.has_blob("team/big", &big), "the large blob arrived whole");
+    assert_eq!(registry.manifest_digest("team/big", "v1"), None);
 
+    // Run again: it completes, sending the large blob once more, whole.
     proxy.clear_faults();
-    let output = ok(imgpack_in(d).args(args).args(["--output", "oci:layout:v1"]));
+    proxy.reset_counts();
+    let output = ok(imgpack_in(d).args(args));
     let digest = Layout::new(d.join("layout")).entry("v1")["digest"]
         .as_str()
         .unwrap()
@@ -839,6 +894,9 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
         last_line(&output),
         format!("{}/team/big@{digest}", proxy.host())
     );
+    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 1, "{:?}", proxy.requests());
+    assert!(registry.has_blob("team/big", &big));
+    let direct = format!("{}/team/big:v1", registry.host());
     assert_eq!(
         digest_of(&raw_manifest(&direct, &["--tls-verify=false"])),
         digest
