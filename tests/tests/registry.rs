@@ -684,8 +684,14 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
     let plain = Layout::new(d.join("plain"));
     let (certs, certs_size) = layer(&plain, "v1", 1);
     let (big, big_size) = layer(&plain, "v1", 3);
-    assert!(certs_size > 20_000, "the certificates layer is {certs_size} bytes");
-    assert!(big_size > MONOLITHIC_LIMIT, "the app layer is {big_size} bytes");
+    assert!(
+        certs_size > 20_000,
+        "the certificates layer is {certs_size} bytes"
+    );
+    assert!(
+        big_size > MONOLITHIC_LIMIT,
+        "the app layer is {big_size} bytes"
+    );
     let certs_hex = leak(certs.trim_start_matches("sha256:"));
 
     let post_500 = proxy.add_fault(Fault::Status {
@@ -740,7 +746,12 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
     // The cut blobs were sent twice: the certificates in two PUTs, the large layer in two
     // PATCHes, finished by one PUT.
     assert_eq!(proxy.count("PUT", certs_hex), 2, "{:?}", proxy.requests());
-    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 2, "{:?}", proxy.requests());
+    assert_eq!(
+        proxy.count("PATCH", "/blobs/uploads/"),
+        2,
+        "{:?}",
+        proxy.requests()
+    );
     assert_eq!(
         proxy.count("PUT", big.trim_start_matches("sha256:")),
         1,
@@ -846,9 +857,19 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
         "--push",
         &target,
     ];
-    ok(imgpack_in(d).args(["build", "-q", "--binary", "linux/amd64=big", "--output", "oci:layout:v1"]));
+    ok(imgpack_in(d).args([
+        "build",
+        "-q",
+        "--binary",
+        "linux/amd64=big",
+        "--output",
+        "oci:layout:v1",
+    ]));
     let (big, big_size) = layer(&Layout::new(d.join("layout")), "v1", 3);
-    assert!(big_size > MONOLITHIC_LIMIT, "the app layer is {big_size} bytes");
+    assert!(
+        big_size > MONOLITHIC_LIMIT,
+        "the app layer is {big_size} bytes"
+    );
 
     proxy.add_fault(Fault::Throttle {
         method: "PATCH",
@@ -879,7 +900,10 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
     child.kill().unwrap();
     child.wait().unwrap();
     // Killed during the large blob: it never arrived, and no tag names an incomplete image.
-    assert!(!registry.has_blob("team/big", &big), "the large blob arrived whole");
+    assert!(
+        !registry.has_blob("team/big", &big),
+        "the large blob arrived whole"
+    );
     assert_eq!(registry.manifest_digest("team/big", "v1"), None);
 
     // Run again: it completes, sending the large blob once more, whole.
@@ -894,7 +918,12 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
         last_line(&output),
         format!("{}/team/big@{digest}", proxy.host())
     );
-    assert_eq!(proxy.count("PATCH", "/blobs/uploads/"), 1, "{:?}", proxy.requests());
+    assert_eq!(
+        proxy.count("PATCH", "/blobs/uploads/"),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
     assert!(registry.has_blob("team/big", &big));
     let direct = format!("{}/team/big:v1", registry.host());
     assert_eq!(
