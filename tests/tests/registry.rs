@@ -809,8 +809,9 @@ fn a_registry_that_never_recovers_fails_in_bounded_time_and_writes_no_tag() {
             ])
             .args(&bins),
     );
+    // Generous: a busy machine must not fail this; a push that retried forever still would.
     assert!(
-        started.elapsed() < Duration::from_secs(60),
+        started.elapsed() < Duration::from_secs(120),
         "gave up only after {:?}",
         started.elapsed()
     );
