@@ -190,8 +190,14 @@ struct Help(BTreeMap<String, BTreeSet<String>>);
 
 impl Help {
     fn read() -> Self {
+        Self::read_with_defaults().0
+    }
+
+    /// Also each command's `[default: …]` values, by flag.
+    fn read_with_defaults() -> (Self, BTreeMap<String, BTreeMap<String, String>>) {
         let top = help(&[]);
         let mut commands = BTreeMap::new();
+        let mut defaults = BTreeMap::new();
         commands.insert(String::new(), option_flags(&top));
         let listed = top
             .lines()
@@ -201,13 +207,15 @@ impl Help {
             .filter_map(|line| line.split_whitespace().next())
             .filter(|name| *name != "help");
         for name in listed {
-            commands.insert(name.to_owned(), option_flags(&help(&[name])));
+            let text = help(&[name]);
+            commands.insert(name.to_owned(), option_flags(&text));
+            defaults.insert(name.to_owned(), option_defaults(&text));
         }
         assert!(
             commands.contains_key("build"),
             "no build command in:\n{top}"
         );
-        Help(commands)
+        (Help(commands), defaults)
     }
 
     fn is_command(&self, word: &str) -> bool {
@@ -238,6 +246,96 @@ fn option_flags(help: &str) -> BTreeSet<String> {
         }
     }
     flags
+}
+
+/// `--jobs <N>` … `[default: 4]` → `--jobs`: `4`: the default clap prints
+/// for each option, from its option line to the next.
+fn option_defaults(help: &str) -> BTreeMap<String, String> {
+    let mut defaults = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') {
+            current = option_flags(trimmed)
+                .into_iter()
+                .find(|flag| flag.starts_with("--"));
+        }
+        let (Some(flag), Some(at)) = (&current, line.find("[default: ")) else {
+            continue;
+        };
+        let value = &line[at + "[default: ".len()..];
+        if let Some(end) = value.find(']') {
+            defaults.insert(flag.clone(), value[..end].to_owned());
+        }
+    }
+    defaults
+}
+
+/// The rows of every flag table (a header with `Flag` and `Default`): the
+/// command its section is about (see `page_flags`), the first cell's first
+/// flag and the text of the Default cell.
+fn default_cells(text: &str, help: &Help) -> Vec<(String, String, String)> {
+    let mut rows = Vec::new();
+    let mut headings: Vec<(HeadingLevel, Option<String>)> = Vec::new();
+    let mut heading_text: Option<String> = None;
+    let mut cells: Vec<String> = Vec::new();
+    let mut default_column: Option<usize> = None;
+    for event in parser(text) {
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => {
+                headings.retain(|(l, _)| *l < level);
+                headings.push((level, None));
+                heading_text = Some(String::new());
+            }
+            Event::End(TagEnd::Heading(_)) => {
+                let named = scan(&heading_text.take().unwrap_or_default(), help, false, false)
+                    .into_iter()
+                    .find_map(|item| match item {
+                        Item::Imgpack(c) if !c.is_empty() => Some(c),
+                        _ => None,
+                    });
+                headings.last_mut().unwrap().1 = named;
+            }
+            Event::Text(t) | Event::Code(t) => {
+                if let Some(h) = heading_text.as_mut() {
+                    h.push_str(&t);
+                } else if let Some(cell) = cells.last_mut() {
+                    cell.push_str(&t);
+                }
+            }
+            Event::Start(Tag::TableCell) => cells.push(String::new()),
+            Event::Start(Tag::Table(_)) => default_column = None,
+            Event::End(TagEnd::TableHead) => {
+                let has_flags = cells.first().is_some_and(|c| c.contains("Flag"));
+                default_column = cells
+                    .iter()
+                    .position(|c| c.trim() == "Default")
+                    .filter(|_| has_flags);
+                cells.clear();
+            }
+            Event::End(TagEnd::TableRow) => {
+                let flag = cells
+                    .first()
+                    .and_then(|c| c.split_whitespace().find(|w| w.starts_with("--")))
+                    .map(|w| w.trim_end_matches(',').to_owned());
+                if let (Some(column), Some(flag)) = (default_column, flag) {
+                    let command = headings
+                        .iter()
+                        .rev()
+                        .find_map(|(_, c)| c.clone())
+                        .unwrap_or_else(|| DEFAULT_COMMAND.to_owned());
+                    rows.push((
+                        command,
+                        flag,
+                        cells.get(column).cloned().unwrap_or_default(),
+                    ));
+                }
+                cells.clear();
+            }
+            _ => {}
+        }
+    }
+    rows
 }
 
 /// What a piece of text says, in order: the items the rule works on.
@@ -567,4 +665,40 @@ fn the_rule_decides_each_flags_command_as_contributing_says() {
         problems,
         ["x.md: --chunk-mib is not in `imgpack build --help`"]
     );
+}
+
+#[test]
+fn every_default_in_a_flag_table_is_the_one_help_shows() {
+    let (help, defaults) = Help::read_with_defaults();
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (page, text) in pages() {
+        for (command, flag, cell) in default_cells(&text, &help) {
+            // An empty cell states nothing (as in "as for imgpack build").
+            let Some(default) = defaults
+                .get(&command)
+                .and_then(|d| d.get(&flag))
+                .filter(|_| !cell.trim().is_empty())
+            else {
+                continue;
+            };
+            checked += 1;
+            let words: Vec<&str> = cell
+                .split(|c: char| c.is_whitespace() || ",;()".contains(c))
+                .collect();
+            if !words.contains(&default.as_str()) {
+                problems.push(format!(
+                    "{}: {flag} has the default '{cell}', `imgpack {command} --help` says {default}",
+                    page.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "defaults the docs and --help disagree on:\n{}",
+        problems.join("\n")
+    );
+    // --jobs, --chunk-size and --retry-timeout have tables in the docs.
+    assert!(checked >= 3, "only {checked} defaults checked");
 }

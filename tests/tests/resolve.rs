@@ -90,7 +90,17 @@ fn references_in_several_documents_are_built_once_and_replaced() {
         )
     };
 
-    let (yaml, progress) = resolve(&["-R", "-f", "k8s"], None);
+    let refs_file = root.join("out/image-refs.txt");
+    let (yaml, progress) = resolve(
+        &[
+            "-R",
+            "-f",
+            "k8s",
+            "--image-refs",
+            refs_file.to_str().unwrap(),
+        ],
+        None,
+    );
     // Each distinct path is pushed once, although services/hello appears twice.
     assert_eq!(
         progress
@@ -116,6 +126,11 @@ fn references_in_several_documents_are_built_once_and_replaced() {
         SIDECAR.replace("imgpack://services/hello", &hello)
     );
     assert_eq!(yaml, expected, "only the references changed");
+    // --image-refs: every pushed image once, in the order of the paths.
+    assert_eq!(
+        std::fs::read_to_string(&refs_file).unwrap(),
+        format!("{hello}\n{probe}\n")
+    );
     for reference in [&hello, &probe] {
         let inspect = Command::new("skopeo")
             .args([
@@ -170,6 +185,26 @@ fn resolve_errors_are_clear() {
     let err = stderr(&output);
     assert!(
         err.contains("imgpack://nowhere") && err.contains("not a directory"),
+        "{err}"
+    );
+    // Also when the imgpack.toml found instead (the current directory's, not
+    // in git) has tag templates: the path is what is wrong, not git.
+    std::fs::write(
+        dir.path().join("imgpack.toml"),
+        "tags = [\"{git_short_sha}\"]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("app.yaml"), "image: imgpack://./nope\n").unwrap();
+    let output = run_expect(
+        imgpack()
+            .current_dir(dir.path())
+            .args(["resolve", "-f", "app.yaml"])
+            .env("IMGPACK_REPO", "127.0.0.1:9/team"),
+        false,
+    );
+    let err = stderr(&output);
+    assert!(
+        err.contains("error: imgpack://./nope: ./nope is not a directory"),
         "{err}"
     );
 }

@@ -53,7 +53,8 @@ pub struct ResolveArgs {
     #[arg(long, short = 'R')]
     pub recursive: bool,
 
-    /// Platforms to build (comma-separated); default: this machine's.
+    /// Platforms to build (comma-separated); default: `platforms` in the project's
+    /// imgpack.toml, else this machine's.
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
     pub platforms: Vec<String>,
 
@@ -112,7 +113,7 @@ pub struct PushFlags {
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
-    /// Also write the pushed REPOSITORY@sha256:… line to this file.
+    /// Also write the pushed REPOSITORY@sha256:… references to this file, one line per image.
     #[arg(long, value_name = "FILE")]
     pub image_refs: Option<PathBuf>,
 
@@ -191,8 +192,8 @@ pub struct BuildArgs {
     #[arg(long = "binary", value_name = "PLATFORM=PATH")]
     pub binaries: Vec<String>,
 
-    /// Platforms to build (comma-separated); default: this machine's. With --binary,
-    /// only these of the given binaries.
+    /// Platforms to build (comma-separated); default: `platforms` in imgpack.toml, else
+    /// this machine's. With --binary, only these of the given binaries (default: all).
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
     pub platforms: Vec<String>,
 
