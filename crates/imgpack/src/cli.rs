@@ -108,8 +108,9 @@ impl Default for Parallelism {
 /// Flags of a push: extra tags, retries, where to record the result.
 #[derive(Args, Debug, Clone)]
 pub struct PushFlags {
-    /// Another tag for the same push (repeatable); {git_sha}, {git_short_sha}, {git_tag}
-    /// and {date} expand from the project's git repository.
+    /// A tag to push (repeatable): an extra one when a reference is given; with `build
+    /// --push` alone and for resolve, the first is the pushed tag (default latest). {git_sha},
+    /// {git_short_sha}, {git_tag} and {date} expand from the project's git repository.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
