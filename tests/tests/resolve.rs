@@ -174,15 +174,18 @@ fn resolve_errors_are_clear() {
         "{}",
         stderr(&output)
     );
-    std::fs::write(dir.path().join("app.yaml"), "image: imgpack://nowhere\n").unwrap();
-    let output = run_expect(
-        imgpack()
-            .current_dir(dir.path())
-            .args(["resolve", "-f", "app.yaml"])
-            .env("IMGPACK_REPO", "127.0.0.1:9/team"),
-        false,
-    );
-    let err = stderr(&output);
+    let resolve_fails = |yaml: &str| {
+        std::fs::write(dir.path().join("app.yaml"), yaml).unwrap();
+        let output = run_expect(
+            imgpack()
+                .current_dir(dir.path())
+                .args(["resolve", "-f", "app.yaml"])
+                .env("IMGPACK_REPO", "127.0.0.1:9/team"),
+            false,
+        );
+        stderr(&output)
+    };
+    let err = resolve_fails("image: imgpack://nowhere\n");
     assert!(
         err.contains("imgpack://nowhere") && err.contains("not a directory"),
         "{err}"
@@ -194,15 +197,7 @@ fn resolve_errors_are_clear() {
         "tags = [\"{git_short_sha}\"]\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("app.yaml"), "image: imgpack://./nope\n").unwrap();
-    let output = run_expect(
-        imgpack()
-            .current_dir(dir.path())
-            .args(["resolve", "-f", "app.yaml"])
-            .env("IMGPACK_REPO", "127.0.0.1:9/team"),
-        false,
-    );
-    let err = stderr(&output);
+    let err = resolve_fails("image: imgpack://./nope\n");
     assert!(
         err.contains("error: imgpack://./nope: ./nope is not a directory"),
         "{err}"
