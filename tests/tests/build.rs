@@ -777,7 +777,92 @@ fn unwritable_output_and_foreign_directory_are_refused() {
             "oci-archive:file/sub/x.tar",
         ],
     );
-    assert!(err.contains("cannot write in file/sub"), "{err}");
+    assert!(
+        err.contains("cannot write oci-archive:file/sub/x.tar:latest: cannot create file/sub: file is not a directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn archives_create_their_directory_and_bad_output_paths_fail_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("api"), Arch::Amd64, b"code");
+    // In a fresh project, as oci: does: the parents of every output are created.
+    build(
+        d,
+        &[
+            "--binary",
+            "linux/amd64=api",
+            "--output",
+            "oci-archive:./out/oci/api.tar",
+            "--output",
+            "docker-archive:./out/docker/api.tar:api:v1",
+            "--output",
+            "oci:./out/layout/api:v1",
+        ],
+    );
+    for written in [
+        "out/oci/api.tar",
+        "out/docker/api.tar",
+        "out/layout/api/index.json",
+    ] {
+        assert!(d.join(written).is_file(), "no {written}");
+    }
+    // An output that cannot be written fails before the binaries are even read
+    // (this one is missing), so before any layer is built.
+    std::fs::write(d.join("file"), "x").unwrap();
+    for output in [
+        "oci:file/layout",
+        "oci-archive:file/api.tar",
+        "docker-archive:file/api.tar",
+        "oci-archive:out",
+    ] {
+        let err = fail(d, &["--binary", "linux/amd64=missing", "--output", output]);
+        assert!(
+            err.contains("cannot write") && !err.contains("missing"),
+            "{output}: {err}"
+        );
+    }
+    let down = format!("{}/x:v1", imgpack_e2e::http::refusing_host());
+    let err = fail(
+        d,
+        &[
+            "--binary",
+            "linux/amd64=missing",
+            "--push",
+            &down,
+            "--image-refs",
+            "file/refs.txt",
+        ],
+    );
+    assert!(
+        err.contains("cannot write --image-refs file/refs.txt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_project_given_as_the_push_reference_is_refused_with_the_right_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("fixtures/go-hello")).unwrap();
+    std::fs::write(d.join("fixtures/go-hello/main.go"), "package main\n").unwrap();
+    // `--push` takes an optional value: the project became the reference, and
+    // the current directory (no project at all here) would be compiled.
+    let err = fail(d, &["--push", "fixtures/go-hello"]);
+    assert!(
+        err.contains("--push fixtures/go-hello names a directory, not a registry reference")
+            && err.contains("`imgpack build fixtures/go-hello --push`"),
+        "{err}"
+    );
+    write_static_elf(&d.join("api"), Arch::Amd64, b"code");
+    let err = fail(d, &["--binary", "linux/amd64=api", "--push", "./out"]);
+    assert!(
+        err.contains("--push ./out is a path, not a registry reference")
+            && err.contains("--output oci:./out"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -197,16 +197,21 @@ fn write(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-/// The whole stderr of a failed build: the compiler's output, if any, then one error line.
+/// The whole stderr of a failed build of `dir` (run with -q): exit code 1, as for every build
+/// error, nothing written, and one error line after the compiler's output, if any.
 fn fails(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> String {
-    let mut command = imgpack();
-    command
-        .args(["build", "-q"])
-        .arg(dir)
-        .args(args)
-        .args(["--output", "oci:/dev/null/never"])
-        .envs(env.iter().copied());
-    let output = run_expect(&mut command, false);
+    let out = tempfile::tempdir().unwrap();
+    let output = run_expect(
+        imgpack()
+            .args(["build", "-q"])
+            .arg(dir)
+            .args(args)
+            .arg("--output")
+            .arg(format!("oci:{}", out.path().join("never").display()))
+            .envs(env.iter().copied()),
+        false,
+    );
+    assert!(!out.path().join("never").exists(), "a failed build wrote");
     error_line(&output);
     stderr(&output)
 }
@@ -254,7 +259,20 @@ fn frontend_errors_are_clear() {
             &[("GOFLAGS", "-mod=mod")],
         );
         assert!(err.contains("undefined: undefined_thing"), "{err}");
-        assert!(err.contains("go build for linux/arm64 failed"), "{err}");
+        assert!(
+            err.contains("error: go build failed for linux/arm64: the compiler's output is above"),
+            "{err}"
+        );
+        // Every failed platform is named, in the order given.
+        let err = fails(
+            &w.join("broken"),
+            &["--platform", "linux/arm64,linux/amd64,linux/386"],
+            &[("GOFLAGS", "-mod=mod")],
+        );
+        assert!(
+            err.contains("error: go build failed for linux/arm64, linux/amd64 and linux/386:"),
+            "{err}"
+        );
         // cgo makes a dynamic binary: refused, saying why and what to change.
         write(w, &[("cgo/main.go", "package main\n\n// int one() { return 1; }\nimport \"C\"\n\nfunc main() { _ = C.one() }\n"), ("cgo/go.mod", "module example.com/cgo\n\ngo 1.19\n")]);
         let err = fails(
@@ -279,10 +297,20 @@ fn frontend_errors_are_clear() {
                 ("multi/src/bin/worker.rs", "fn main() {}\n"),
             ],
         );
-        let err = fails(&w.join("multi"), &["--platform", "linux/amd64"], &[]);
+        // Found from `cargo metadata`, before cargo compiles anything.
+        let target_dir = w.join("multi-target");
+        let err = fails(
+            &w.join("multi"),
+            &["--platform", "linux/amd64"],
+            &[("CARGO_TARGET_DIR", target_dir.to_str().unwrap())],
+        );
         assert!(
             err.contains("several binaries (api, worker): choose one with --bin"),
             "{err}"
+        );
+        assert!(
+            !target_dir.exists(),
+            "cargo built before the binaries were counted"
         );
         let err = fails(&w.join("multi"), &["--platform", "linux/s390x"], &[]);
         assert!(

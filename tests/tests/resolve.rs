@@ -94,7 +94,17 @@ fn references_in_several_documents_are_built_once_and_replaced() {
         )
     };
 
-    let (yaml, _) = resolve(&["-R", "-f", "k8s"], None);
+    let refs_file = root.join("out/image-refs.txt");
+    let (yaml, _) = resolve(
+        &[
+            "-R",
+            "-f",
+            "k8s",
+            "--image-refs",
+            refs_file.to_str().unwrap(),
+        ],
+        None,
+    );
     // Each distinct path is pushed once, although services/hello appears twice: the registry
     // got one tag and one index for each.
     for name in ["rust-hello", "probe"] {
@@ -123,6 +133,11 @@ fn references_in_several_documents_are_built_once_and_replaced() {
         SIDECAR.replace("imgpack://services/hello", &hello)
     );
     assert_eq!(yaml, expected, "only the references changed");
+    // --image-refs: every pushed image once, in the order of the paths.
+    assert_eq!(
+        std::fs::read_to_string(&refs_file).unwrap(),
+        format!("{hello}\n{probe}\n")
+    );
     for reference in [&hello, &probe] {
         let inspect = Command::new("skopeo")
             .args([
@@ -166,17 +181,32 @@ fn resolve_errors_are_clear() {
         "{}",
         stderr(&output)
     );
-    std::fs::write(dir.path().join("app.yaml"), "image: imgpack://nowhere\n").unwrap();
-    let output = run_expect(
-        imgpack()
-            .current_dir(dir.path())
-            .args(["resolve", "-f", "app.yaml"])
-            .env("IMGPACK_REPO", format!("{}/team", refusing_host())),
-        false,
-    );
-    let err = stderr(&output);
+    let resolve_fails = |yaml: &str| {
+        std::fs::write(dir.path().join("app.yaml"), yaml).unwrap();
+        let output = run_expect(
+            imgpack()
+                .current_dir(dir.path())
+                .args(["resolve", "-f", "app.yaml"])
+                .env("IMGPACK_REPO", format!("{}/team", refusing_host())),
+            false,
+        );
+        stderr(&output)
+    };
+    let err = resolve_fails("image: imgpack://nowhere\n");
     assert!(
         err.contains("imgpack://nowhere") && err.contains("not a directory"),
+        "{err}"
+    );
+    // Also when the imgpack.toml found instead (the current directory's, not
+    // in git) has tag templates: the path is what is wrong, not git.
+    std::fs::write(
+        dir.path().join("imgpack.toml"),
+        "tags = [\"{git_short_sha}\"]\n",
+    )
+    .unwrap();
+    let err = resolve_fails("image: imgpack://./nope\n");
+    assert!(
+        err.contains("error: imgpack://./nope: ./nope is not a directory"),
         "{err}"
     );
 }
