@@ -119,7 +119,8 @@ impl Service {
     /// mount namespace of its own whose root is the bundle's rootfs. binfmt_misc is mounted and
     /// qemu-aarch64-static registered in that namespace only (the host's stays untouched); the
     /// F flag opens the interpreter before the root changes, so it need not be in the image.
-    /// The process keeps the host's network, so the test reaches it on 127.0.0.1.
+    /// The process keeps the host's network, so the test reaches it on 127.0.0.1, and runs as
+    /// root of its namespace (only the caller's uid is mapped, not the image's user).
     ///
     /// (`qemu-aarch64-static -L ROOTFS` would not do: a path missing under ROOTFS falls back
     /// to the host's, so the host's CA bundle and zone files could stand in for the image's.)
