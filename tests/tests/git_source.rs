@@ -229,9 +229,13 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     assert!(stderr(&by_url).contains(", shallow"), "a commit id too");
     // An abbreviated id cannot be asked for: the whole history is fetched, the id looked up.
     let by_abbreviation = run_expect(
-        go_build(d, &format!("git+{url}@{}#services/hello", &first[..9]), "abbrev")
-            .env("IMGPACK_GIT_TOKEN", token)
-            .env("IMGPACK_GIT_USERNAME", "ci"),
+        go_build(
+            d,
+            &format!("git+{url}@{}#services/hello", &first[..9]),
+            "abbrev",
+        )
+        .env("IMGPACK_GIT_TOKEN", token)
+        .env("IMGPACK_GIT_USERNAME", "ci"),
         true,
     );
     assert_eq!(printed_digest(&by_abbreviation), printed_digest(&by_env));
