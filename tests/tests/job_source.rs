@@ -54,7 +54,12 @@ fn layers_by_platform(repository: &str, tag: &str) -> Vec<(String, Vec<String>)>
         .unwrap()
         .iter()
         .map(|m| {
-            let platform = format!("{}/{}", m["platform"]["os"], m["platform"]["architecture"]);
+            let platform = &m["platform"];
+            let platform = format!(
+                "{}/{}",
+                platform["os"].as_str().unwrap(),
+                platform["architecture"].as_str().unwrap()
+            );
             let digest = m["digest"].as_str().unwrap();
             let manifest: Value =
                 serde_json::from_slice(&skopeo_raw(&format!("{repository}@{digest}"))).unwrap();
