@@ -144,6 +144,13 @@ pub struct BlobWriter {
 }
 
 impl BlobWriter {
+    /// The digest and size of what was written so far: a download checks it
+    /// before committing, so a blob that is not what was asked for is never stored.
+    pub fn digest_so_far(&self) -> BlobInfo {
+        let (digest, size) = self.writer.digest_so_far();
+        BlobInfo { digest, size }
+    }
+
     /// Flushes to disk and renames the file to its digest.
     pub fn commit(self) -> Result<BlobInfo> {
         let (buffered, digest, size) = self.writer.finish();
