@@ -1,3 +1,5 @@
+//! Push targets: image references parsed the way docker does.
+
 use anyhow::{bail, Context, Result};
 use oci_spec::distribution::Reference;
 
@@ -59,15 +61,7 @@ impl ImageRef {
 
     /// The keys under which docker and podman store this registry's credentials.
     pub fn credential_keys(&self) -> Vec<String> {
-        if self.registry() == "docker.io" {
-            vec![
-                "https://index.docker.io/v1/".into(),
-                "docker.io".into(),
-                "index.docker.io".into(),
-            ]
-        } else {
-            vec![self.registry().to_owned()]
-        }
+        crate::hub::credential_keys(self.registry())
     }
 }
 

@@ -175,7 +175,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         ca_certs,
         tzdata: Tzdata::parse(args.tzdata.as_deref().unwrap_or(default_source)),
         base: args.base.clone(),
-        transport: crate::registry::transport(&args.push_flags.registry, 0),
+        transport: crate::registry::transport(
+            &args.push_flags.registry,
+            Some(&args.push_flags),
+            args.quiet,
+        ),
         zones: args.zones,
         compression,
         settings,
