@@ -245,7 +245,7 @@ impl RegistryClient {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(self
-                .status_error(response, &format!("checking blob {digest}"))
+                .status_error(response, "checking whether the blob exists")
                 .await),
         }
     }
@@ -272,7 +272,7 @@ impl RegistryClient {
                 location: self.upload_location(&url, &response)?,
             }),
             status if is_transient(status) => Err(self
-                .status_error(response, &format!("mounting blob {digest}"))
+                .status_error(response, &format!("mounting it from {from}"))
                 .await),
             _ => Ok(Mount::Unavailable),
         }
@@ -347,7 +347,7 @@ impl RegistryClient {
     ) -> Result<(), RequestError> {
         let scopes = [push_scope(repository)];
         let path = store.path(&blob.digest);
-        let what = format!("uploading blob {}", blob.digest);
+        let what = "uploading the blob";
         let monolithic = blob.size <= MONOLITHIC_LIMIT;
         if !monolithic {
             let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
@@ -355,7 +355,7 @@ impl RegistryClient {
             while offset < blob.size {
                 let len = chunk.min(blob.size - offset);
                 let progress = Arc::new(Progress::new(len));
-                let timing = Timing::Upload(&progress, &what);
+                let timing = Timing::Upload(&progress, what);
                 let response = self
                     .send(&scopes, Method::PATCH, location.clone(), timing, |r| {
                         Ok(r.header(CONTENT_TYPE, "application/octet-stream")
@@ -365,7 +365,7 @@ impl RegistryClient {
                     })
                     .await?;
                 if response.status() != StatusCode::ACCEPTED {
-                    return Err(self.status_error(response, &what).await);
+                    return Err(self.status_error(response, what).await);
                 }
                 if header(&response, LOCATION).is_some() {
                     *location = self.upload_location(location, &response)?;
@@ -383,7 +383,7 @@ impl RegistryClient {
                 &scopes,
                 Method::PUT,
                 url,
-                Timing::Upload(&progress, &what),
+                Timing::Upload(&progress, what),
                 |r| {
                     let r = r
                         .header(CONTENT_TYPE, "application/octet-stream")
@@ -396,8 +396,8 @@ impl RegistryClient {
             )
             .await?;
         if response.status() != StatusCode::CREATED {
-            let what = format!("finishing the upload of blob {}", blob.digest);
-            return Err(self.status_error(response, &what).await);
+            let what = "finishing the upload";
+            return Err(self.status_error(response, what).await);
         }
         check_digest(&self.registry, &response, &blob.digest)
     }

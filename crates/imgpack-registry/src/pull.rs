@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use imgpack_blob::{BlobInfo, BlobStore, Digest};
+use imgpack_blob::{BlobInfo, BlobStore};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
@@ -78,15 +78,15 @@ impl RegistryClient {
                 Ok,
             )
             .await?;
-        let what = format!("fetching blob {digest}");
+        let what = "fetching the blob";
         if response.status() != StatusCode::OK {
-            return Err(self.status_error(response, &what).await);
+            return Err(self.status_error(response, what).await);
         }
         if response
             .content_length()
             .is_some_and(|len| len != expected.size)
         {
-            return Err(self.wrong_size(digest, expected.size));
+            return Err(self.wrong_size(expected.size));
         }
         let mut writer = store.writer().map_err(RequestError::local)?;
         let progress = Arc::new(Progress::new(expected.size));
@@ -95,7 +95,7 @@ impl RegistryClient {
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|err| transport_error(&self.registry, &err))?;
                 if progress.moved() + chunk.len() as u64 > expected.size {
-                    return Err(self.wrong_size(digest, expected.size));
+                    return Err(self.wrong_size(expected.size));
                 }
                 progress.add(chunk.len() as u64);
                 writer.write_all(&chunk).map_err(|err| {
@@ -106,28 +106,28 @@ impl RegistryClient {
         };
         tokio::select! {
             copied = copy => copied?,
-            stall = progress.stalled() => return Err(stall.error(&self.registry, &what)),
+            stall = progress.stalled() => return Err(stall.error(&self.registry, what)),
         }
         let received = writer.digest_so_far();
         if received.size < expected.size {
             return Err(RequestError::transient(format!(
-                "registry {} cut blob {digest} off after {} of {} bytes",
+                "registry {} cut the blob off after {} of {} bytes",
                 self.registry, received.size, expected.size
             )));
         }
         if received.digest != *digest {
             // Dropped uncommitted: nothing is stored, under any name.
             return Err(RequestError::fatal(format!(
-                "registry {} sent content hashing to {} for blob {digest}: refused",
+                "registry {} sent content hashing to {}: refused",
                 self.registry, received.digest
             )));
         }
         writer.commit().map_err(RequestError::local)
     }
 
-    fn wrong_size(&self, digest: &Digest, size: u64) -> RequestError {
+    fn wrong_size(&self, size: u64) -> RequestError {
         RequestError::fatal(format!(
-            "registry {} sent blob {digest} with another size than the {size} bytes its descriptor gives: refused",
+            "registry {} sent another size than the {size} bytes the blob's descriptor gives: refused",
             self.registry
         ))
     }
