@@ -13,6 +13,7 @@ use serde_json::Value;
 pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
+pub mod fake_registry;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;
@@ -186,6 +187,16 @@ pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
     )
     .unwrap();
     path.to_owned()
+}
+
+/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process.
+pub fn wait_with_peak_rss(child: std::process::Child) -> (i32, u64) {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child's pid; std's Child is not waited on afterwards.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
 }
 
 /// A JSON array of strings (an image config's `Env`, say) as string slices.

@@ -287,7 +287,7 @@ fn probe(port: u16) -> Option<String> {
 
 /// A test CA and a server certificate it issued for IP 127.0.0.1 and DNS localhost:
 /// (CA PEM, server certificate PEM, server key PKCS#8 PEM).
-fn tls_material() -> (String, String, String) {
+pub(crate) fn tls_material() -> (String, String, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
         IsCa, Issuer, KeyPair, KeyUsagePurpose,

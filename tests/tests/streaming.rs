@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use imgpack_e2e::*;
@@ -18,16 +18,6 @@ fn sparse_binary(path: &Path, size: u64) {
         .unwrap()
         .set_len(size)
         .unwrap();
-}
-
-/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process.
-fn wait_with_peak_rss(child: Child) -> (i32, u64) {
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child's pid; std's Child is not waited on afterwards.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
 }
 
 #[test]
