@@ -10,10 +10,10 @@ mod build;
 mod cli;
 mod config;
 mod git;
-mod naming;
 mod outputs;
 mod registry;
 mod resolve;
+mod values;
 
 use std::process::ExitCode;
 

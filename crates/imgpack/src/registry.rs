@@ -1,4 +1,5 @@
-//! `imgpack push` and `imgpack login`, and the registry sink of a build, from their flags.
+//! The commands that only talk to a registry (`imgpack push`, `imgpack
+//! login`), and the registry sink a push uses, built from the push flags.
 
 use std::io::Read;
 use std::time::Duration;
@@ -10,11 +11,13 @@ use imgpack_registry::{ImageRef, PushOptions, RegistrySink, RetryPolicy, Transpo
 
 use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
 
-/// A registry sink for `target` and the parsed reference, from the push flags.
+/// A registry sink for `target` and the parsed reference, from the push
+/// flags; `jobs` blobs are uploaded at once.
 pub fn registry_sink(
     target: &str,
     tags: &[String],
     flags: &PushFlags,
+    jobs: usize,
     quiet: bool,
 ) -> Result<(RegistrySink, ImageRef)> {
     let target = ImageRef::parse_push_target(target)?;
@@ -26,7 +29,7 @@ pub fn registry_sink(
         tags: tags.to_vec(),
         transport: transport(&flags.registry, Some(flags), quiet),
         options: PushOptions {
-            jobs: usize::from(flags.jobs),
+            jobs,
             quiet,
         },
     };
@@ -64,7 +67,13 @@ pub fn run_push(args: PushArgs) -> Result<()> {
             args.source
         );
     };
-    let (sink, target) = registry_sink(&args.target, &args.push.tags, &args.push, args.quiet)?;
+    let (sink, target) = registry_sink(
+        &args.target,
+        &args.push.tags,
+        &args.push,
+        args.parallelism.jobs(),
+        args.quiet,
+    )?;
     let image = imgpack_layout::read_layout_image(layout)?;
     sink.write(&image)
         .with_context(|| format!("cannot push to {}", sink.describe()))?;
