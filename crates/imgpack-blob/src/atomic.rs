@@ -63,6 +63,24 @@ impl Write for AtomicFile {
     }
 }
 
+/// Checks that files can be created in `dir` by creating (and removing) one:
+/// permissions, read-only mounts and missing directories all show up here.
+pub fn check_writable_dir(dir: &Path) -> Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("{} is not a directory: create it first", dir.display());
+    }
+    tempfile::Builder::new()
+        .prefix(".imgpack-check-")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|err| anyhow::anyhow!("cannot write in {}: {}", dir.display(), err.kind()))
+}
+
 /// Writes `bytes` to `path` atomically with permissions `mode`.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let mut file = AtomicFile::create(path)?;

@@ -11,7 +11,7 @@ mod digest;
 mod json;
 mod store;
 
-pub use atomic::{write_atomically, AtomicFile};
+pub use atomic::{check_writable_dir, write_atomically, AtomicFile};
 pub use digest::{Digest, DigestWriter};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};

@@ -85,4 +85,10 @@ pub trait Sink: Send + Sync {
     /// index.json, the archive file) last, so an interrupted write leaves no
     /// name pointing at missing content and can simply be run again.
     fn write(&self, image: &Image) -> Result<()>;
+
+    /// Checks, before any work starts, that the sink can be written at all
+    /// (its directory exists and is writable), so a bad path fails first.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -24,7 +24,7 @@ pub use compression::Compression;
 pub use contents::{Contents, Entry, EntryKind, LayerContents};
 pub use files::{files_layer, FileSpec};
 pub use read::{diff_id, LayerPaths};
-pub use rootfs::{rootfs_layer, NONROOT_GID, NONROOT_UID};
+pub use rootfs::{rootfs_has_name, rootfs_layer, NONROOT_GID, NONROOT_UID};
 pub use tzdata::{tzdata_layer, Tzdata, ZONEINFO_DIR};
 pub use writer::{write_layer, Layer};
 

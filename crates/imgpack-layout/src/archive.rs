@@ -36,6 +36,10 @@ impl OciArchiveSink {
 }
 
 impl Sink for OciArchiveSink {
+    fn check(&self) -> Result<()> {
+        imgpack_blob::check_writable_dir(self.file.parent().unwrap_or(std::path::Path::new(".")))
+    }
+
     fn describe(&self) -> String {
         format!("oci-archive:{}:{}", self.file.display(), self.tag)
     }

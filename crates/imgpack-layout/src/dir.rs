@@ -47,6 +47,13 @@ pub(crate) fn split_path_and_tag(spec: &str) -> (&str, Option<&str>) {
 }
 
 impl Sink for OciLayoutSink {
+    fn check(&self) -> Result<()> {
+        match self.dir.is_dir() {
+            true => imgpack_blob::check_writable_dir(&self.dir),
+            false => imgpack_blob::check_writable_dir(self.dir.parent().unwrap_or(Path::new("."))),
+        }
+    }
+
     fn describe(&self) -> String {
         format!("oci:{}:{}", self.dir.display(), self.tag)
     }

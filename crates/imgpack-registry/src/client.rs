@@ -521,10 +521,10 @@ pub(crate) fn verify_local_blob(store: &BlobStore, blob: &BlobInfo) -> Result<()
     let (_, digest, size) = writer.finish();
     if digest != blob.digest || size != blob.size {
         return Err(RequestError::fatal(format!(
-            "local blob {} is corrupt: {} holds {size} bytes hashing to {digest}; rebuild the image \
-             or restore the file",
-            blob.digest,
-            path.display()
+            "its local copy in {} is corrupt ({size} bytes hashing to sha256:{}…): write the image \
+             again or restore the file",
+            store.root().display(),
+            &digest.hex()[..12]
         )));
     }
     Ok(())

@@ -13,6 +13,7 @@ mod git;
 mod outputs;
 mod registry;
 mod resolve;
+mod staging;
 mod values;
 
 use std::process::ExitCode;
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    staging::clean_up_on_signals();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Build(args) => build::run(*args),

@@ -28,10 +28,7 @@ pub fn registry_sink(
         target: target.clone(),
         tags: tags.to_vec(),
         transport: transport(&flags.registry, Some(flags), quiet),
-        options: PushOptions {
-            jobs,
-            quiet,
-        },
+        options: PushOptions { jobs, quiet },
     };
     Ok((sink, target))
 }
