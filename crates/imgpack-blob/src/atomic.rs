@@ -72,7 +72,10 @@ pub fn check_writable_dir(dir: &Path) -> Result<()> {
         dir
     };
     if !dir.is_dir() {
-        anyhow::bail!("{} is not a directory: create it first", dir.display());
+        anyhow::bail!(
+            "cannot write in {}: it is not a directory (create it first)",
+            dir.display()
+        );
     }
     tempfile::Builder::new()
         .prefix(".imgpack-check-")

@@ -576,8 +576,6 @@ mod tests {
         verify_local_blob(&store, &blob).unwrap();
         std::fs::write(store.path(&blob.digest), b"LAYER BYTES").unwrap();
         let err = verify_local_blob(&store, &blob).unwrap_err();
-        assert!(
-            err.message.contains("is corrupt") && err.message.contains(&blob.digest.to_string())
-        );
+        assert!(err.message.contains("is corrupt"), "{}", err.message);
     }
 }

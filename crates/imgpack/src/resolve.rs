@@ -233,7 +233,15 @@ fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, S
 
 /// `imgpack build PATH --push` (to $IMGPACK_REPO/NAME) with resolve's flags.
 fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
-    let mut lines = crate::build::build_all(build_args(path, args))?;
+    let mut lines = crate::build::build_all(build_args(path, args)).map_err(|err| {
+        match err.downcast_ref::<crate::build::NoRepository>() {
+            Some(_) => anyhow::anyhow!(
+                "imgpack resolve pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
+                 registry.example.com/team), or `repository` in the project's imgpack.toml"
+            ),
+            None => err,
+        }
+    })?;
     if lines.len() != 1 {
         bail!(
             "{path} describes {} images: imgpack:// must name one",

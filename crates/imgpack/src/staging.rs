@@ -81,7 +81,13 @@ pub fn clean_up_on_signals() {
     let _ = ctrlc::set_handler(|| {
         let live = LIVE.lock().map(|l| l.clone()).unwrap_or_default();
         for dir in live {
-            let _ = std::fs::remove_dir_all(dir);
+            // Other threads may still be writing into it: try until it is gone.
+            for _ in 0..50 {
+                if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
         }
         eprintln!("imgpack: interrupted; temporary files removed");
         std::process::exit(130);

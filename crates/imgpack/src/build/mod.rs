@@ -6,6 +6,7 @@ mod layers;
 mod plan;
 
 use layers::{resolve_base_for, write_layers};
+pub(crate) use plan::NoRepository;
 use plan::{plan, BuildPlan, Inputs};
 
 use std::path::Path;

@@ -232,10 +232,7 @@ fn push_plan(
             .ok()
             .filter(|r| !r.trim().is_empty())
             .or_else(|| file_repository.map(str::to_owned))
-            .context(
-                "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
-                 registry.example.com/team), `repository` in imgpack.toml, or give --push REGISTRY/REPOSITORY:TAG",
-            )?;
+            .ok_or(NoRepository)?;
         PushPlan {
             reference: None,
             repository: Some(repository),
@@ -258,6 +255,22 @@ fn push_plan(
     plan.sink("name", quiet)?;
     Ok(plan)
 }
+
+/// `--push` without a reference and nowhere to push: its own type, so that
+/// `imgpack resolve` (which has no `--push`) can say it its own way.
+#[derive(Debug)]
+pub(crate) struct NoRepository;
+
+impl std::fmt::Display for NoRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
+             registry.example.com/team), `repository` in imgpack.toml, or give --push REGISTRY/REPOSITORY:TAG",
+        )
+    }
+}
+
+impl std::error::Error for NoRepository {}
 
 /// Expands tag placeholders in the tag part of a reference (`reg/app:{git_short_sha}`).
 fn expand_reference(reference: &str, git: Option<&GitInfo>) -> Result<String> {
