@@ -18,10 +18,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<Self> {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = crate::parent_or_dot(path);
         let temp = tempfile::Builder::new()
             .prefix(".imgpack-")
             .tempfile_in(parent)
@@ -61,27 +58,6 @@ impl Write for AtomicFile {
     fn flush(&mut self) -> io::Result<()> {
         self.temp.flush()
     }
-}
-
-/// Checks that files can be created in `dir` by creating (and removing) one:
-/// permissions, read-only mounts and missing directories all show up here.
-pub fn check_writable_dir(dir: &Path) -> Result<()> {
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    if !dir.is_dir() {
-        anyhow::bail!(
-            "cannot write in {}: it is not a directory (create it first)",
-            dir.display()
-        );
-    }
-    tempfile::Builder::new()
-        .prefix(".imgpack-check-")
-        .tempfile_in(dir)
-        .map(drop)
-        .map_err(|err| anyhow::anyhow!("cannot write in {}: {}", dir.display(), err.kind()))
 }
 
 /// Writes `bytes` to `path` atomically with permissions `mode`.

@@ -82,15 +82,15 @@ fn normalise_reference(reference: &str) -> Result<String> {
 }
 
 impl Sink for DockerArchiveSink {
-    fn check(&self) -> Result<()> {
-        imgpack_blob::check_writable_dir(self.file.parent().unwrap_or(std::path::Path::new(".")))
-    }
-
     fn describe(&self) -> String {
         match &self.reference {
             Some(reference) => format!("docker-archive:{}:{reference}", self.file.display()),
             None => format!("docker-archive:{}", self.file.display()),
         }
+    }
+
+    fn check(&self) -> Result<()> {
+        imgpack_blob::check_file_path(&self.file)
     }
 
     fn write(&self, image: &Image) -> Result<()> {

@@ -81,14 +81,15 @@ pub trait Sink: Send + Sync {
     /// How the sink is named to the user, e.g. `oci:./out/image:v1`.
     fn describe(&self) -> String;
 
+    /// Checks, before any work, what can be checked without writing: that an
+    /// output path can be created. A bad path then fails before anything is
+    /// compiled or built.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Writes the image. Blobs first, anything that names the image (a tag,
     /// index.json, the archive file) last, so an interrupted write leaves no
     /// name pointing at missing content and can simply be run again.
     fn write(&self, image: &Image) -> Result<()>;
-
-    /// Checks, before any work starts, that the sink can be written at all
-    /// (its directory exists and is writable), so a bad path fails first.
-    fn check(&self) -> Result<()> {
-        Ok(())
-    }
 }
