@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use imgpack_blob::Digest;
 
-use crate::proxy::{read_head, Head};
+use crate::http::{read_head, Head};
 use crate::token_server::basic_credentials;
 
 /// How the fake registry misbehaves. `Default` is a working registry without auth.

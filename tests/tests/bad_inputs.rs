@@ -147,25 +147,6 @@ fn docker_archive_paths_keep_their_colons() {
 }
 
 #[test]
-fn outputs_that_cannot_be_written_fail_before_any_work() {
-    let dir = project();
-    let err = fails_in(
-        dir.path(),
-        &[
-            "build",
-            "--binary",
-            "linux/amd64=app",
-            "-o",
-            "oci-archive:missing/dir/out.tar",
-        ],
-    );
-    assert!(
-        err.contains("missing/dir") && err.contains("not a directory"),
-        "{err}"
-    );
-}
-
-#[test]
 fn resolve_of_a_directory_without_yaml_says_so() {
     let dir = project();
     std::fs::create_dir(dir.path().join("k8s")).unwrap();

@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use imgpack_e2e::*;
 use imgpack_layer::LayerPaths;
 use imgpack_platform::Platform;
-use imgpack_registry::{parse_challenge, parse_document, Challenge, Document, ImageRef};
+use imgpack_registry::{
+    parse_challenge, parse_document, Challenge, Document, ImageRef, LAYER_TYPES,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
@@ -144,14 +146,6 @@ fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
-
-const LAYER_TYPES: [&str; 5] = [
-    "application/vnd.oci.image.layer.v1.tar",
-    "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.docker.image.rootfs.diff.tar",
-    "application/vnd.docker.image.rootfs.diff.tar.gzip",
-];
 
 const CONTENT_TYPES: [Option<&str>; 5] = [
     None,

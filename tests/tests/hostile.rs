@@ -46,21 +46,8 @@ fn base64_auth(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
-/// `len` pseudo-random bytes (xorshift), which gzip cannot shrink.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
-/// The one error line of a failed run (and no panic).
-fn error_line(output: &Output) -> String {
+/// The last line of a failed run (progress and retry lines may come before it), an error.
+fn last_error_line(output: &Output) -> String {
     assert!(
         !output.status.success(),
         "it succeeded:\n{}",
@@ -96,7 +83,7 @@ fn credentials_never_follow_a_location_to_another_origin() {
         .args(push_args(&format!("{host}/team/app:v1")))
         .output()
         .unwrap();
-    let err = error_line(&output);
+    let err = last_error_line(&output);
     assert!(err.contains("401"), "{err}");
     // The registry got the credentials; the other origin got requests, never an Authorization.
     assert!(registry.seen().iter().any(|s| s.authorization.is_some()));
@@ -123,17 +110,22 @@ fn tls_registry(dir: &Path, hostility: Hostility) -> (FakeRegistry, String) {
     (registry, ca.display().to_string())
 }
 
+/// `build --push HOST/team/app:v1` trusting the CA in `ca`.
+fn push_with_ca(dir: &Path, host: &str, ca: &str) -> Output {
+    imgpack_in(dir, host)
+        .args(push_args(&format!("{host}/team/app:v1")))
+        .args(["--registry-ca", ca])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn an_https_registry_is_never_continued_over_plain_http() {
     let dir = project(b"downgrade");
     // First a working TLS registry: the CA file is right and the push succeeds.
     let (registry, ca) = tls_registry(dir.path(), Hostility::default());
     let host = registry.host();
-    let output = imgpack_in(dir.path(), &host)
-        .args(push_args(&format!("{host}/team/app:v1")))
-        .args(["--registry-ca", &ca])
-        .output()
-        .unwrap();
+    let output = push_with_ca(dir.path(), &host, &ca);
     assert!(output.status.success(), "{}", stderr(&output));
 
     // An upload Location on the same host and port, but http://: refused before it is sent.
@@ -147,12 +139,8 @@ fn an_https_registry_is_never_continued_over_plain_http() {
     let host = registry.host();
     registry
         .set(|h| h.upload_location = Some(format!("http://{host}/v2/team/app/blobs/uploads/1")));
-    let output = imgpack_in(dir.path(), &host)
-        .args(push_args(&format!("{host}/team/app:v1")))
-        .args(["--registry-ca", &ca])
-        .output()
-        .unwrap();
-    let err = error_line(&output);
+    let output = push_with_ca(dir.path(), &host, &ca);
+    let err = last_error_line(&output);
     assert!(err.contains("not HTTPS"), "{err}");
     assert!(
         registry.seen().iter().all(|s| !s.plain_on_tls),
@@ -169,12 +157,8 @@ fn an_https_registry_is_never_continued_over_plain_http() {
         },
     );
     let host = registry.host();
-    let output = imgpack_in(dir.path(), &host)
-        .args(push_args(&format!("{host}/team/app:v1")))
-        .args(["--registry-ca", &ca])
-        .output()
-        .unwrap();
-    let err = error_line(&output);
+    let output = push_with_ca(dir.path(), &host, &ca);
+    let err = last_error_line(&output);
     assert!(err.contains("over plain HTTP"), "{err}");
     assert!(
         realm.seen().is_empty(),
@@ -281,7 +265,7 @@ fn a_silent_registry_ends_push_build_and_login_in_bounded_time() {
     ];
     for (name, run) in runs {
         let (output, took) = run.join().unwrap();
-        let err = error_line(&output);
+        let err = last_error_line(&output);
         eprintln!(
             "silent registry, {name}: gave up after {:.1}s: {err}",
             took.as_secs_f64()
@@ -347,7 +331,7 @@ fn dribbling_and_stalling_registries_end_the_push_in_bounded_time() {
         .collect();
     for run in runs {
         let (host, output, took) = run.join().unwrap();
-        let err = error_line(&output);
+        let err = last_error_line(&output);
         eprintln!("gave up on {host} after {:.1}s: {err}", took.as_secs_f64());
         assert!(took < bound(10), "{took:?}");
         assert!(
@@ -434,7 +418,7 @@ fn ambiguous_and_mislabelled_base_manifests_are_refused() {
         match expected {
             None => assert!(output.status.success(), "{tag}: {}", stderr(&output)),
             Some(expected) => {
-                let err = error_line(&output);
+                let err = last_error_line(&output);
                 assert!(err.contains(expected), "{tag}: {err}");
                 assert!(
                     !dir.path().join("out").exists(),
@@ -469,7 +453,7 @@ fn a_base_whose_config_does_not_match_its_layers_is_refused() {
         .args(["--base", &format!("{host}/team/base:v1")])
         .output()
         .unwrap();
-    let err = error_line(&output);
+    let err = last_error_line(&output);
     assert!(
         err.contains("uncompresses to") && err.contains("inconsistent"),
         "{err}"

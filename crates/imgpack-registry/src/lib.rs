@@ -43,7 +43,7 @@ pub use credentials::{find_credentials, store_login, Credential, Credentials, St
 pub use errors::RequestError;
 pub use locations::BlobLocations;
 pub use login::login;
-pub use manifest::{parse_document, Descriptor, Document};
+pub use manifest::{parse_document, Descriptor, Document, LAYER_TYPES};
 pub use push::{push_image, PushOptions};
 pub use reference::ImageRef;
 pub use retry::RetryPolicy;

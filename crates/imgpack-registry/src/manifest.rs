@@ -18,7 +18,7 @@ const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 
 /// Layer media types imgpack reads (to check a base's files and diff IDs).
-const LAYER_TYPES: [&str; 5] = [
+pub const LAYER_TYPES: [&str; 5] = [
     "application/vnd.oci.image.layer.v1.tar",
     "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.oci.image.layer.v1.tar+zstd",
