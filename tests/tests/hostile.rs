@@ -478,7 +478,7 @@ fn odd_chunk_minimums_never_cause_tiny_patches() {
         write_static_elf(
             &d.join("app"),
             Arch::Amd64,
-            &noise(5_000_000, round as u64 + 2),
+            &noise(5_000_000, 100 + 2 * round as u64),
         );
         let patches_before = registry.count("PATCH", "/blobs/uploads/");
         let target = format!("{host}/team/chunks:v{round}");
