@@ -9,10 +9,11 @@ use anyhow::{Context, Result};
 use imgpack_git::{GitSource, Limits};
 
 use crate::cli::BuildArgs;
+use crate::staging::Staging;
 
 /// Replaces a git source in `args` by its checkout; the checkout lives as
 /// long as the returned directory.
-pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<tempfile::TempDir>> {
+pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<Staging>> {
     let Some(spec) = args
         .source
         .as_deref()
@@ -23,7 +24,8 @@ pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<tempfile::TempDir
     };
     let source = GitSource::parse(spec)?;
     let limits = limits()?;
-    let dir = crate::build::temp_dir(args.tmpdir.as_deref(), "imgpack-git-")?;
+    // A staging directory: removed at the end, on a signal, or by the next run after a kill.
+    let dir = crate::staging::create(args.tmpdir.as_deref())?;
     let checkout = imgpack_git::fetch(&source, &dir.path().join("src"), limits)?;
     if !args.quiet {
         eprintln!(
