@@ -13,6 +13,7 @@ use serde_json::Value;
 pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
+pub mod docker;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;
@@ -93,7 +94,7 @@ pub fn stderr(output: &Output) -> String {
 }
 
 /// Whether the end-to-end run requires every external tool (CI sets IMGPACK_E2E=1).
-fn tools_required() -> bool {
+pub(crate) fn tools_required() -> bool {
     std::env::var("IMGPACK_E2E").is_ok_and(|v| v == "1")
 }
 

@@ -1,5 +1,6 @@
 //! Running what imgpack builds: unpacking an image with skopeo and umoci,
-//! running it under runc or (for arm64) qemu-user, and talking HTTP to it.
+//! running it under runc or (for arm64) qemu-user, and talking HTTP to it
+//! (the fixtures' /ping and /selfcheck).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -138,6 +139,41 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The JSON object in an HTTP body.
+fn json_body(body: &str) -> Value {
+    let start = body
+        .find('{')
+        .unwrap_or_else(|| panic!("no JSON in {body:?}"));
+    let end = body.rfind('}').unwrap();
+    serde_json::from_str(&body[start..=end]).unwrap_or_else(|err| panic!("{err}: {body:?}"))
+}
+
+/// /ping and /selfcheck of a fixture service on 127.0.0.1:port.
+pub fn check_service(port: u16, what: &str) {
+    check_service_with(|path| http_get(port, path), what);
+}
+
+/// /ping and /selfcheck as the fixtures define them, asked through `get`
+/// (path to status and body): the zone's real offsets and the number of CA
+/// roots found in the image.
+pub fn check_service_with(get: impl Fn(&str) -> (u16, String), what: &str) {
+    let (status, body) = get("/ping");
+    assert_eq!(status, 200, "{what} /ping: {body}");
+    assert_eq!(
+        json_body(&body),
+        serde_json::json!({"message": "pong"}),
+        "{what}"
+    );
+    let (status, body) = get("/selfcheck");
+    assert_eq!(status, 200, "{what} /selfcheck: {body}");
+    let check = json_body(&body);
+    assert_eq!(check["zone"], "Europe/Berlin", "{what}: {check}");
+    assert_eq!(check["winter_offset"], 3600, "{what}: {check}");
+    assert_eq!(check["summer_offset"], 7200, "{what}: {check}");
+    let roots = check["roots"].as_u64().unwrap_or(0);
+    assert!(roots > 100, "{what}: only {roots} CA roots in the image");
 }
 
 /// A port on 127.0.0.1 that was free a moment ago.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use imgpack_e2e::registry::{Registry, Setup};
-use imgpack_e2e::runtime::{free_port, http_get, is_root, prepare_for_runc, unpack, Service};
+use imgpack_e2e::runtime::{check_service, free_port, is_root, prepare_for_runc, unpack, Service};
 use imgpack_e2e::*;
 use serde_json::Value;
 
@@ -91,35 +91,6 @@ fn build(project: &Project, args: &[&str]) -> Output {
             .envs(project.env.iter().map(|(k, v)| (k, v))),
         true,
     )
-}
-
-/// The JSON object in an HTTP body.
-fn json_body(body: &str) -> Value {
-    let start = body
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON in {body:?}"));
-    let end = body.rfind('}').unwrap();
-    serde_json::from_str(&body[start..=end]).unwrap_or_else(|err| panic!("{err}: {body:?}"))
-}
-
-/// /ping and /selfcheck as the fixtures define them: the zone's real offsets
-/// and the number of CA roots found in the image.
-fn check_service(port: u16, what: &str) {
-    let (status, body) = http_get(port, "/ping");
-    assert_eq!(status, 200, "{what} /ping: {body}");
-    assert_eq!(
-        json_body(&body),
-        serde_json::json!({"message": "pong"}),
-        "{what}"
-    );
-    let (status, body) = http_get(port, "/selfcheck");
-    assert_eq!(status, 200, "{what} /selfcheck: {body}");
-    let check = json_body(&body);
-    assert_eq!(check["zone"], "Europe/Berlin", "{what}: {check}");
-    assert_eq!(check["winter_offset"], 3600, "{what}: {check}");
-    assert_eq!(check["summer_offset"], 7200, "{what}: {check}");
-    let roots = check["roots"].as_u64().unwrap_or(0);
-    assert!(roots > 100, "{what}: only {roots} CA roots in the image");
 }
 
 /// Builds `fixture` for two platforms, pushes it, pulls it back and runs both platforms.
