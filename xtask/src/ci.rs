@@ -18,13 +18,16 @@ const TOOLS: [(&str, &str); 8] = [
         "golang-github-gin-gonic-gin-dev",
     ),
     ("qemu-aarch64-static", "qemu-user-static"),
-    ("musl-gcc", "musl-tools"),
+    // python3 -m venv: the venv that holds zig for imgpack's own musl builds (`dist`).
+    ("/usr/share/doc/python3-venv", "python3-venv"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 
 pub fn run_ci() -> Result<()> {
     install_tools()?;
     install_rust_targets()?;
+    crate::dist::zig_toolchain()?;
+    check_docker()?;
     let root = workspace_root();
     let cargo = || {
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -136,4 +139,26 @@ fn install_rust_targets() -> Result<()> {
     run(Command::new("rustup")
         .args(["target", "add"])
         .args(&missing))
+}
+
+/// The machine starts the Docker Engine before CI; the docker tests need it.
+/// Fails early with docker's own error instead of in the middle of the tests.
+fn check_docker() -> Result<()> {
+    if !on_path("docker") {
+        bail!("the tests need the Docker Engine (docker CLI and a running daemon): apt-get install docker.io and start dockerd");
+    }
+    let info = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()?;
+    if !info.status.success() {
+        bail!(
+            "the Docker daemon does not answer `docker info` (start dockerd): {}",
+            String::from_utf8_lossy(&info.stderr).trim()
+        );
+    }
+    eprintln!(
+        "xtask: Docker Engine {}",
+        String::from_utf8_lossy(&info.stdout).trim()
+    );
+    Ok(())
 }

@@ -104,15 +104,22 @@ pub fn build_static(profile: &str) -> Result<Vec<Built>> {
     let root = workspace_root();
     let cargo_home = cargo_home()?;
     let path = std::env::join_paths(
-        std::iter::once(tools.clone())
-            .chain(std::env::var_os("PATH").map_or_else(Vec::new, |p| {
-                std::env::split_paths(&p).collect::<Vec<_>>()
-            })),
+        std::iter::once(tools.clone()).chain(
+            std::env::var_os("PATH")
+                .map_or_else(Vec::new, |p| std::env::split_paths(&p).collect::<Vec<_>>()),
+        ),
     )?;
     let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cargo
         .current_dir(&root)
-        .args(["zigbuild", "--locked", "-p", "imgpack", "--profile", profile])
+        .args([
+            "zigbuild",
+            "--locked",
+            "-p",
+            "imgpack",
+            "--profile",
+            profile,
+        ])
         .env("PATH", path);
     for target in TARGETS {
         cargo.args(["--target", target.triple]);
@@ -121,7 +128,10 @@ pub fn build_static(profile: &str) -> Result<Vec<Built>> {
             format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
             format!("--remap-path-prefix={}=/imgpack", root.display()),
         ];
-        cargo.env(format!("CARGO_TARGET_{variable}_RUSTFLAGS"), remap.join(" "));
+        cargo.env(
+            format!("CARGO_TARGET_{variable}_RUSTFLAGS"),
+            remap.join(" "),
+        );
         // The same for C sources: __FILE__ in assertions and error tables.
         cargo.env(
             format!("CFLAGS_{}", target.triple.replace('-', "_")),
@@ -153,7 +163,7 @@ pub fn build_static(profile: &str) -> Result<Vec<Built>> {
 
 /// The directory holding `cargo-zigbuild` and a Python whose `-m ziglang` is
 /// zig: a venv under target/, created with the pinned packages when missing.
-fn zig_toolchain() -> Result<PathBuf> {
+pub fn zig_toolchain() -> Result<PathBuf> {
     let venv = target_dir().join("zig-venv");
     let bin = venv.join("bin");
     let stamp = venv.join("installed.txt");
@@ -268,7 +278,8 @@ fn collect_files(root: &Path, dir: &Path, files: &mut Vec<String>) -> Result<()>
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut hasher = Sha256::new();
     let mut buffer = vec![0; 1 << 20];
     loop {

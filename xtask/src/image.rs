@@ -34,7 +34,9 @@ pub fn run_image(args: &[String]) -> Result<()> {
         match arg.as_str() {
             "--profile" => profile = rest.next().context("--profile needs a value")?.clone(),
             flag if PASSED_WITH_VALUE.contains(&flag) => {
-                let value = rest.next().with_context(|| format!("{arg} needs a value"))?;
+                let value = rest
+                    .next()
+                    .with_context(|| format!("{arg} needs a value"))?;
                 pack_args.extend([arg.clone(), value.clone()]);
             }
             "-q" | "--quiet" => pack_args.push(arg.clone()),
@@ -88,7 +90,9 @@ pub fn pack(
     let mut command = Command::new(imgpack);
     command.args(["build", "--name", name]);
     for (platform, path) in binaries {
-        command.arg("--binary").arg(format!("{platform}={}", path.display()));
+        command
+            .arg("--binary")
+            .arg(format!("{platform}={}", path.display()));
     }
     run(command.args(extra))
 }

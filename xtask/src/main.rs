@@ -5,6 +5,7 @@
 //! `cargo xtask image`: both binaries, packed into one two-platform image by imgpack itself.
 
 mod bench;
+mod bench_docker;
 mod bench_push;
 mod ci;
 mod dist;
