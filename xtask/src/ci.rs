@@ -1,3 +1,6 @@
+//! `cargo xtask ci`: installs what the tests need, then runs fmt, clippy, the
+//! build and every test with `IMGPACK_E2E=1`.
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

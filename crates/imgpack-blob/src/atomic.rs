@@ -1,3 +1,6 @@
+//! Files written beside their final path and renamed into place, so a reader
+//! never sees half a file.
+
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -1,3 +1,5 @@
+//! `sha256:` digests, and a writer that hashes and counts what passes through.
+
 use std::fmt;
 use std::io::{self, Write};
 

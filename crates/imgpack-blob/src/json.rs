@@ -1,3 +1,6 @@
+//! Canonical JSON (sorted keys, no whitespace), so configs and manifests hash
+//! the same wherever they are built.
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 

@@ -1,3 +1,6 @@
+//! A content-addressed blob directory (`blobs/sha256/<hex>`), written through
+//! hashing, atomic writers.
+
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};

@@ -1,3 +1,6 @@
+//! Running the compilers: finding a tool on PATH, and copying its output to
+//! stderr behind a `[platform]` prefix.
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;

@@ -1,3 +1,5 @@
+//! Which language a project is (`--lang`, or detected from its directory).
+
 use std::path::Path;
 
 use anyhow::{bail, Result};

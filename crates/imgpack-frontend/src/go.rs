@@ -1,3 +1,6 @@
+//! The Go frontend: one `go build` per platform (CGO off, -trimpath, stripped,
+//! no build ID), several at once.
+
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::Command;
@@ -5,10 +8,10 @@ use std::sync::Mutex;
 use std::thread;
 
 use anyhow::{bail, Context, Result};
-use imgpack_platform::{Arch, Platform};
+use imgpack_platform::{Arch, Binary, Platform};
 
 use crate::command::{require_tool, run_prefixed};
-use crate::{slug, Binary, SourceBuild};
+use crate::{slug, SourceBuild};
 
 /// Flags that make a Go binary small and identical wherever it is built.
 const BASE_LDFLAGS: &str = "-s -w -buildid=";

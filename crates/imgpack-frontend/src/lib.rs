@@ -14,7 +14,7 @@ mod rust;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use imgpack_platform::{Arch, Platform};
+use imgpack_platform::{Arch, Binary, Platform};
 
 pub use detect::{detect_lang, Lang};
 
@@ -54,13 +54,6 @@ pub struct SourceBuild {
     pub out_dir: PathBuf,
     /// No compiler output on stderr (errors are still shown).
     pub quiet: bool,
-}
-
-/// One compiled binary.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Binary {
-    pub platform: Platform,
-    pub path: PathBuf,
 }
 
 /// Compiles the project for every requested platform.

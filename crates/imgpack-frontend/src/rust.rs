@@ -1,13 +1,16 @@
+//! The Rust frontend: one `cargo build` for every platform's musl target,
+//! linked with rust-lld when cross-compiling, with paths remapped.
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use imgpack_platform::{Arch, Platform};
+use imgpack_platform::{Arch, Binary, Platform};
 use serde_json::Value;
 
 use crate::command::{on_path, require_tool, run_prefixed};
-use crate::{Binary, SourceBuild};
+use crate::SourceBuild;
 
 /// The musl target of a platform: static by default, no libc needed in the image.
 fn musl_target(platform: &Platform) -> Result<&'static str> {

@@ -1,3 +1,6 @@
+//! What a base image contributes to each platform's image: its layers and its
+//! config, and the annotations that name it.
+
 use serde_json::{Map, Value};
 
 use crate::{BlobRef, Format};

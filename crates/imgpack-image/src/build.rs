@@ -1,3 +1,6 @@
+//! Layers and settings to an image: each platform's config and manifest, and
+//! an index for several platforms, merged over a base image's config.
+
 use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, Result};
@@ -167,7 +170,7 @@ fn own_config(
     let entrypoint = settings
         .entrypoint
         .clone()
-        .unwrap_or_else(|| vec![format!("{}/{}", imgpack_layer::APP_DIR, set.app_name)]);
+        .unwrap_or_else(|| vec![imgpack_layer::app_path(&set.app_name)]);
     let mut config = ConfigBuilder::default()
         .env(settings.merged_env())
         .entrypoint(entrypoint);

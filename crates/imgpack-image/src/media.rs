@@ -1,3 +1,6 @@
+//! Media types (`--format`): OCI or Docker v2 schema 2 names for manifests,
+//! configs, indexes and layers.
+
 use anyhow::{bail, Result};
 use imgpack_layer::Compression;
 

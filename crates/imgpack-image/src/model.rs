@@ -1,3 +1,6 @@
+//! A built image as the sinks see it: blobs with media types, one manifest per
+//! platform, and the root (index or manifest).
+
 use anyhow::Result;
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
 use imgpack_platform::Platform;

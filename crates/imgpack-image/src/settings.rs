@@ -1,10 +1,15 @@
+//! The image's settings besides its layers (entrypoint, env, user, ports,
+//! labels, annotations, time), with their defaults and how env is merged.
+
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
+use imgpack_layer::APP_DIR;
+
 use crate::Format;
 
-/// PATH of the image: the usual directories plus /app, where the binary is.
+/// PATH of the image: the usual directories plus /app (`APP_DIR`), where the binary is.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/app";
 /// nonroot, as in distroless images.
 pub const DEFAULT_USER: &str = "65532:65532";
@@ -61,8 +66,9 @@ impl ImageSettings {
     pub fn merged_env_with_base(&self, base_env: Vec<String>) -> Vec<String> {
         let mut env = base_env;
         match env.iter_mut().find(|e| e.starts_with("PATH=")) {
-            Some(path) if !path["PATH=".len()..].split(':').any(|dir| dir == "/app") => {
-                path.push_str(":/app")
+            Some(path) if !path["PATH=".len()..].split(':').any(|dir| dir == APP_DIR) => {
+                path.push(':');
+                path.push_str(APP_DIR);
             }
             Some(_) => {}
             None => env.push(format!("PATH={DEFAULT_PATH}")),
@@ -129,6 +135,11 @@ mod tests {
             settings.merged_env_with_base(Vec::new())[0],
             format!("PATH={DEFAULT_PATH}")
         );
+    }
+
+    #[test]
+    fn the_default_path_ends_with_the_app_dir() {
+        assert!(DEFAULT_PATH.ends_with(&format!(":{APP_DIR}")));
     }
 
     #[test]

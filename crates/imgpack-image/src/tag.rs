@@ -1,3 +1,5 @@
+//! The tag grammar registries and Docker accept.
+
 use anyhow::{bail, Result};
 
 /// Checks a tag against the grammar registries and Docker use:

@@ -1,3 +1,6 @@
+//! Layer 2, CA certificates (`--ca-certs`): Mozilla's roots embedded from
+//! webpki-root-certs, the host's bundle, or a PEM file.
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 

@@ -1,3 +1,6 @@
+//! Layer compression (`--compression`, `--compression-level`): gzip or zstd,
+//! with the fixed headers that keep the compressed bytes reproducible.
+
 use std::io::{self, Write};
 
 use anyhow::{bail, Result};

@@ -1,3 +1,6 @@
+//! What a layer holds: its entries (files, directories, symlinks, hard links)
+//! with explicit owners and modes, kept in the byte order they are written in.
+
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -15,7 +15,10 @@ mod rootfs;
 mod tzdata;
 mod writer;
 
-pub use app::{app_layer, validate_app_name, APP_DIR};
+pub use app::{
+    app_layer, app_path, common_app_name, derived_app_name, extra_app_name, validate_app_name,
+    APP_DIR,
+};
 pub use certs::{ca_certs_layer, CaCerts, CA_BUNDLE_PATH};
 pub use compression::Compression;
 pub use contents::{Contents, Entry, EntryKind, LayerContents};

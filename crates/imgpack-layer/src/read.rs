@@ -1,3 +1,6 @@
+//! Reading layers back: the file system a stack of (base image) layers gives,
+//! to check that it holds a dynamic binary's interpreter.
+
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufReader, Read};

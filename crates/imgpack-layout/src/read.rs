@@ -1,3 +1,6 @@
+//! Reading an image back from an OCI layout (for `imgpack push`), checking
+//! that every blob it references is there.
+
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};

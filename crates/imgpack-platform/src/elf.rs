@@ -1,3 +1,6 @@
+//! The ELF check: a binary is an executable for its platform's architecture
+//! and static (no interpreter, no needed libraries), or says why not.
+
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};

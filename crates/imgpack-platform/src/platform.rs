@@ -1,3 +1,6 @@
+//! Platforms (`linux/ARCH[/VARIANT]`): parsing with the common aliases,
+//! containerd's variant rules, and what each architecture's ELF looks like.
+
 use std::fmt;
 use std::str::FromStr;
 

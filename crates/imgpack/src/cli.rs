@@ -1,6 +1,17 @@
+//! The command line: every command's flags (clap), and the settings only
+//! imgpack.toml can give, which travel with the build flags.
+
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use imgpack_layer::FileSpec;
+
+/// Environment variable that sets `--tmpdir`.
+pub const TMPDIR_ENV: &str = "IMGPACK_TMPDIR";
+/// Environment variable that sets `--config`.
+pub const CONFIG_ENV: &str = "IMGPACK_CONFIG";
+/// `--jobs` when not given.
+pub const DEFAULT_JOBS: u16 = 4;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,6 +62,9 @@ pub struct ResolveArgs {
     pub platforms: Vec<String>,
 
     #[command(flatten)]
+    pub parallelism: Parallelism,
+
+    #[command(flatten)]
     pub push: PushFlags,
 
     /// No progress output; only the YAML.
@@ -59,7 +73,7 @@ pub struct ResolveArgs {
 }
 
 /// Flags shared by every command that talks to a registry.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct RegistryArgs {
     /// Allow plain HTTP or unverified TLS for this registry (HOST[:PORT]; repeatable).
     /// localhost and 127.0.0.0/8 may use plain HTTP without it.
@@ -71,7 +85,30 @@ pub struct RegistryArgs {
     pub registry_ca: Vec<PathBuf>,
 }
 
-/// Flags of a push: extra tags, parallelism, retries, where to record the result.
+/// `--jobs`: how much work runs at once. Every command that builds or pushes
+/// takes it: it bounds the Go compilers run at once, the blobs uploaded at
+/// once and, for `resolve`, the images built at once.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct Parallelism {
+    /// Work done at once (1-64): platforms compiled (Go), blobs uploaded and, for resolve,
+    /// images built.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_JOBS, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+}
+
+impl Parallelism {
+    pub fn jobs(self) -> usize {
+        usize::from(self.jobs)
+    }
+}
+
+impl Default for Parallelism {
+    fn default() -> Self {
+        Self { jobs: DEFAULT_JOBS }
+    }
+}
+
+/// Flags of a push: extra tags, retries, where to record the result.
 #[derive(Args, Debug, Clone)]
 pub struct PushFlags {
     /// Another tag for the same push (repeatable); {git_sha}, {git_short_sha}, {git_tag}
@@ -83,20 +120,32 @@ pub struct PushFlags {
     #[arg(long, value_name = "FILE")]
     pub image_refs: Option<PathBuf>,
 
-    /// Blobs uploaded at once, and platforms compiled at once.
-    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
-
     /// Upload large blobs in PATCH requests of this many MiB (0: one streamed request per blob).
     #[arg(long, value_name = "MIB", default_value_t = 0)]
     pub chunk_size: u64,
 
     /// Give up on a blob or manifest after retrying transient failures for this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RETRY_TIMEOUT)]
     pub retry_timeout: u64,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// `--retry-timeout` when not given, in seconds.
+pub const DEFAULT_RETRY_TIMEOUT: u64 = 120;
+
+/// The values clap gives when no push flag is on the command line.
+impl Default for PushFlags {
+    fn default() -> Self {
+        Self {
+            tags: Vec::new(),
+            image_refs: None,
+            chunk_size: 0,
+            retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            registry: RegistryArgs::default(),
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -106,6 +155,9 @@ pub struct PushArgs {
 
     /// Where to push it: REGISTRY/REPOSITORY[:TAG].
     pub target: String,
+
+    #[command(flatten)]
+    pub parallelism: Parallelism,
 
     #[command(flatten)]
     pub push: PushFlags,
@@ -132,7 +184,7 @@ pub struct LoginArgs {
     pub registry: RegistryArgs,
 }
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Default)]
 pub struct BuildArgs {
     /// The Go package or Cargo project to compile (default: the current directory).
     #[arg(value_name = "PATH")]
@@ -199,6 +251,9 @@ pub struct BuildArgs {
     /// $IMGPACK_REPO/NAME with the --tag tags (default latest).
     #[arg(long, value_name = "REF", num_args = 0..=1, default_missing_value = "")]
     pub push: Option<String>,
+
+    #[command(flatten)]
+    pub parallelism: Parallelism,
 
     #[command(flatten)]
     pub push_flags: PushFlags,
@@ -272,29 +327,81 @@ pub struct BuildArgs {
     pub compression_level: Option<i32>,
 
     /// Directory for intermediate blobs (default: the system temporary directory).
-    #[arg(long, value_name = "DIR", env = "IMGPACK_TMPDIR")]
+    #[arg(long, value_name = "DIR", env = TMPDIR_ENV)]
     pub tmpdir: Option<PathBuf>,
 
     /// The project's settings file (default: imgpack.toml in the project or the current
     /// directory; also IMGPACK_CONFIG).
-    #[arg(long, value_name = "FILE", env = "IMGPACK_CONFIG")]
+    #[arg(long, value_name = "FILE", env = CONFIG_ENV)]
     pub config: Option<PathBuf>,
 
     /// Settings only a config file can give (see config.rs).
     #[arg(skip)]
-    pub from_file: crate::config::FileOnly,
+    pub from_file: FileOnly,
 
     /// Print only the digest (or, with --push, the pushed reference).
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
 
+impl BuildArgs {
+    /// `imgpack build PATH --push`, to `$IMGPACK_REPO/NAME` (or the file's
+    /// `repository`), with every other flag at its default and the
+    /// environment read as clap reads it (`IMGPACK_TMPDIR`, `IMGPACK_CONFIG`;
+    /// an empty one counts as unset).
+    pub fn push_project(path: &str) -> Self {
+        let from_env = |name: &str| {
+            std::env::var_os(name)
+                .filter(|value| !value.is_empty())
+                .map(PathBuf::from)
+        };
+        Self {
+            source: Some(PathBuf::from(path)),
+            push: Some(String::new()),
+            tmpdir: from_env(TMPDIR_ENV),
+            config: from_env(CONFIG_ENV),
+            ..Self::default()
+        }
+    }
+}
+
+/// Settings only a config file can give, carried next to the flags.
+#[derive(Clone, Debug, Default)]
+pub struct FileOnly {
+    /// `repository`: where `--push` without a reference goes (`$IMGPACK_REPO` wins).
+    pub repository: Option<String>,
+    /// `[go] env`: variables for `go build`.
+    pub go_env: Vec<(String, String)>,
+    /// `[[files]]`: extra files, with paths resolved against the file's directory.
+    pub files: Vec<FileSpec>,
+    /// `paths` beyond the first: more binaries for the same image.
+    pub more_paths: Vec<PathBuf>,
+}
+
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
 
     #[test]
     fn the_command_line_definition_is_consistent() {
-        super::Cli::command().debug_assert();
+        Cli::command().debug_assert();
+    }
+
+    fn build_args(argv: &[&str]) -> BuildArgs {
+        match Cli::parse_from(argv).command {
+            Command::Build(args) => *args,
+            other => panic!("not a build: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_what_clap_gives() {
+        let parsed = build_args(&["imgpack", "build", "cmd/api", "--push"]);
+        assert_eq!(
+            format!("{parsed:?}"),
+            format!("{:?}", BuildArgs::push_project("cmd/api"))
+        );
     }
 }

@@ -11,19 +11,7 @@ use imgpack_layer::FileSpec;
 use serde::Deserialize;
 
 use crate::cli::BuildArgs;
-
-/// Settings only a config file can give, carried next to the flags.
-#[derive(Clone, Debug, Default)]
-pub struct FileOnly {
-    /// `repository`: where `--push` without a reference goes (`$IMGPACK_REPO` wins).
-    pub repository: Option<String>,
-    /// `[go] env`: variables for `go build`.
-    pub go_env: Vec<(String, String)>,
-    /// `[[files]]`: extra files, with paths resolved against the file's directory.
-    pub files: Vec<FileSpec>,
-    /// `paths` beyond the first: more binaries for the same image.
-    pub more_paths: Vec<PathBuf>,
-}
+use crate::values::{check_env_name, check_port, check_user, check_workdir, octal_mode};
 
 /// One image's settings: the top level of the file, or an `[[image]]` entry.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -194,13 +182,13 @@ impl Config {
             imgpack_frontend::Lang::parse(lang).with_context(|| at("lang"))?;
         }
         for port in s.ports.iter().flatten() {
-            crate::build::check_port(port).with_context(|| at("ports"))?;
+            check_port(port).with_context(|| at("ports"))?;
         }
         if let Some(user) = &s.user {
-            crate::build::check_user(user).with_context(|| at("user"))?;
+            check_user(user).with_context(|| at("user"))?;
         }
         if let Some(workdir) = &s.workdir {
-            crate::build::check_workdir(workdir).with_context(|| at("workdir"))?;
+            check_workdir(workdir).with_context(|| at("workdir"))?;
         }
         if let Some(format) = &s.format {
             imgpack_image::Format::parse(format).with_context(|| at("format"))?;
@@ -217,9 +205,7 @@ impl Config {
             bail!("{}: give either `path` or `paths`", at("paths"));
         }
         for key in s.env.iter().flat_map(|m| m.keys()) {
-            if key.is_empty() || key.contains(['=', ' ']) {
-                bail!("{}: '{key}' is not an environment variable name", at("env"));
-            }
+            check_env_name(key).with_context(|| at("env"))?;
         }
         for (index, entry) in s.files.iter().flatten().enumerate() {
             self.file_spec(entry)
@@ -232,11 +218,7 @@ impl Config {
         let octal = |value: &Option<String>, key: &str| -> Result<Option<u32>> {
             value
                 .as_deref()
-                .map(|text| {
-                    u32::from_str_radix(text.trim_start_matches("0o"), 8).with_context(|| {
-                        format!("{key} '{text}' is not an octal mode such as \"0644\"")
-                    })
-                })
+                .map(|text| octal_mode(text, key))
                 .transpose()
         };
         if !entry.dst.starts_with('/') {

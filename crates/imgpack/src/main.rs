@@ -10,11 +10,11 @@ mod build;
 mod cli;
 mod config;
 mod git;
-mod naming;
 mod outputs;
 mod registry;
 mod resolve;
 mod ship;
+mod values;
 
 use std::process::ExitCode;
 

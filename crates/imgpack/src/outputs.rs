@@ -1,3 +1,6 @@
+//! `--output` specs (`oci:`, `oci-archive:`, `docker-archive:`) to the sinks
+//! that write them.
+
 use anyhow::{bail, Result};
 use imgpack_docker_archive::DockerArchiveSink;
 use imgpack_image::Sink;

@@ -1,3 +1,6 @@
+//! The commands that only talk to a registry (`imgpack push`, `imgpack
+//! login`), and the registry sink a push uses, built from the push flags.
+
 use std::io::Read;
 use std::time::Duration;
 
@@ -11,11 +14,13 @@ use imgpack_registry::{
 
 use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
 
-/// A registry sink for `target` and the parsed reference, from the push flags.
+/// A registry sink for `target` and the parsed reference, from the push
+/// flags; `jobs` blobs are uploaded at once.
 pub fn registry_sink(
     target: &str,
     tags: &[String],
     flags: &PushFlags,
+    jobs: usize,
     quiet: bool,
 ) -> Result<(RegistrySink, ImageRef)> {
     let target = ImageRef::parse_push_target(target)?;
@@ -27,7 +32,7 @@ pub fn registry_sink(
         tags: tags.to_vec(),
         transport: transport(&flags.registry, flags.chunk_size),
         options: PushOptions {
-            jobs: usize::from(flags.jobs),
+            jobs,
             retry: RetryPolicy {
                 max_elapsed: Duration::from_secs(flags.retry_timeout),
                 ..RetryPolicy::default()
@@ -59,7 +64,13 @@ pub fn run_push(args: PushArgs) -> Result<()> {
             args.source
         );
     };
-    let (sink, target) = registry_sink(&args.target, &args.push.tags, &args.push, args.quiet)?;
+    let (sink, target) = registry_sink(
+        &args.target,
+        &args.push.tags,
+        &args.push,
+        args.parallelism.jobs(),
+        args.quiet,
+    )?;
     let image = imgpack_layout::read_layout_image(layout)?;
     sink.write(&image)
         .with_context(|| format!("cannot push to {}", sink.describe()))?;

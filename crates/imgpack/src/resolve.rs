@@ -10,9 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
-use clap::Parser;
 
-use crate::cli::{Cli, Command, ResolveArgs};
+use crate::cli::{BuildArgs, ResolveArgs};
 
 const SCHEME: &str = "imgpack://";
 
@@ -151,7 +150,7 @@ fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, S
     let queue = Mutex::new(paths.iter().collect::<Vec<_>>());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
-        for _ in 0..usize::from(args.push.jobs).clamp(1, paths.len().max(1)) {
+        for _ in 0..args.parallelism.jobs().clamp(1, paths.len().max(1)) {
             scope.spawn(|| loop {
                 let Some(path) = queue.lock().expect("not poisoned").pop() else {
                     break;
@@ -175,23 +174,7 @@ fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, S
 
 /// `imgpack build PATH --push` (to $IMGPACK_REPO/NAME) with resolve's flags.
 fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
-    let mut argv = vec![
-        "imgpack".to_owned(),
-        "build".to_owned(),
-        path.to_owned(),
-        "--push".to_owned(),
-    ];
-    if !args.platforms.is_empty() {
-        argv.extend(["--platform".to_owned(), args.platforms.join(",")]);
-    }
-    if args.quiet {
-        argv.push("--quiet".to_owned());
-    }
-    let Command::Build(mut build) = Cli::try_parse_from(argv)?.command else {
-        unreachable!("parsed a build command")
-    };
-    build.push_flags = args.push.clone();
-    let mut lines = crate::build::build_all(*build)?;
+    let mut lines = crate::build::build_all(build_args(path, args))?;
     if lines.len() != 1 {
         bail!(
             "{path} describes {} images: imgpack:// must name one",
@@ -201,9 +184,60 @@ fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
     Ok(lines.remove(0))
 }
 
+/// The build of one referenced path: resolve's platforms, push flags, `--jobs` and `-q`.
+fn build_args(path: &str, args: &ResolveArgs) -> BuildArgs {
+    BuildArgs {
+        platforms: args.platforms.clone(),
+        parallelism: args.parallelism,
+        push_flags: args.push.clone(),
+        quiet: args.quiet,
+        ..BuildArgs::push_project(path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
+    use crate::cli::{Cli, Command};
+
+    #[test]
+    fn each_path_is_built_as_imgpack_build_path_push_would_be() {
+        let flags = [
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--jobs",
+            "3",
+            "--tag",
+            "{git_short_sha}",
+            "--retry-timeout",
+            "9",
+            "--insecure-registry",
+            "reg:5000",
+            "-q",
+        ];
+        let argv = |command: &[&str]| -> Vec<String> {
+            ["imgpack"]
+                .iter()
+                .chain(command)
+                .chain(&flags)
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let Command::Resolve(resolve) = Cli::parse_from(argv(&["resolve", "-f", "-"])).command
+        else {
+            unreachable!()
+        };
+        let Command::Build(build) = Cli::parse_from(argv(&["build", "cmd/api", "--push"])).command
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            format!("{:?}", build_args("cmd/api", &resolve)),
+            format!("{build:?}")
+        );
+    }
 
     #[test]
     fn references_are_found_and_replaced_in_place() {

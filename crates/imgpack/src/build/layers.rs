@@ -1,17 +1,17 @@
 //! Binaries to layers: the base image, the checks on each binary, and the
 //! layers written in parallel.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::BlobStore;
 use imgpack_image::{BaseLayers, LayerSet};
 use imgpack_layer::{
-    app_layer, ca_certs_layer, files_layer, rootfs_layer, tzdata_layer, write_layer,
-    DescribedContents, Layer, LayerPaths,
+    app_layer, ca_certs_layer, extra_app_name, files_layer, rootfs_layer, tzdata_layer,
+    write_layer, DescribedContents, Layer, LayerPaths,
 };
-use imgpack_platform::{check_binary, inspect_elf, BinaryError, Platform};
+use imgpack_platform::{check_binary, inspect_elf, Binary, BinaryError};
 
 use super::plan::BuildPlan;
 use super::status;
@@ -20,13 +20,13 @@ use super::status;
 /// the base cache into this build's store.
 pub(super) fn resolve_base_for(
     plan: &BuildPlan,
-    binaries: &[(Platform, PathBuf)],
+    binaries: &[Binary],
     store: &BlobStore,
 ) -> Result<Option<Vec<BaseLayers>>> {
     let Some(reference) = &plan.base else {
         return Ok(None);
     };
-    let platforms: Vec<Platform> = binaries.iter().map(|(p, _)| p.clone()).collect();
+    let platforms: Vec<_> = binaries.iter().map(|b| b.platform.clone()).collect();
     let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, plan.quiet)
         .with_context(|| format!("cannot use the base image {reference}"))?;
     let mut per_platform = Vec::new();
@@ -55,12 +55,12 @@ pub(super) fn resolve_base_for(
 
 /// Checks a binary: static, or dynamic with its interpreter in the base image (the cgo case).
 fn check_binary_for(
-    path: &Path,
-    platform: &Platform,
+    binary: &Binary,
     base: Option<&BaseLayers>,
     store: &BlobStore,
 ) -> Result<String> {
-    let err = match check_binary(path, platform) {
+    let path = binary.path.as_path();
+    let err = match check_binary(path, &binary.platform) {
         Ok(info) => {
             return Ok(format!(
                 "a static {} executable",
@@ -98,19 +98,22 @@ fn check_binary_for(
 /// are written in parallel, one per platform.
 pub(super) fn write_layers(
     plan: &BuildPlan,
-    binaries: &[(Platform, PathBuf)],
-    extras: &[(Platform, PathBuf)],
+    binaries: &[Binary],
+    extras: &[Binary],
     app_name: &str,
     store: &BlobStore,
     base: Option<&[BaseLayers]>,
 ) -> Result<Vec<LayerSet>> {
-    let base_for = |platform: &Platform| {
-        let index = binaries.iter().position(|(p, _)| p == platform)?;
+    let base_for = |platform: &imgpack_platform::Platform| {
+        let index = binaries.iter().position(|b| b.platform == *platform)?;
         base.and_then(|layers| layers.get(index))
     };
-    for (platform, path) in binaries.iter().chain(extras) {
-        let what = check_binary_for(path, platform, base_for(platform), store)?;
-        status(plan, &format!("{platform}: {} is {what}", path.display()));
+    for binary in binaries.iter().chain(extras) {
+        let what = check_binary_for(binary, base_for(&binary.platform), store)?;
+        status(
+            plan,
+            &format!("{}: {} is {what}", binary.platform, binary.path.display()),
+        );
     }
     // A base image has its own users and directories: imgpack's rootfs would replace them.
     let mut shared_contents = if base.is_some() {
@@ -123,14 +126,10 @@ pub(super) fn write_layers(
     shared_contents.extend(files_layer(&plan.files, Path::new("."))?);
     let app_contents = binaries
         .iter()
-        .map(|(platform, path)| {
-            let mut layer_binaries = vec![(path.as_path(), app_name)];
-            for (_, extra) in extras.iter().filter(|(p, _)| p == platform) {
-                let name = extra
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .context("a binary has no usable file name")?;
-                layer_binaries.push((extra.as_path(), name));
+        .map(|main| {
+            let mut layer_binaries = vec![(main.path.as_path(), app_name)];
+            for extra in extras.iter().filter(|e| e.platform == main.platform) {
+                layer_binaries.push((extra.path.as_path(), extra_app_name(&extra.path)?));
             }
             app_layer(&layer_binaries)
         })
@@ -177,14 +176,14 @@ pub(super) fn write_layers(
     Ok(binaries
         .iter()
         .zip(apps)
-        .map(|((platform, _), app)| {
+        .map(|(binary, app)| {
             let mut layers = shared.clone();
             layers.push(app);
             LayerSet {
-                platform: platform.clone(),
+                platform: binary.platform.clone(),
                 app_name: app_name.to_owned(),
                 layers,
-                base: base_for(platform).cloned(),
+                base: base_for(&binary.platform).cloned(),
             }
         })
         .collect())

@@ -5,21 +5,19 @@
 mod layers;
 mod plan;
 
-pub(crate) use plan::{check_port, check_user, check_workdir};
-
 use layers::{resolve_base_for, write_layers};
 use plan::{plan, BuildPlan, Inputs};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::BlobStore;
 use imgpack_frontend::SourceBuild;
 use imgpack_image::{build_image, Sink};
-use imgpack_platform::Platform;
+use imgpack_layer::common_app_name;
+use imgpack_platform::Binary;
 
 use crate::cli::BuildArgs;
-use crate::naming::common_app_name;
 use crate::registry::pushed_reference;
 
 /// `imgpack build`: the image the flags describe or, with an imgpack.toml,
@@ -72,11 +70,7 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let staging = staging_dir(plan.tmpdir.as_deref())?;
     let store = BlobStore::open(staging.path())?;
     let (binaries, extras) = compile(&plan, staging.path())?;
-    let named: Vec<(Platform, &Path)> = binaries
-        .iter()
-        .map(|(p, path)| (p.clone(), path.as_path()))
-        .collect();
-    let app_name = common_app_name(plan.name.as_deref(), &named)?;
+    let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
     let base = resolve_base_for(&plan, &binaries, &store)?;
     let sets = write_layers(
         &plan,
@@ -105,11 +99,8 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     }
 }
 
-/// Binaries with their platforms.
-pub(super) type Binaries = Vec<(Platform, PathBuf)>;
-
 /// The main binary per platform, and the extra binaries (`paths` beyond the first).
-fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Binaries, Binaries)> {
+fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Vec<Binary>, Vec<Binary>)> {
     let request = match &plan.inputs {
         Inputs::Prebuilt(binaries) => return Ok((binaries.clone(), Vec::new())),
         Inputs::Source(request) => request,
@@ -124,10 +115,7 @@ fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Binaries, Binaries)> {
             out_dir: staging.join("bin").join(index.to_string()),
             ..(**request).clone()
         };
-        let binaries = imgpack_frontend::build(&request)?
-            .into_iter()
-            .map(|b| (b.platform, b.path));
-        built.push(binaries.collect::<Vec<_>>());
+        built.push(imgpack_frontend::build(&request)?);
     }
     let main = built.remove(0);
     Ok((main, built.into_iter().flatten().collect()))

@@ -8,13 +8,14 @@ use anyhow::{bail, Context, Result};
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
 use imgpack_image::{Format, ImageSettings};
 use imgpack_layer::{CaCerts, Compression, Tzdata, CA_BUNDLE_PATH};
-use imgpack_platform::Platform;
+use imgpack_platform::{Binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
 
 use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
 use crate::outputs::{parse_output, Output};
 use crate::registry::registry_sink;
+use crate::values::{check_env, check_port, check_user, check_workdir, key_values};
 
 /// A checked request: every flag parsed and validated before any work starts.
 pub(crate) struct BuildPlan {
@@ -46,20 +47,24 @@ pub(super) struct PushPlan {
     pub(super) repository: Option<String>,
     pub(super) tags: Vec<String>,
     pub(super) flags: PushFlags,
+    /// Blobs uploaded at once (`--jobs`).
+    pub(super) jobs: usize,
 }
 
 impl PushPlan {
     /// The registry sink, now that the image's name is known.
     pub(super) fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
         match (&self.reference, &self.repository) {
-            (Some(reference), _) => registry_sink(reference, &self.tags, &self.flags, quiet),
+            (Some(reference), _) => {
+                registry_sink(reference, &self.tags, &self.flags, self.jobs, quiet)
+            }
             (None, Some(repository)) => {
                 let (first, rest) = self
                     .tags
                     .split_first()
                     .map_or(("latest", &[][..]), |(f, r)| (f.as_str(), r));
                 let target = format!("{}/{app_name}:{first}", repository.trim_end_matches('/'));
-                registry_sink(&target, rest, &self.flags, quiet)
+                registry_sink(&target, rest, &self.flags, self.jobs, quiet)
             }
             (None, None) => unreachable!("checked when planning"),
         }
@@ -69,7 +74,7 @@ impl PushPlan {
 /// Where the binaries come from.
 pub(super) enum Inputs {
     /// `--binary PLATFORM=PATH`.
-    Prebuilt(Vec<(Platform, PathBuf)>),
+    Prebuilt(Vec<Binary>),
     /// A Go or Rust project compiled by a frontend (its `out_dir` is set at run time).
     Source(Box<SourceBuild>),
 }
@@ -77,7 +82,7 @@ pub(super) enum Inputs {
 pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
     let platforms: Vec<Platform> = match &inputs {
-        Inputs::Prebuilt(binaries) => binaries.iter().map(|(p, _)| p.clone()).collect(),
+        Inputs::Prebuilt(binaries) => binaries.iter().map(|b| b.platform.clone()).collect(),
         Inputs::Source(request) => request.platforms.clone(),
     };
     let outputs = args
@@ -105,6 +110,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
                 reference,
                 repository,
                 &args.push_flags,
+                args.parallelism.jobs(),
                 git.as_ref(),
                 args.quiet,
             )
@@ -196,6 +202,7 @@ fn push_plan(
     reference: &str,
     file_repository: Option<&str>,
     flags: &PushFlags,
+    jobs: usize,
     git: Option<&GitInfo>,
     quiet: bool,
 ) -> Result<PushPlan> {
@@ -219,6 +226,7 @@ fn push_plan(
             repository: Some(repository),
             tags,
             flags: flags.clone(),
+            jobs,
         }
     } else {
         let reference = expand_reference(reference, git)?;
@@ -227,6 +235,7 @@ fn push_plan(
             repository: None,
             tags,
             flags: flags.clone(),
+            jobs,
         }
     };
     // Parse now (with a stand-in for the name the build will give), so a bad
@@ -288,7 +297,7 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
         path: args.source.clone().unwrap_or_else(|| PathBuf::from(".")),
         lang: args.lang.as_deref().map(Lang::parse).transpose()?,
         platforms,
-        jobs: usize::from(args.push_flags.jobs),
+        jobs: args.parallelism.jobs(),
         go: GoOptions {
             ldflags: args.ldflags.clone(),
             tags: args.go_tags.clone(),
@@ -346,8 +355,8 @@ fn check_push_flags_unused(flags: &PushFlags, pulls_base: bool) -> Result<()> {
 }
 
 /// Parses `--binary PLATFORM=PATH` and keeps those named by `--platform` (all if none).
-fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform, PathBuf)>> {
-    let mut binaries: Vec<(Platform, PathBuf)> = Vec::new();
+fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<Binary>> {
+    let mut binaries: Vec<Binary> = Vec::new();
     for spec in given {
         let Some((platform, path)) = spec.split_once('=') else {
             bail!("bad --binary '{spec}': write it as PLATFORM=PATH, e.g. linux/amd64=./out/api");
@@ -356,10 +365,10 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform,
         if path.is_empty() {
             bail!("bad --binary '{spec}': the path after '=' is empty");
         }
-        if binaries.iter().any(|(p, _)| *p == platform) {
+        if binaries.iter().any(|b| b.platform == platform) {
             bail!("--binary gives {platform} twice: give one binary per platform");
         }
-        binaries.push((platform, PathBuf::from(path)));
+        binaries.push(Binary::new(platform, path));
     }
     if wanted.is_empty() {
         return Ok(binaries);
@@ -367,8 +376,8 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<(Platform,
     let mut selected = Vec::new();
     for platform in wanted {
         let platform: Platform = platform.parse()?;
-        let Some(binary) = binaries.iter().find(|(p, _)| *p == platform) else {
-            let have: Vec<String> = binaries.iter().map(|(p, _)| p.to_string()).collect();
+        let Some(binary) = binaries.iter().find(|b| b.platform == platform) else {
+            let have: Vec<String> = binaries.iter().map(|b| b.platform.to_string()).collect();
             bail!(
                 "--platform {platform}: no --binary for it (binaries given for {})",
                 have.join(", ")
@@ -391,54 +400,6 @@ fn source_date_epoch() -> Result<u64> {
     }
 }
 
-pub(crate) fn check_env(entry: &str) -> Result<String> {
-    match entry.split_once('=') {
-        Some((key, _)) if !key.is_empty() && !key.contains(char::is_whitespace) => {
-            Ok(entry.to_owned())
-        }
-        _ => bail!("bad --env '{entry}': write it as KEY=VALUE"),
-    }
-}
-
-fn key_values(flag: &str, entries: &[String]) -> Result<BTreeMap<String, String>> {
-    entries
-        .iter()
-        .map(|entry| match entry.split_once('=') {
-            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => bail!("bad {flag} '{entry}': write it as KEY=VALUE"),
-        })
-        .collect()
-}
-
-pub(crate) fn check_user(user: &str) -> Result<String> {
-    let parts: Vec<&str> = user.split(':').collect();
-    let valid = matches!(parts.len(), 1 | 2)
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && !p.contains(char::is_whitespace));
-    if !valid {
-        bail!("bad --user '{user}': use UID[:GID] or NAME[:GROUP], e.g. 65532:65532");
-    }
-    Ok(user.to_owned())
-}
-
-pub(crate) fn check_workdir(dir: &str) -> Result<String> {
-    if !dir.starts_with('/') {
-        bail!("bad --workdir '{dir}': it must be an absolute path such as /app");
-    }
-    Ok(dir.to_owned())
-}
-
-/// `8080` → `8080/tcp`, as `docker run --expose` does.
-pub(crate) fn check_port(spec: &str) -> Result<String> {
-    let (port, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
-    let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
-    if !port_ok || !matches!(protocol, "tcp" | "udp" | "sctp") {
-        bail!("bad --expose '{spec}': use PORT[/tcp|udp|sctp] with a port from 1 to 65535");
-    }
-    Ok(format!("{port}/{protocol}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,7 +415,7 @@ mod tests {
         let only_arm = select_binaries(&given, &strings(&["linux/arm64"])).unwrap();
         assert_eq!(
             only_arm,
-            vec![("linux/arm64".parse().unwrap(), PathBuf::from("b"))]
+            vec![Binary::new("linux/arm64".parse().unwrap(), "b")]
         );
         let err = select_binaries(&given, &strings(&["linux/s390x"]))
             .unwrap_err()
@@ -462,18 +423,5 @@ mod tests {
         assert!(err.contains("no --binary for it"), "{err}");
         assert!(select_binaries(&strings(&["linux/amd64"]), &[]).is_err());
         assert!(select_binaries(&strings(&["linux/amd64=a", "linux/x86_64=b"]), &[]).is_err());
-    }
-
-    #[test]
-    fn image_knobs_are_validated() {
-        assert_eq!(check_port("8080").unwrap(), "8080/tcp");
-        assert_eq!(check_port("53/udp").unwrap(), "53/udp");
-        assert!(check_port("0").is_err());
-        assert!(check_port("80/http").is_err());
-        assert!(check_env("=x").is_err());
-        assert_eq!(check_env("A=").unwrap(), "A=");
-        assert!(check_user("a:b:c").is_err());
-        assert!(check_workdir("app").is_err());
-        assert!(key_values("--label", &strings(&["novalue"])).is_err());
     }
 }
