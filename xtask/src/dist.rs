@@ -100,48 +100,7 @@ pub fn dist_dir(profile: &str) -> PathBuf {
 /// Builds imgpack for every [`TARGETS`] entry with `profile`; each binary is
 /// checked to be static and of its architecture.
 pub fn build_static(profile: &str) -> Result<Vec<Built>> {
-    let tools = zig_toolchain()?;
-    let root = workspace_root();
-    let cargo_home = cargo_home()?;
-    let path = std::env::join_paths(
-        std::iter::once(tools.clone()).chain(
-            std::env::var_os("PATH")
-                .map_or_else(Vec::new, |p| std::env::split_paths(&p).collect::<Vec<_>>()),
-        ),
-    )?;
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo
-        .current_dir(&root)
-        .args([
-            "zigbuild",
-            "--locked",
-            "-p",
-            "imgpack",
-            "--profile",
-            profile,
-        ])
-        .env("PATH", path);
-    for target in TARGETS {
-        cargo.args(["--target", target.triple]);
-        let variable = target.triple.to_uppercase().replace('-', "_");
-        let remap = [
-            format!("--remap-path-prefix={}=/cargo", cargo_home.display()),
-            format!("--remap-path-prefix={}=/imgpack", root.display()),
-        ];
-        cargo.env(
-            format!("CARGO_TARGET_{variable}_RUSTFLAGS"),
-            remap.join(" "),
-        );
-        // The same for C sources: __FILE__ in assertions and error tables.
-        cargo.env(
-            format!("CFLAGS_{}", target.triple.replace('-', "_")),
-            format!(
-                "-ffile-prefix-map={}=/cargo -ffile-prefix-map={}=/imgpack",
-                cargo_home.display(),
-                root.display()
-            ),
-        );
-    }
+    let mut cargo = zigbuild(profile)?;
     run(&mut cargo)?;
     let profile_dir = if profile == "dev" { "debug" } else { profile };
     TARGETS
@@ -159,6 +118,50 @@ pub fn build_static(profile: &str) -> Result<Vec<Built>> {
             })
         })
         .collect()
+}
+
+/// `cargo zigbuild -p imgpack --profile PROFILE --target …` for every target,
+/// with zig's venv first on PATH and the machine's paths remapped.
+fn zigbuild(profile: &str) -> Result<Command> {
+    let tools = zig_toolchain()?;
+    let path = std::env::join_paths(std::iter::once(tools).chain(
+        std::env::var_os("PATH").map_or_else(Vec::new, |p| std::env::split_paths(&p).collect()),
+    ))?;
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .current_dir(workspace_root())
+        .args([
+            "zigbuild",
+            "--locked",
+            "-p",
+            "imgpack",
+            "--profile",
+            profile,
+        ])
+        .env("PATH", path);
+    let remaps = [(cargo_home()?, "/cargo"), (workspace_root(), "/imgpack")];
+    let rustflags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| format!("--remap-path-prefix={}={to}", from.display()))
+        .collect();
+    // The same for C sources: __FILE__ in assertions and error tables.
+    let cflags: Vec<String> = remaps
+        .iter()
+        .map(|(from, to)| format!("-ffile-prefix-map={}={to}", from.display()))
+        .collect();
+    for target in TARGETS {
+        cargo.args(["--target", target.triple]);
+        let variable = target.triple.to_uppercase().replace('-', "_");
+        cargo.env(
+            format!("CARGO_TARGET_{variable}_RUSTFLAGS"),
+            rustflags.join(" "),
+        );
+        cargo.env(
+            format!("CFLAGS_{}", target.triple.replace('-', "_")),
+            cflags.join(" "),
+        );
+    }
+    Ok(cargo)
 }
 
 /// The directory holding `cargo-zigbuild` and a Python whose `-m ziglang` is
