@@ -7,8 +7,13 @@
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
+use std::time::Duration;
 
+use crate::http::{get_when_up, Response};
 use crate::{have_tool, run_expect, tools_required};
+
+/// How long a container's service may take to answer its first request.
+const SERVICE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// True when the docker CLI is installed and its daemon answers `docker info`.
 /// Under IMGPACK_E2E=1 either missing is a failure, with docker's own error.
@@ -94,9 +99,9 @@ impl Container {
             .unwrap_or_else(|err| panic!("no pid for container {}: {err}", self.name))
     }
 
-    /// `GET path` on 127.0.0.1:port inside the container's network namespace
-    /// (retried while the service starts, like [`crate::runtime::http_get`]).
-    pub fn http_get(&self, port: u16, path: &str) -> (u16, String) {
+    /// `GET path` on 127.0.0.1:port inside the container's network namespace,
+    /// tried again while the service starts.
+    pub fn get(&self, port: u16, path: &str) -> Response {
         let namespace = File::open(format!("/proc/{}/ns/net", self.pid()))
             .expect("cannot open the container's network namespace (needs root)");
         // setns changes only the calling thread: a thread of its own enters, asks and ends.
@@ -112,7 +117,7 @@ impl Container {
                         self.name,
                         std::io::Error::last_os_error()
                     );
-                    crate::runtime::http_get(port, path)
+                    get_when_up(&format!("127.0.0.1:{port}"), path, SERVICE_PATIENCE)
                 })
                 .join()
                 .unwrap()

@@ -1,11 +1,13 @@
 //! Support for the end-to-end tests: the imgpack binary, the probe fixture
 //! built for musl targets, the external tools, and checks on OCI layouts.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
+
+use base64::Engine as _;
 
 use imgpack_blob::Digest;
 use serde_json::Value;
@@ -14,6 +16,8 @@ pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
 pub mod docker;
+pub mod fixtures;
+pub mod http;
 pub mod proxy;
 pub mod registry;
 pub mod runtime;
@@ -53,13 +57,41 @@ pub fn imgpack_bin() -> &'static Path {
     })
 }
 
-/// An imgpack command with a clean environment for reproducibility-sensitive variables.
+/// An imgpack command with a clean environment for reproducibility-sensitive variables and
+/// the calling test's own cache ([`test_cache_dir`]).
 pub fn imgpack() -> Command {
     let mut command = Command::new(imgpack_bin());
     command
         .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("IMGPACK_TMPDIR");
+        .env_remove("IMGPACK_TMPDIR")
+        .env("IMGPACK_CACHE_DIR", test_cache_dir());
     command
+}
+
+/// The cache directory (`IMGPACK_CACHE_DIR`: base images, blob locations) of the calling test:
+/// its own, and empty when the test first asks for it in this run, so that nothing another
+/// test, an earlier run or the user's home left there can satisfy what a test checks. Keyed
+/// by the test binary and the test thread's name (libtest names each thread after its test).
+pub fn test_cache_dir() -> PathBuf {
+    static EMPTIED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.file_stem()?.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("main")
+        .replace("::", "-");
+    let key = format!("{binary}-{test}");
+    let dir = target_dir().join("tmp/e2e-cache").join(&key);
+    if EMPTIED.lock().unwrap().insert(key) {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => panic!("cannot empty {}: {err}", dir.display()),
+        }
+    }
+    dir
 }
 
 /// Runs and returns the output, panicking with both streams if the exit status is not `success`.
@@ -93,8 +125,81 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Runs an imgpack command that must fail with one clear line, and returns that line (see
+/// [`error_line`]). Give the command `-q`.
+pub fn one_error_line(command: &mut Command) -> String {
+    error_line(&run_expect(command, false))
+}
+
+/// The one error line of a failed imgpack run, after checking it is one: the exit status is 1,
+/// nothing panicked, and stderr is exactly one `error: ` line after nothing but the compiler
+/// output imgpack relays (lines starting `[os/arch]`). The run must have had `-q`, so that no
+/// progress was printed.
+pub fn error_line(output: &Output) -> String {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.ends_with('\n'), "stderr does not end a line: {err:?}");
+    let lines: Vec<&str> = err.lines().collect();
+    let (last, before) = lines.split_last().expect("a failure says why on stderr");
+    assert!(
+        last.starts_with("error: "),
+        "the last line is no error:\n{err}"
+    );
+    for line in before {
+        assert!(
+            line.starts_with('[') && !line.contains("error: "),
+            "more than one line of error:\n{err}"
+        );
+    }
+    last.to_string()
+}
+
+/// The forms in which a credential could leak: the password itself, and base64 of
+/// `user:password` (a basic `Authorization` header, docker's `auth` field) and of the password.
+pub fn secret_forms(user: &str, password: &str) -> Vec<String> {
+    let base64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+    vec![
+        password.to_owned(),
+        base64(&format!("{user}:{password}")),
+        base64(password),
+    ]
+}
+
+/// Panics, naming the stream and line, when any of `secrets` appears anywhere in the stdout
+/// or stderr of `output`.
+pub fn assert_no_secrets(what: &str, output: &Output, secrets: &[String]) {
+    for (stream, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
+        let text = String::from_utf8_lossy(bytes);
+        for (number, line) in text.lines().enumerate() {
+            for secret in secrets {
+                assert!(
+                    !line.contains(secret.as_str()),
+                    "{what}: a secret ({secret:?}) is on {stream} line {}: {line}",
+                    number + 1
+                );
+            }
+        }
+    }
+}
+
+/// `len` bytes that no compressor can shrink (xorshift64* from `seed`), so a layer is as big
+/// compressed as the file it holds.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        out.extend_from_slice(&state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
 /// Whether the end-to-end run requires every external tool (CI sets IMGPACK_E2E=1).
-pub(crate) fn tools_required() -> bool {
+pub fn tools_required() -> bool {
     std::env::var("IMGPACK_E2E").is_ok_and(|v| v == "1")
 }
 
@@ -189,6 +294,18 @@ pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
     path.to_owned()
 }
 
+/// The digest of a file, read a piece at a time: a test that then measures a child's memory
+/// must stay small itself, because on Linux a child's peak RSS (`ru_maxrss`) starts from its
+/// parent's peak when it is forked.
+pub fn file_digest(path: &Path) -> Digest {
+    let mut file = std::fs::File::open(path)
+        .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
+    let mut hashed = imgpack_blob::DigestWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut hashed)
+        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+    hashed.finish().1
+}
+
 /// A JSON array of strings (an image config's `Env`, say) as string slices.
 pub fn strings(value: &Value) -> Vec<&str> {
     value
@@ -242,13 +359,8 @@ impl Layout {
             if name.starts_with('.') {
                 continue; // a temporary file of an interrupted write, never a blob name
             }
-            let mut bytes = Vec::new();
-            std::fs::File::open(entry.path())
-                .unwrap()
-                .read_to_end(&mut bytes)
-                .unwrap();
             assert_eq!(
-                Digest::of_bytes(&bytes).hex(),
+                file_digest(&entry.path()).hex(),
                 name,
                 "blob {name} does not match its digest"
             );

@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::http::{read_head, Head};
+
 /// A fault the proxy injects into matching requests. A request matches when its method equals
 /// `method` and its path-and-query contains `path_contains`.
 #[derive(Clone, Debug)]
@@ -79,7 +81,13 @@ struct ActiveFault {
     fault: Fault,
     /// None: forever.
     remaining: Option<usize>,
+    /// How many requests this fault was applied to.
+    served: usize,
 }
+
+/// Names a fault added with [`Proxy::add_fault`], to ask how often it was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FaultId(usize);
 
 struct Shared {
     upstream: String,
@@ -111,6 +119,7 @@ impl Shared {
             if let Some(remaining) = &mut active.remaining {
                 *remaining -= 1;
             }
+            active.served += 1;
             return match active.fault {
                 Fault::Status {
                     status,
@@ -184,19 +193,33 @@ impl Proxy {
     }
 
     /// Adds a fault after the existing ones (the first matching fault with uses left applies).
-    pub fn add_fault(&self, fault: Fault) {
+    pub fn add_fault(&self, fault: Fault) -> FaultId {
         let remaining = match &fault {
             Fault::Status { times, .. } => *times,
             Fault::ResetDuringBody { times, .. } => Some(*times),
             Fault::Throttle { .. } => None,
         };
+        let mut faults = self.shared.faults.lock().unwrap();
+        faults.push(ActiveFault {
+            fault,
+            remaining,
+            served: 0,
+        });
+        FaultId(faults.len() - 1)
+    }
+
+    /// How many requests fault `id` was applied to so far: a test proves with it that the
+    /// fault it set up was really met, not just that the run survived.
+    pub fn served(&self, id: FaultId) -> usize {
         self.shared
             .faults
             .lock()
             .unwrap()
-            .push(ActiveFault { fault, remaining });
+            .get(id.0)
+            .map_or(0, |active| active.served)
     }
 
+    /// Removes every fault; [`FaultId`]s given out before no longer name anything.
     pub fn clear_faults(&self) {
         self.shared.faults.lock().unwrap().clear();
     }
@@ -232,77 +255,6 @@ impl Drop for Proxy {
             let _ = accept.join();
         }
     }
-}
-
-/// An HTTP/1.x message head: the start line, the header fields, and its raw bytes.
-pub(crate) struct Head {
-    pub(crate) start: String,
-    pub(crate) headers: Vec<(String, String)>,
-    pub(crate) raw: Vec<u8>,
-}
-
-impl Head {
-    /// The first value of header `name` (case-insensitive).
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// Whether some `name` header lists `token` (comma-separated, case-insensitive).
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers
-            .iter()
-            .filter(|(key, _)| key.eq_ignore_ascii_case(name))
-            .flat_map(|(_, value)| value.split(','))
-            .any(|item| item.trim().eq_ignore_ascii_case(token))
-    }
-}
-
-const MAX_HEAD: usize = 256 * 1024;
-
-/// Reads one message head up to its empty line; None at EOF before the first byte.
-pub(crate) fn read_head(reader: &mut impl BufRead) -> io::Result<Option<Head>> {
-    let mut raw = Vec::new();
-    let mut start = None;
-    let mut headers = Vec::new();
-    loop {
-        let before = raw.len();
-        let read = reader
-            .by_ref()
-            .take((MAX_HEAD - before) as u64)
-            .read_until(b'\n', &mut raw)?;
-        if read == 0 {
-            if raw.is_empty() {
-                return Ok(None);
-            }
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed inside a message head",
-            ));
-        }
-        if !raw.ends_with(b"\n") {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "message head too large",
-            ));
-        }
-        let line = String::from_utf8_lossy(&raw[before..]);
-        let line = line.trim_end_matches(['\r', '\n']);
-        if start.is_none() {
-            start = Some(line.to_owned());
-        } else if line.is_empty() {
-            break;
-        } else if let Some((name, value)) = line.split_once(':') {
-            headers.push((name.trim().to_owned(), value.trim().to_owned()));
-        }
-    }
-    Ok(Some(Head {
-        start: start.unwrap_or_default(),
-        headers,
-        raw,
-    }))
 }
 
 enum Body {
@@ -680,12 +632,7 @@ fn relay_response(upstream: TcpStream, client: &mut TcpStream) -> io::Result<()>
         let Some(head) = read_head(&mut reader)? else {
             return Ok(());
         };
-        let status: u16 = head
-            .start
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
+        let status = head.status().unwrap_or(0);
         if (100..200).contains(&status) {
             // An interim response (100 Continue): pass it on, the final one follows.
             client.write_all(&head.raw)?;

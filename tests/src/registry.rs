@@ -4,8 +4,6 @@
 //! bearer tokens from a [`TokenServer`].
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -13,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::have_tool;
+use crate::http::{free_port, request};
 use crate::token_server::TokenServer;
 
 /// The user the [`Setup::Token`] token server accepts.
@@ -56,15 +55,21 @@ enum Startup {
 impl Registry {
     /// Starts a registry; None when `docker-registry` is missing and IMGPACK_E2E is not 1 (a
     /// skip notice is printed; under IMGPACK_E2E=1 a missing tool panics). Panics with the
-    /// registry's output when it does not answer `GET /v2/` within 10 s.
+    /// registry's output when it does not answer `GET /v2/` in time.
     pub fn start(setup: Setup) -> Option<Registry> {
         if !have_tool("docker-registry") {
             return None;
         }
+        Some(Registry::try_start(setup).unwrap_or_else(|err| panic!("{err}")))
+    }
+
+    /// Starts a registry, or says in one message why it could not (for callers that are not
+    /// tests, such as `cargo xtask bench`).
+    pub fn try_start(setup: Setup) -> Result<Registry, String> {
         let dir = tempfile::Builder::new()
             .prefix("imgpack-registry-")
             .tempdir()
-            .expect("cannot create the registry directory");
+            .map_err(|err| format!("cannot create the registry directory: {err}"))?;
         let root = dir.path();
         let data = root.join("data");
         std::fs::create_dir_all(&data).unwrap();
@@ -150,10 +155,12 @@ impl Registry {
                     command.env_remove(name);
                 }
             }
-            let child = command.spawn().expect("cannot run docker-registry");
-            match wait_ready(child, port, tls.is_some(), &log_path) {
+            let child = command
+                .spawn()
+                .map_err(|err| format!("cannot run docker-registry: {err}"))?;
+            match wait_ready(child, port, tls.is_some(), &log_path)? {
                 Startup::Ready(child) => {
-                    return Some(Registry {
+                    return Ok(Registry {
                         dir,
                         child: Some(child),
                         port,
@@ -164,7 +171,7 @@ impl Registry {
                 Startup::PortTaken => continue,
             }
         }
-        panic!("docker-registry found no free port in 5 attempts");
+        Err("docker-registry found no free port in 5 attempts".to_owned())
     }
 
     /// `127.0.0.1:PORT`.
@@ -206,6 +213,41 @@ impl Registry {
             .count()
     }
 
+    /// The digest the registry serves for `repository:reference` (a tag or a digest), asked
+    /// with `HEAD` and every manifest type accepted; None when it has no such manifest.
+    /// Plain HTTP without authentication ([`Setup::Plain`]) only.
+    pub fn manifest_digest(&self, repository: &str, reference: &str) -> Option<String> {
+        let response = self.head(
+            &format!("/v2/{repository}/manifests/{reference}"),
+            &[MANIFEST_ACCEPT],
+        );
+        match response.status {
+            200 => Some(
+                response
+                    .header("docker-content-digest")
+                    .expect("a manifest HEAD answers Docker-Content-Digest")
+                    .to_owned(),
+            ),
+            404 => None,
+            other => panic!("HEAD of manifest {repository}:{reference} answered {other}"),
+        }
+    }
+
+    /// Whether the registry holds blob `digest` in `repository` ([`Setup::Plain`] only).
+    pub fn has_blob(&self, repository: &str, digest: &str) -> bool {
+        let response = self.head(&format!("/v2/{repository}/blobs/{digest}"), &[]);
+        match response.status {
+            200 => true,
+            404 => false,
+            other => panic!("HEAD of blob {digest} in {repository} answered {other}"),
+        }
+    }
+
+    fn head(&self, path: &str, headers: &[&str]) -> crate::http::Response {
+        request(&self.host(), "HEAD", path, headers, b"")
+            .unwrap_or_else(|err| panic!("HEAD {path} on {}: {err}", self.host()))
+    }
+
     /// The registry's own output so far (warnings and errors; access logs are off).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
@@ -226,37 +268,37 @@ impl Drop for Registry {
     }
 }
 
-/// A port that was free a moment ago (the caller retries if it is taken by the time it binds).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
+/// Every manifest type, so that an index comes back as itself rather than as one platform.
+const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
 
-/// Polls `GET /v2/` for up to 10 s. Over TLS the plain request still gets Go's
+/// How long a registry may take to answer `GET /v2/` (it takes ~0.1 s on an idle machine).
+const START_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `GET /v2/` until the registry answers. Over TLS the plain request still gets Go's
 /// `400 … HTTP request to an HTTPS server`, which proves the server is up.
-fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Startup {
-    let deadline = Instant::now() + Duration::from_secs(10);
+fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Result<Startup, String> {
+    let deadline = Instant::now() + START_PATIENCE;
+    let host = format!("127.0.0.1:{port}");
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let output = std::fs::read_to_string(log).unwrap_or_default();
             if output.contains("address already in use") {
-                return Startup::PortTaken;
+                return Ok(Startup::PortTaken);
             }
-            panic!("docker-registry exited with {status} before answering:\n{output}");
+            return Err(format!(
+                "docker-registry exited with {status} before answering:\n{output}"
+            ));
         }
-        if let Some(response) = probe(port) {
-            let ours = if tls {
-                response.starts_with("HTTP/")
-            } else {
-                response.starts_with("HTTP/")
-                    && response
-                        .to_ascii_lowercase()
-                        .contains("docker-distribution-api-version: registry/2.0")
-            };
+        if let Ok(response) = request(&host, "GET", "/v2/", &[], b"") {
+            let ours =
+                tls || response.header("docker-distribution-api-version") == Some("registry/2.0");
             // Another process that took the port would answer too: ours must still be running.
             if ours {
                 if let Ok(None) = child.try_wait() {
-                    return Startup::Ready(child);
+                    return Ok(Startup::Ready(child));
                 }
                 continue;
             }
@@ -265,24 +307,12 @@ fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Startup {
             let _ = child.kill();
             let _ = child.wait();
             let output = std::fs::read_to_string(log).unwrap_or_default();
-            panic!("docker-registry did not answer GET /v2/ on port {port} within 10 s:\n{output}");
+            return Err(format!(
+                "docker-registry did not answer GET /v2/ on port {port} within {START_PATIENCE:?}:\n{output}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// The raw response to `GET /v2/ HTTP/1.0`, or None when nothing answers.
-fn probe(port: u16) -> Option<String> {
-    let address = ([127, 0, 0, 1], port).into();
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(format!("GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
-        .ok()?;
-    let _ = stream.shutdown(Shutdown::Write);
-    let mut response = Vec::new();
-    let _ = stream.take(64 * 1024).read_to_end(&mut response);
-    (!response.is_empty()).then(|| String::from_utf8_lossy(&response).into_owned())
 }
 
 /// A test CA and a server certificate it issued for IP 127.0.0.1 and DNS localhost:

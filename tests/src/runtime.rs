@@ -1,22 +1,20 @@
-//! Running what imgpack builds: unpacking an image with skopeo and umoci,
-//! running it under runc or (for arm64) qemu-user, and talking HTTP to it
-//! (the fixtures' /ping and /selfcheck).
+//! Running what imgpack builds: unpacking an image with skopeo and umoci, and
+//! running it under runc or (for arm64) qemu-user, seeing only the image's files.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::run_expect;
+use crate::{run_expect, tools_required};
 
 /// Copies one platform (`amd64`, `arm64`) of `image` (a skopeo source such as
 /// `oci:/dir:tag` or `docker://host/repo:tag`) into a single-manifest layout
 /// and unpacks it with `umoci unpack --rootless`; returns the bundle directory.
 /// umoci takes a single manifest, which is why skopeo selects the platform first.
 pub fn unpack(image: &str, source_flags: &[&str], arch: &str, work: &Path) -> PathBuf {
+    std::fs::create_dir_all(work).unwrap();
     let single = work.join(format!("single-{arch}"));
     let bundle = work.join(format!("bundle-{arch}"));
     run_expect(
@@ -65,6 +63,20 @@ pub fn prepare_for_runc(bundle: &Path, host_network: bool, env: &[(&str, &str)])
     config
 }
 
+/// Whether runc may run images here: it needs root. When not root this is a skip notice, and
+/// a failure under IMGPACK_E2E=1 (CI runs as root), never a silent pass.
+pub fn runc_allowed() -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !tools_required(),
+        "running images under runc needs root, and IMGPACK_E2E=1 requires it"
+    );
+    eprintln!("skipping the runc run: not root");
+    false
+}
+
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -102,23 +114,88 @@ impl Service {
         }
     }
 
-    /// Runs an arm64 binary of an unpacked image under qemu-user, with `-L`
-    /// pointing at the image's root so its absolute paths (/etc/ssl, /usr/share/zoneinfo)
-    /// are looked up in the image first.
-    pub fn qemu_aarch64(rootfs: &Path, program: &str, env: &[String]) -> Service {
-        let child = Command::new("qemu-aarch64-static")
-            .arg("-L")
-            .arg(rootfs)
-            .arg(rootfs.join(program.trim_start_matches('/')))
+    /// Runs the process of an unpacked arm64 bundle (its config.json's args, env and cwd, plus
+    /// `extra_env`) so that it sees the image's files and nothing of the host's: in a user and
+    /// mount namespace of its own whose root is the bundle's rootfs. binfmt_misc is mounted and
+    /// qemu-aarch64-static registered in that namespace only (the host's stays untouched); the
+    /// F flag opens the interpreter before the root changes, so it need not be in the image.
+    /// The process keeps the host's network, so the test reaches it on 127.0.0.1, and runs as
+    /// root of its namespace (only the caller's uid is mapped, not the image's user).
+    ///
+    /// (`qemu-aarch64-static -L ROOTFS` would not do: a path missing under ROOTFS falls back
+    /// to the host's, so the host's CA bundle and zone files could stand in for the image's.)
+    pub fn arm64_isolated(bundle: &Path, extra_env: &[(&str, &str)]) -> Service {
+        let config = bundle_config(bundle);
+        let process = &config["process"];
+        let rootfs = bundle.join(config["root"]["path"].as_str().unwrap_or("rootfs"));
+        let mut exec: Vec<String> = strings(&process["env"]);
+        exec.extend(
+            extra_env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}")),
+        );
+        exec.push("/usr/bin/unshare".to_owned());
+        exec.push(format!("--root={}", rootfs.display()));
+        exec.push(format!("--wd={}", process["cwd"].as_str().unwrap_or("/")));
+        exec.extend(strings(&process["args"]));
+        let child = Command::new("unshare")
+            .args([
+                "--user",
+                "--map-root-user",
+                "--mount",
+                "--fork",
+                "--kill-child",
+            ])
+            .args([
+                "sh",
+                "-c",
+                PRIVATE_BINFMT_SCRIPT,
+                "sh",
+                &aarch64_registration(),
+            ])
+            .args(&exec)
             .env_clear()
-            .envs(env.iter().filter_map(|e| e.split_once('=')))
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("qemu-aarch64-static runs");
+            .expect("unshare runs");
         Service { child, runc: None }
     }
+}
+
+/// Mounts a binfmt_misc of the namespace's own, registers `$1`, then runs the rest of the
+/// arguments as `env -i VAR=VALUE… PROGRAM ARGS…` (the program being `unshare --root`).
+const PRIVATE_BINFMT_SCRIPT: &str = "set -e
+mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+printf '%s' \"$1\" > /proc/sys/fs/binfmt_misc/register
+shift
+exec env -i \"$@\"";
+
+/// A binfmt_misc rule running ELF64 little-endian aarch64 executables (ET_EXEC and ET_DYN)
+/// with qemu-aarch64-static, opened at registration (flag F).
+fn aarch64_registration() -> String {
+    let qemu = std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join("qemu-aarch64-static"))
+                .find(|candidate| candidate.is_file())
+        })
+        .expect("qemu-aarch64-static is on PATH");
+    let magic = r"\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00";
+    let mask = r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff";
+    format!(
+        ":imgpack-e2e-aarch64:M::{magic}:{mask}:{}:F",
+        qemu.display()
+    )
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    crate::strings(value)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 impl Drop for Service {
@@ -139,84 +216,4 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The JSON object in an HTTP body.
-fn json_body(body: &str) -> Value {
-    let start = body
-        .find('{')
-        .unwrap_or_else(|| panic!("no JSON in {body:?}"));
-    let end = body.rfind('}').unwrap();
-    serde_json::from_str(&body[start..=end]).unwrap_or_else(|err| panic!("{err}: {body:?}"))
-}
-
-/// /ping and /selfcheck of a fixture service on 127.0.0.1:port.
-pub fn check_service(port: u16, what: &str) {
-    check_service_with(|path| http_get(port, path), what);
-}
-
-/// /ping and /selfcheck as the fixtures define them, asked through `get`
-/// (path to status and body): the zone's real offsets and the number of CA
-/// roots found in the image.
-pub fn check_service_with(get: impl Fn(&str) -> (u16, String), what: &str) {
-    let (status, body) = get("/ping");
-    assert_eq!(status, 200, "{what} /ping: {body}");
-    assert_eq!(
-        json_body(&body),
-        serde_json::json!({"message": "pong"}),
-        "{what}"
-    );
-    let (status, body) = get("/selfcheck");
-    assert_eq!(status, 200, "{what} /selfcheck: {body}");
-    let check = json_body(&body);
-    assert_eq!(check["zone"], "Europe/Berlin", "{what}: {check}");
-    assert_eq!(check["winter_offset"], 3600, "{what}: {check}");
-    assert_eq!(check["summer_offset"], 7200, "{what}: {check}");
-    let roots = check["roots"].as_u64().unwrap_or(0);
-    assert!(roots > 100, "{what}: only {roots} CA roots in the image");
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET path` on 127.0.0.1:port, retried until the service answers (30 s at most).
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match try_get(port, path) {
-            Ok(answer) => return answer,
-            Err(err) if Instant::now() < deadline => {
-                let _ = err;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(err) => panic!("GET {path} on port {port}: {err}"),
-        }
-    }
-}
-
-fn try_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::proxy::{read_head, Head};
+use crate::http::{read_head, Head};
 
 /// A running token server; stops accepting when dropped.
 pub struct TokenServer {

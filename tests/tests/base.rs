@@ -7,7 +7,7 @@ use std::process::Command;
 
 use imgpack_e2e::proxy::Proxy;
 use imgpack_e2e::registry::{Registry, Setup};
-use imgpack_e2e::runtime::{bundle_config, is_root, prepare_for_runc, unpack};
+use imgpack_e2e::runtime::{bundle_config, prepare_for_runc, runc_allowed, unpack};
 use imgpack_e2e::*;
 use serde_json::Value;
 
@@ -165,6 +165,19 @@ fn a_base_is_merged_mounted_on_push_and_cached_for_offline_rebuilds() {
         stderr(&output)
     );
 
+    // The base went into this test's own cache (never one another test or the home directory
+    // filled), so what the offline rebuild below finds was cached by this very test.
+    let cache = test_cache_dir();
+    let cached_base = cache
+        .join("base/blobs/sha256")
+        .join(base_digest.trim_start_matches("sha256:"));
+    assert!(
+        cached_base.is_file(),
+        "the base is not in {}",
+        cache.display()
+    );
+    assert!(cache.join("blob-locations.json").is_file());
+
     // With the registry gone, the tag and the pinned digest still build from the cache.
     registry.stop();
     for base in [
@@ -253,7 +266,7 @@ fn a_cgo_binary_runs_on_a_base_with_its_libc_and_is_refused_without() {
         d,
     );
     assert_eq!(bundle_config(&bundle)["process"]["user"]["uid"], 1000);
-    if !is_root() {
+    if !runc_allowed() {
         return;
     }
     prepare_for_runc(&bundle, false, &[]);

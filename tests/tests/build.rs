@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use imgpack_e2e::registry::{Registry, Setup};
 use imgpack_e2e::*;
 use serde_json::Value;
 
@@ -12,23 +13,12 @@ fn build(dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn fail(dir: &Path, args: &[&str]) -> String {
-    let output = run_expect(
+    one_error_line(
         imgpack()
             .current_dir(dir)
             .args(["build", "--quiet"])
             .args(args),
-        false,
-    );
-    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    let err = stderr(&output);
-    assert!(err.starts_with("error: "), "{err}");
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "error is not one line: {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    err
+    )
 }
 
 fn two_binaries(dir: &Path) {
@@ -338,15 +328,56 @@ fn a_second_tag_keeps_the_first_and_retagging_replaces_it() {
     assert_eq!(layout.index()["manifests"].as_array().unwrap().len(), 2);
 }
 
+/// Host metadata of one build's inputs: permission bits of the binaries and of the
+/// `[[files]]` sources, and the modification time of everything.
+struct InputMetadata {
+    binary_mode: u32,
+    file_mode: u32,
+    script_mode: u32,
+    dir_mode: u32,
+    mtime: std::time::SystemTime,
+}
+
+/// Writes two binaries and a `[[files]]` tree under `dir` with `metadata`.
+fn inputs_with(dir: &Path, metadata: &InputMetadata) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("nested/dir");
+    std::fs::create_dir_all(bin.join("static/css")).unwrap();
+    write_static_elf(&bin.join("api-amd64"), Arch::Amd64, b"same code");
+    write_static_elf(&bin.join("api-arm64"), Arch::Arm64, b"same code");
+    std::fs::write(bin.join("static/index.html"), "<h1>same</h1>").unwrap();
+    std::fs::write(bin.join("static/css/site.css"), "h1{}").unwrap();
+    std::fs::write(bin.join("static/run.sh"), "#!/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("imgpack.toml"),
+        "[[files]]\nsrc = \"nested/dir/static\"\ndst = \"/srv/static\"\n",
+    )
+    .unwrap();
+    let modes = [
+        ("api-amd64", metadata.binary_mode),
+        ("api-arm64", metadata.binary_mode),
+        ("static/index.html", metadata.file_mode),
+        ("static/css/site.css", metadata.file_mode),
+        ("static/run.sh", metadata.script_mode),
+        ("static/css", metadata.dir_mode),
+        ("static", metadata.dir_mode),
+    ];
+    for (path, mode) in modes {
+        let path = bin.join(path);
+        std::fs::File::open(&path)
+            .unwrap()
+            .set_modified(metadata.mtime)
+            .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
 /// Same inputs, different directory, time, umask, TZ and file metadata: same bytes.
 #[test]
 fn builds_are_reproducible_across_directories_umask_and_time_zone() {
-    let build_in = |umask: &str, tz: &str| -> (String, Vec<String>) {
+    let build_in = |umask: &str, tz: &str, metadata: &InputMetadata| -> (String, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("nested/dir");
-        std::fs::create_dir_all(&bin).unwrap();
-        write_static_elf(&bin.join("api-amd64"), Arch::Amd64, b"same code");
-        write_static_elf(&bin.join("api-arm64"), Arch::Arm64, b"same code");
+        inputs_with(dir.path(), metadata);
         let script = format!(
             "umask {umask}; exec \"$0\" build --binary linux/amd64=nested/dir/api-amd64 \
              --binary linux/arm64=nested/dir/api-arm64 --output oci:out"
@@ -357,17 +388,41 @@ fn builds_are_reproducible_across_directories_umask_and_time_zone() {
                 .arg0_imgpack()
                 .current_dir(dir.path())
                 .env("TZ", tz)
+                .env("IMGPACK_CACHE_DIR", test_cache_dir())
                 .env_remove("SOURCE_DATE_EPOCH"),
             true,
         );
-        (
-            printed_digest(&output),
-            Layout::new(dir.path().join("out")).verified_blobs(),
-        )
+        let layout = Layout::new(dir.path().join("out"));
+        let digest = printed_digest(&output);
+        let manifests = layout.manifests(&layout.entry("latest"));
+        // rootfs, certs, tzdata, the [[files]] of imgpack.toml, the app.
+        assert_eq!(manifests[0]["layers"].as_array().unwrap().len(), 5);
+        (digest, layout.verified_blobs())
     };
-    let first = build_in("022", "UTC");
+    let first = build_in(
+        "022",
+        "UTC",
+        &InputMetadata {
+            binary_mode: 0o755,
+            file_mode: 0o644,
+            script_mode: 0o755,
+            dir_mode: 0o755,
+            mtime: std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000),
+        },
+    );
+    // A second later on the clock, whatever imgpack might read from it.
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let second = build_in("077", "Asia/Tokyo");
+    let second = build_in(
+        "077",
+        "Asia/Tokyo",
+        &InputMetadata {
+            binary_mode: 0o700,
+            file_mode: 0o600,
+            script_mode: 0o700,
+            dir_mode: 0o700,
+            mtime: std::time::SystemTime::now(),
+        },
+    );
     assert_eq!(first, second);
 }
 
@@ -430,15 +485,22 @@ fn source_date_epoch_sets_created_and_changes_the_digest() {
 }
 
 /// Catches any accidental change of bytes: a dependency upgrade, a switch of
-/// flate2's backend, a change in tar headers or JSON serialisation. If the
-/// change is intended, update the digests and say why in the commit.
+/// flate2's backend, a change in tar headers, JSON serialisation or archive
+/// layout. If the change is intended, update the digests and say why in the commit.
 #[test]
 fn golden_digests() {
     let dir = tempfile::tempdir().unwrap();
-    write_static_elf(&dir.path().join("api-amd64"), Arch::Amd64, b"golden amd64");
-    write_static_elf(&dir.path().join("api-arm64"), Arch::Arm64, b"golden arm64");
-    let cases: [(&[&str], &str); 3] = [
+    let d = dir.path();
+    write_static_elf(&d.join("api-amd64"), Arch::Amd64, b"golden amd64");
+    write_static_elf(&d.join("api-arm64"), Arch::Arm64, b"golden arm64");
+    let (mut actual, mut expected) = (Vec::new(), Vec::new());
+    let mut pin = |what: &str, digest: String, golden: &str| {
+        actual.push(format!("{what}: {digest}"));
+        expected.push(format!("{what}: {golden}"));
+    };
+    let cases: [(&str, &[&str], &str); 3] = [
         (
+            "index",
             &[
                 "--binary",
                 "linux/amd64=api-amd64",
@@ -448,19 +510,112 @@ fn golden_digests() {
             GOLDEN_INDEX,
         ),
         (
+            "zstd",
             &["--binary", "linux/amd64=api-amd64", "--compression", "zstd"],
             GOLDEN_ZSTD,
         ),
         (
+            "docker",
             &["--binary", "linux/amd64=api-amd64", "--format", "docker"],
             GOLDEN_DOCKER,
         ),
     ];
-    let (mut actual, mut expected) = (Vec::new(), Vec::new());
-    for (args, golden) in cases {
-        let output = build(dir.path(), &[args, &["--output", "oci:golden"]].concat());
-        actual.push(printed_digest(&output));
-        expected.push(golden);
+    for (what, args, golden) in cases {
+        let output = build(d, &[args, &["--output", "oci:golden"]].concat());
+        pin(what, printed_digest(&output), golden);
+    }
+
+    // SOURCE_DATE_EPOCH: the config's created and every layer's mtimes.
+    let output = run_expect(
+        imgpack()
+            .current_dir(d)
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .args([
+                "build",
+                "--binary",
+                "linux/amd64=api-amd64",
+                "--output",
+                "oci:golden",
+            ]),
+        true,
+    );
+    pin("SOURCE_DATE_EPOCH", printed_digest(&output), GOLDEN_EPOCH);
+
+    // [[files]] from an imgpack.toml, and both archives (their bytes, not only the image).
+    let project = d.join("with-files");
+    std::fs::create_dir_all(project.join("static/css")).unwrap();
+    for (path, text) in [
+        ("static/index.html", "<h1>golden</h1>"),
+        ("static/css/site.css", "h1{}"),
+    ] {
+        std::fs::write(project.join(path), text).unwrap();
+    }
+    std::fs::write(
+        project.join("imgpack.toml"),
+        "[[files]]\nsrc = \"static\"\ndst = \"/srv/static\"\nmode = \"0644\"\n",
+    )
+    .unwrap();
+    let output = build(
+        &project,
+        &[
+            "--binary",
+            "linux/amd64=../api-amd64",
+            "--output",
+            "oci:golden",
+            "--output",
+            "oci-archive:golden-oci.tar:v1",
+            "--output",
+            "docker-archive:golden-docker.tar:team/api:v1",
+        ],
+    );
+    pin("[[files]]", printed_digest(&output), GOLDEN_FILES);
+    pin(
+        "oci-archive",
+        file_digest(&project.join("golden-oci.tar")).to_string(),
+        GOLDEN_OCI_ARCHIVE,
+    );
+    pin(
+        "docker-archive",
+        file_digest(&project.join("golden-docker.tar")).to_string(),
+        GOLDEN_DOCKER_ARCHIVE,
+    );
+
+    // On a base image (itself built by imgpack, so its digests are fixed too) from a registry
+    // on a random port: the manifest is pinned without the base.name annotation naming it.
+    if let Some(registry) = Registry::start(Setup::Plain) {
+        let base = format!("{}/golden/base:v1", registry.host());
+        build(
+            d,
+            &["-q", "--binary", "linux/amd64=api-amd64", "--push", &base],
+        );
+        let output = build(
+            d,
+            &[
+                "--binary",
+                "linux/amd64=api-amd64",
+                "--name",
+                "on-base",
+                "--base",
+                &base,
+                "--env",
+                "ON_BASE=1",
+                "--output",
+                "oci:golden-base",
+            ],
+        );
+        let layout = Layout::new(d.join("golden-base"));
+        let mut manifest = layout.json(&printed_digest(&output));
+        let annotations = manifest["annotations"].as_object_mut().unwrap();
+        assert_eq!(
+            annotations.remove("org.opencontainers.image.base.name"),
+            Some(Value::String(base))
+        );
+        let without_name = serde_json::to_vec(&manifest).unwrap();
+        pin(
+            "on a base",
+            imgpack_blob::Digest::of_bytes(&without_name).to_string(),
+            GOLDEN_ON_BASE,
+        );
     }
     assert_eq!(actual, expected, "image digests changed");
 }
@@ -470,6 +625,16 @@ const GOLDEN_INDEX: &str =
 const GOLDEN_ZSTD: &str = "sha256:a84bb9b31e66bc6532dfb073a59670cf3fda3bc847597d5437e933dffd1885c1";
 const GOLDEN_DOCKER: &str =
     "sha256:6596899c4da9c2f4f66e34398252792c099b04eb6a5e67088165ad877cb80f62";
+const GOLDEN_EPOCH: &str =
+    "sha256:2c1cfb374bb265a8c810057e771505664e0e4231f13085ff2029a8d261ebbf33";
+const GOLDEN_FILES: &str =
+    "sha256:df76fe67a136e94679c6fe08abef4a7411a9b5a3ded2d66787854c6a7fbd8bcc";
+const GOLDEN_OCI_ARCHIVE: &str =
+    "sha256:6dc961009c981550c314db79a0be6cd39b0c2af60af943fb71cdc552753f2020";
+const GOLDEN_DOCKER_ARCHIVE: &str =
+    "sha256:ef59b728f176d0137cef6586ce3ec115e220a6b80cb20c491979dbab34f530f1";
+const GOLDEN_ON_BASE: &str =
+    "sha256:d86e8a2cee7f72688c65dd8fd8dc00503cf0f58996b07fb79357da365ecf09ac";
 
 #[test]
 fn bad_input_gets_one_clear_line() {
@@ -612,7 +777,92 @@ fn unwritable_output_and_foreign_directory_are_refused() {
             "oci-archive:file/sub/x.tar",
         ],
     );
-    assert!(err.contains("cannot write in file/sub"), "{err}");
+    assert!(
+        err.contains("cannot write oci-archive:file/sub/x.tar:latest: cannot create file/sub: file is not a directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn archives_create_their_directory_and_bad_output_paths_fail_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("api"), Arch::Amd64, b"code");
+    // In a fresh project, as oci: does: the parents of every output are created.
+    build(
+        d,
+        &[
+            "--binary",
+            "linux/amd64=api",
+            "--output",
+            "oci-archive:./out/oci/api.tar",
+            "--output",
+            "docker-archive:./out/docker/api.tar:api:v1",
+            "--output",
+            "oci:./out/layout/api:v1",
+        ],
+    );
+    for written in [
+        "out/oci/api.tar",
+        "out/docker/api.tar",
+        "out/layout/api/index.json",
+    ] {
+        assert!(d.join(written).is_file(), "no {written}");
+    }
+    // An output that cannot be written fails before the binaries are even read
+    // (this one is missing), so before any layer is built.
+    std::fs::write(d.join("file"), "x").unwrap();
+    for output in [
+        "oci:file/layout",
+        "oci-archive:file/api.tar",
+        "docker-archive:file/api.tar",
+        "oci-archive:out",
+    ] {
+        let err = fail(d, &["--binary", "linux/amd64=missing", "--output", output]);
+        assert!(
+            err.contains("cannot write") && !err.contains("missing"),
+            "{output}: {err}"
+        );
+    }
+    let down = format!("{}/x:v1", imgpack_e2e::http::refusing_host());
+    let err = fail(
+        d,
+        &[
+            "--binary",
+            "linux/amd64=missing",
+            "--push",
+            &down,
+            "--image-refs",
+            "file/refs.txt",
+        ],
+    );
+    assert!(
+        err.contains("cannot write --image-refs file/refs.txt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_project_given_as_the_push_reference_is_refused_with_the_right_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("fixtures/go-hello")).unwrap();
+    std::fs::write(d.join("fixtures/go-hello/main.go"), "package main\n").unwrap();
+    // `--push` takes an optional value: the project became the reference, and
+    // the current directory (no project at all here) would be compiled.
+    let err = fail(d, &["--push", "fixtures/go-hello"]);
+    assert!(
+        err.contains("--push fixtures/go-hello names a directory, not a registry reference")
+            && err.contains("`imgpack build fixtures/go-hello --push`"),
+        "{err}"
+    );
+    write_static_elf(&d.join("api"), Arch::Amd64, b"code");
+    let err = fail(d, &["--binary", "linux/amd64=api", "--push", "./out"]);
+    assert!(
+        err.contains("--push ./out is a path, not a registry reference")
+            && err.contains("--output oci:./out"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -267,3 +267,48 @@ fn a_bad_config_file_is_one_line_naming_file_line_and_key() {
         stderr(&output)
     );
 }
+
+#[test]
+fn tags_in_the_file_without_a_push_are_refused_like_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_static_elf(&root.join("api"), Arch::Amd64, b"code");
+    let refused = |args: &[&str]| {
+        let output = run_expect(
+            imgpack()
+                .current_dir(root)
+                .args([
+                    "build",
+                    "--binary",
+                    "linux/amd64=api",
+                    "--output",
+                    "oci:out",
+                ])
+                .args(args),
+            false,
+        );
+        assert_eq!(output.status.code(), Some(1));
+        let err = stderr(&output);
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        err
+    };
+    let flag = refused(&["--tag", "v1"]);
+    assert!(
+        flag.contains("--tag applies to a push: add --push"),
+        "{flag}"
+    );
+    std::fs::write(
+        root.join("imgpack.toml"),
+        "user = \"1000\"\ntags = [\"{git_short_sha}\", \"latest\"]\n",
+    )
+    .unwrap();
+    let file = refused(&[]);
+    assert!(
+        file.contains("imgpack.toml:2: key `tags` applies to a push, like --tag: add --push"),
+        "{file}"
+    );
+    assert!(
+        !root.join("out").exists(),
+        "a refused build wrote its output"
+    );
+}

@@ -9,8 +9,9 @@
 use std::path::Path;
 
 use imgpack_e2e::docker::{docker, docker_available, docker_stdout, Container, Images};
+use imgpack_e2e::fixtures::check_service_with;
 use imgpack_e2e::registry::{Registry, Setup};
-use imgpack_e2e::runtime::{check_service_with, is_root};
+use imgpack_e2e::runtime::is_root;
 use imgpack_e2e::*;
 use serde_json::Value;
 
@@ -92,7 +93,7 @@ fn inspect(reference: &str) -> Value {
 /// Runs `image` with no network and checks the service from inside the container.
 fn run_and_check(image: &str, what: &str) {
     let container = Container::run(&unique("run"), &[], image);
-    let get = |path: &str| container.http_get(SERVICE_PORT, path);
+    let get = |path: &str| container.get(SERVICE_PORT, path);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         check_service_with(get, what);
     }));

@@ -1,13 +1,17 @@
 //! The documentation stays true: every relative link in README.md,
 //! CONTRIBUTING.md and docs/*.md resolves (the file exists, a `#anchor` names
-//! a heading of it), and every flag the docs give an imgpack command exists in
-//! that command's `--help`. CONTRIBUTING.md states the rule that decides which
-//! command a flag belongs to; this file implements it.
+//! a heading of it), every flag the docs give an imgpack command exists in
+//! that command's `--help`, and the defaults of flag tables are the ones
+//! `--help` shows. CONTRIBUTING.md states the rule that decides which
+//! command a flag belongs to; this file implements it. A few documented
+//! commands are run as written: the "Try it locally" registry config and the
+//! `go build` lines that CI and users copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use imgpack_e2e::{imgpack, run_expect, workspace_root};
+use imgpack_e2e::http::{free_port, get_when_up};
+use imgpack_e2e::{have_tool, imgpack, run_expect, stderr, workspace_root, write_static_elf, Arch};
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
 /// Programs whose flags the docs mention too; their flags are never checked.
@@ -190,8 +194,14 @@ struct Help(BTreeMap<String, BTreeSet<String>>);
 
 impl Help {
     fn read() -> Self {
+        Self::read_with_defaults().0
+    }
+
+    /// Also each command's `[default: …]` values, by flag.
+    fn read_with_defaults() -> (Self, BTreeMap<String, BTreeMap<String, String>>) {
         let top = help(&[]);
         let mut commands = BTreeMap::new();
+        let mut defaults = BTreeMap::new();
         commands.insert(String::new(), option_flags(&top));
         let listed = top
             .lines()
@@ -201,13 +211,15 @@ impl Help {
             .filter_map(|line| line.split_whitespace().next())
             .filter(|name| *name != "help");
         for name in listed {
-            commands.insert(name.to_owned(), option_flags(&help(&[name])));
+            let text = help(&[name]);
+            commands.insert(name.to_owned(), option_flags(&text));
+            defaults.insert(name.to_owned(), option_defaults(&text));
         }
         assert!(
             commands.contains_key("build"),
             "no build command in:\n{top}"
         );
-        Help(commands)
+        (Help(commands), defaults)
     }
 
     fn is_command(&self, word: &str) -> bool {
@@ -238,6 +250,96 @@ fn option_flags(help: &str) -> BTreeSet<String> {
         }
     }
     flags
+}
+
+/// `--jobs <N>` … `[default: 4]` → `--jobs`: `4`: the default clap prints
+/// for each option, from its option line to the next.
+fn option_defaults(help: &str) -> BTreeMap<String, String> {
+    let mut defaults = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') {
+            current = option_flags(trimmed)
+                .into_iter()
+                .find(|flag| flag.starts_with("--"));
+        }
+        let (Some(flag), Some(at)) = (&current, line.find("[default: ")) else {
+            continue;
+        };
+        let value = &line[at + "[default: ".len()..];
+        if let Some(end) = value.find(']') {
+            defaults.insert(flag.clone(), value[..end].to_owned());
+        }
+    }
+    defaults
+}
+
+/// The rows of every flag table (a header with `Flag` and `Default`): the
+/// command its section is about (see `page_flags`), the first cell's first
+/// flag and the text of the Default cell.
+fn default_cells(text: &str, help: &Help) -> Vec<(String, String, String)> {
+    let mut rows = Vec::new();
+    let mut headings: Vec<(HeadingLevel, Option<String>)> = Vec::new();
+    let mut heading_text: Option<String> = None;
+    let mut cells: Vec<String> = Vec::new();
+    let mut default_column: Option<usize> = None;
+    for event in parser(text) {
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => {
+                headings.retain(|(l, _)| *l < level);
+                headings.push((level, None));
+                heading_text = Some(String::new());
+            }
+            Event::End(TagEnd::Heading(_)) => {
+                let named = scan(&heading_text.take().unwrap_or_default(), help, false, false)
+                    .into_iter()
+                    .find_map(|item| match item {
+                        Item::Imgpack(c) if !c.is_empty() => Some(c),
+                        _ => None,
+                    });
+                headings.last_mut().unwrap().1 = named;
+            }
+            Event::Text(t) | Event::Code(t) => {
+                if let Some(h) = heading_text.as_mut() {
+                    h.push_str(&t);
+                } else if let Some(cell) = cells.last_mut() {
+                    cell.push_str(&t);
+                }
+            }
+            Event::Start(Tag::TableCell) => cells.push(String::new()),
+            Event::Start(Tag::Table(_)) => default_column = None,
+            Event::End(TagEnd::TableHead) => {
+                let has_flags = cells.first().is_some_and(|c| c.contains("Flag"));
+                default_column = cells
+                    .iter()
+                    .position(|c| c.trim() == "Default")
+                    .filter(|_| has_flags);
+                cells.clear();
+            }
+            Event::End(TagEnd::TableRow) => {
+                let flag = cells
+                    .first()
+                    .and_then(|c| c.split_whitespace().find(|w| w.starts_with("--")))
+                    .map(|w| w.trim_end_matches(',').to_owned());
+                if let (Some(column), Some(flag)) = (default_column, flag) {
+                    let command = headings
+                        .iter()
+                        .rev()
+                        .find_map(|(_, c)| c.clone())
+                        .unwrap_or_else(|| DEFAULT_COMMAND.to_owned());
+                    rows.push((
+                        command,
+                        flag,
+                        cells.get(column).cloned().unwrap_or_default(),
+                    ));
+                }
+                cells.clear();
+            }
+            _ => {}
+        }
+    }
+    rows
 }
 
 /// What a piece of text says, in order: the items the rule works on.
@@ -567,4 +669,207 @@ fn the_rule_decides_each_flags_command_as_contributing_says() {
         problems,
         ["x.md: --chunk-mib is not in `imgpack build --help`"]
     );
+}
+
+#[test]
+fn every_default_in_a_flag_table_is_the_one_help_shows() {
+    let (help, defaults) = Help::read_with_defaults();
+    let mut checked = 0;
+    let mut problems = Vec::new();
+    for (page, text) in pages() {
+        for (command, flag, cell) in default_cells(&text, &help) {
+            // An empty cell states nothing (as in "as for imgpack build").
+            let Some(default) = defaults
+                .get(&command)
+                .and_then(|d| d.get(&flag))
+                .filter(|_| !cell.trim().is_empty())
+            else {
+                continue;
+            };
+            checked += 1;
+            let words: Vec<&str> = cell
+                .split(|c: char| c.is_whitespace() || ",;()".contains(c))
+                .collect();
+            if !words.contains(&default.as_str()) {
+                problems.push(format!(
+                    "{}: {flag} has the default '{cell}', `imgpack {command} --help` says {default}",
+                    page.display()
+                ));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "defaults the docs and --help disagree on:\n{}",
+        problems.join("\n")
+    );
+    // --jobs, --chunk-size and --retry-timeout have tables in the docs.
+    assert!(checked >= 3, "only {checked} defaults checked");
+}
+
+// ---------------------------------------------------------------- commands
+
+/// The text of a page's section, from its heading to the next of the same level.
+fn section<'a>(text: &'a str, heading: &str) -> &'a str {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no heading {heading}"));
+    let level = heading.split(' ').next().unwrap();
+    let rest = &text[start + heading.len()..];
+    let end = rest
+        .find(&format!("\n{level} "))
+        .map_or(rest.len(), |i| i + 1);
+    &rest[..end]
+}
+
+#[test]
+fn the_try_it_locally_config_starts_a_registry_imgpack_pushes_to() {
+    if !have_tool("docker-registry") {
+        return;
+    }
+    let text = std::fs::read_to_string(workspace_root().join("docs/registries.md")).unwrap();
+    let try_it = section(&text, "## Try it locally");
+    let config = try_it
+        .split_once("<<'EOF'\n")
+        .and_then(|(_, rest)| rest.split_once("\nEOF\n"))
+        .expect("a config.yml written with <<'EOF'")
+        .0;
+    assert_eq!(config.lines().count(), 4, "four lines of config:\n{config}");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = config
+        .replace("127.0.0.1:5000", &format!("127.0.0.1:{port}"))
+        .replace("/tmp/registry", dir.path().to_str().unwrap());
+    std::fs::write(dir.path().join("config.yml"), config).unwrap();
+    let mut registry = std::process::Command::new("docker-registry")
+        .arg("serve")
+        .arg(dir.path().join("config.yml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let host = format!("127.0.0.1:{port}");
+    let patience = std::time::Duration::from_secs(30);
+    let ping = get_when_up(&host, "/v2/", patience);
+    assert_eq!((ping.status, ping.text().trim()), (200, "{}"));
+    // What the section pushes with, on the documented localhost name.
+    write_static_elf(&dir.path().join("api"), Arch::Amd64, b"code");
+    let reference = format!("localhost:{port}/rust-hello:v1");
+    run_expect(
+        imgpack().current_dir(dir.path()).args([
+            "build",
+            "-q",
+            "--binary",
+            "linux/amd64=api",
+            "--push",
+            &reference,
+        ]),
+        true,
+    );
+    let tags = get_when_up(&host, "/v2/rust-hello/tags/list", patience).text();
+    registry.kill().unwrap();
+    registry.wait().unwrap();
+    assert!(tags.contains(r#""tags":["v1"]"#), "{tags}");
+    assert!(
+        dir.path()
+            .join("data/docker/registry/v2/repositories/rust-hello")
+            .is_dir(),
+        "the registry did not store under the config's rootdirectory"
+    );
+}
+
+/// Every run of `go build … -o out/…` the docs give, as shell lines per
+/// code block (a `for arch` loop's body once per architecture, in its order).
+fn documented_go_builds() -> Vec<Vec<String>> {
+    let mut blocks = Vec::new();
+    for page in ["docs/building.md", "docs/ci.md"] {
+        let text = std::fs::read_to_string(workspace_root().join(page)).unwrap();
+        for block in text.split("```").skip(1).step_by(2) {
+            let mut lines = Vec::new();
+            for line in block.lines().map(str::trim) {
+                if !(line.contains("go build") && line.contains(" -o out/")) {
+                    continue;
+                }
+                if line.contains("$arch") {
+                    for arch in ["amd64", "arm64"] {
+                        lines.push(format!("arch={arch}; {line}"));
+                    }
+                } else {
+                    lines.push(line.to_owned());
+                }
+            }
+            if !lines.is_empty() {
+                blocks.push(lines);
+            }
+        }
+    }
+    blocks
+}
+
+/// A fresh git checkout of a Go module with `./cmd/api`, everything committed.
+fn go_checkout() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("cmd/api")).unwrap();
+    std::fs::write(d.join("go.mod"), "module example.com/api\n\ngo 1.19\n").unwrap();
+    std::fs::write(
+        d.join("cmd/api/main.go"),
+        "package main\n\nfunc main() {}\n",
+    )
+    .unwrap();
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &["commit", "-q", "-m", "api"],
+    ] {
+        let status = std::process::Command::new("git")
+            .current_dir(d)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    }
+    dir
+}
+
+/// Runs the lines in `dir`; returns the files in `out/`.
+fn run_lines(dir: &Path, lines: &[String]) -> BTreeMap<String, Vec<u8>> {
+    for line in lines {
+        let output = std::process::Command::new("sh")
+            .current_dir(dir)
+            .args(["-c", line])
+            .env_remove("GOFLAGS")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{line}: {}", stderr(&output));
+    }
+    std::fs::read_dir(dir.join("out"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect()
+}
+
+#[test]
+fn documented_go_builds_give_the_same_binaries_when_run_again_in_a_git_checkout() {
+    if !have_tool("go") || !have_tool("git") {
+        return;
+    }
+    let blocks = documented_go_builds();
+    assert!(blocks.len() >= 3, "{blocks:?}");
+    for lines in blocks {
+        // In a fresh checkout, then again over the first run's out/, as a
+        // rerun of the CI job or of the docs' steps does.
+        let checkout = go_checkout();
+        let first = run_lines(checkout.path(), &lines);
+        let second = run_lines(checkout.path(), &lines);
+        assert_eq!(first.len(), lines.len(), "{lines:?}");
+        for (path, bytes) in &first {
+            assert!(
+                second[path] == *bytes,
+                "{path} changed when {lines:?} ran again in the same checkout (Go's VCS stamp)"
+            );
+        }
+    }
 }

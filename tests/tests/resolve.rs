@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
+use imgpack_e2e::http::refusing_host;
+use imgpack_e2e::proxy::Proxy;
 use imgpack_e2e::registry::{Registry, Setup};
 use imgpack_e2e::*;
 
@@ -65,7 +67,9 @@ fn references_in_several_documents_are_built_once_and_replaced() {
     std::fs::create_dir_all(root.join("k8s/extra")).unwrap();
     std::fs::write(root.join("k8s/deploy.yaml"), DEPLOYMENT).unwrap();
     std::fs::write(root.join("k8s/extra/sidecar.yml"), SIDECAR).unwrap();
-    let repo = format!("{}/team", registry.host());
+    // Through a proxy that counts what reaches the registry.
+    let proxy = Proxy::start(&registry.host());
+    let repo = format!("{}/team", proxy.host());
     let resolve = |args: &[&str], stdin: Option<&str>| {
         let mut child = imgpack()
             .current_dir(root)
@@ -90,22 +94,35 @@ fn references_in_several_documents_are_built_once_and_replaced() {
         )
     };
 
-    let (yaml, progress) = resolve(&["-R", "-f", "k8s"], None);
-    // Each distinct path is pushed once, although services/hello appears twice.
-    assert_eq!(
-        progress
-            .matches(&format!("tagged {repo}/rust-hello:latest"))
-            .count(),
-        1,
-        "{progress}"
+    let refs_file = root.join("out/image-refs.txt");
+    let (yaml, _) = resolve(
+        &[
+            "-R",
+            "-f",
+            "k8s",
+            "--image-refs",
+            refs_file.to_str().unwrap(),
+        ],
+        None,
     );
-    assert_eq!(
-        progress
-            .matches(&format!("tagged {repo}/probe:latest"))
-            .count(),
-        1,
-        "{progress}"
-    );
+    // Each distinct path is pushed once, although services/hello appears twice: the registry
+    // got one tag and one index for each.
+    for name in ["rust-hello", "probe"] {
+        let manifests = format!("/v2/team/{name}/manifests/");
+        assert_eq!(
+            proxy.count("PUT", &format!("{manifests}latest")),
+            1,
+            "{:?}",
+            proxy.requests()
+        );
+        // Two platform manifests and the index by digest, then the tag.
+        assert_eq!(
+            proxy.count("PUT", &manifests),
+            4,
+            "{name}: {:?}",
+            proxy.requests()
+        );
+    }
     let hello = reference(&yaml, &format!("{repo}/rust-hello@sha256:"));
     let probe = reference(&yaml, &format!("{repo}/probe@sha256:"));
     let expected = format!(
@@ -116,6 +133,11 @@ fn references_in_several_documents_are_built_once_and_replaced() {
         SIDECAR.replace("imgpack://services/hello", &hello)
     );
     assert_eq!(yaml, expected, "only the references changed");
+    // --image-refs: every pushed image once, in the order of the paths.
+    assert_eq!(
+        std::fs::read_to_string(&refs_file).unwrap(),
+        format!("{hello}\n{probe}\n")
+    );
     for reference in [&hello, &probe] {
         let inspect = Command::new("skopeo")
             .args([
@@ -159,17 +181,32 @@ fn resolve_errors_are_clear() {
         "{}",
         stderr(&output)
     );
-    std::fs::write(dir.path().join("app.yaml"), "image: imgpack://nowhere\n").unwrap();
-    let output = run_expect(
-        imgpack()
-            .current_dir(dir.path())
-            .args(["resolve", "-f", "app.yaml"])
-            .env("IMGPACK_REPO", "127.0.0.1:9/team"),
-        false,
-    );
-    let err = stderr(&output);
+    let resolve_fails = |yaml: &str| {
+        std::fs::write(dir.path().join("app.yaml"), yaml).unwrap();
+        let output = run_expect(
+            imgpack()
+                .current_dir(dir.path())
+                .args(["resolve", "-f", "app.yaml"])
+                .env("IMGPACK_REPO", format!("{}/team", refusing_host())),
+            false,
+        );
+        stderr(&output)
+    };
+    let err = resolve_fails("image: imgpack://nowhere\n");
     assert!(
         err.contains("imgpack://nowhere") && err.contains("not a directory"),
+        "{err}"
+    );
+    // Also when the imgpack.toml found instead (the current directory's, not
+    // in git) has tag templates: the path is what is wrong, not git.
+    std::fs::write(
+        dir.path().join("imgpack.toml"),
+        "tags = [\"{git_short_sha}\"]\n",
+    )
+    .unwrap();
+    let err = resolve_fails("image: imgpack://./nope\n");
+    assert!(
+        err.contains("error: imgpack://./nope: ./nope is not a directory"),
         "{err}"
     );
 }

@@ -1,11 +1,13 @@
-//! Layers stream: memory stays flat in the binary's size, and an interrupted
-//! build leaves no partial blob under a digest name and can simply be rerun.
+//! Layers stream: memory stays flat in the binary's size, building and pushing, and an
+//! interrupted build leaves no partial blob under a digest name and can simply be rerun.
 
 use std::fs::File;
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use imgpack_e2e::registry::{Registry, Setup};
 use imgpack_e2e::*;
 
 /// A static ELF header followed by `size` bytes of zeros, without writing them
@@ -20,7 +22,9 @@ fn sparse_binary(path: &Path, size: u64) {
         .unwrap();
 }
 
-/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process.
+/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process. Linux starts
+/// a child's peak at its parent's, so the test process must never hold a large buffer itself
+/// (hence [`file_digest`] rather than reading blobs whole).
 fn wait_with_peak_rss(child: Child) -> (i32, u64) {
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -30,39 +34,98 @@ fn wait_with_peak_rss(child: Child) -> (i32, u64) {
     (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
 }
 
+/// A static ELF followed by noise, `size` bytes in all, written a piece at a time (the file is
+/// larger than the memory bound it is used to check).
+fn incompressible_binary(path: &Path, size: usize) {
+    const PIECE: usize = 1 << 20;
+    write_static_elf(path, Arch::Amd64, &noise(PIECE, 0));
+    let mut file = File::options().append(true).open(path).unwrap();
+    let mut written = std::fs::metadata(path).unwrap().len() as usize;
+    for seed in 1.. {
+        if written >= size {
+            break;
+        }
+        let piece = noise(PIECE.min(size - written), seed);
+        file.write_all(&piece).unwrap();
+        written += piece.len();
+    }
+}
+
+/// Runs `command` and returns its peak RSS in MiB, after checking it succeeded.
+fn peak_rss_mib(command: &mut Command) -> u64 {
+    let child = command.stdout(Stdio::null()).spawn().unwrap();
+    let (code, peak_kib) = wait_with_peak_rss(child);
+    assert_eq!(code, 0, "{command:?} failed");
+    peak_kib / 1024
+}
+
+/// Far below the layer's size: a copy of the blob (compressed or not) in memory cannot fit.
+const RSS_BOUND_MIB: u64 = 96;
+
 #[test]
-fn memory_stays_flat_for_a_large_binary() {
+fn memory_stays_flat_for_a_large_binary_built_and_pushed() {
     let dir = tempfile::tempdir().unwrap();
     let binary = dir.path().join("big");
-    let size: u64 = 768 << 20;
-    sparse_binary(&binary, size);
-    let child = imgpack()
-        .current_dir(dir.path())
-        .args([
-            "build",
-            "--quiet",
-            "--compression-level",
-            "1",
-            "--binary",
-            "linux/amd64=big",
-            "--output",
-            "oci:out",
-        ])
-        .env("IMGPACK_TMPDIR", dir.path())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (code, peak_kib) = wait_with_peak_rss(child);
-    assert_eq!(code, 0);
+    // Noise: the compressed layer is as large as the binary, so buffering either one shows.
+    let size: usize = 256 << 20;
+    incompressible_binary(&binary, size);
+    let peak_mib = peak_rss_mib(
+        imgpack()
+            .current_dir(dir.path())
+            .args([
+                "build",
+                "--quiet",
+                "--compression-level",
+                "1",
+                "--binary",
+                "linux/amd64=big",
+                "--output",
+                "oci:out:v1",
+            ])
+            .env("IMGPACK_TMPDIR", dir.path()),
+    );
     let layout = Layout::new(dir.path().join("out"));
-    assert!(layout.verified_blobs().len() >= 6);
-    // The whole binary passed through; memory is a small fraction of it.
-    let peak_mib = peak_kib / 1024;
-    eprintln!("peak RSS {peak_mib} MiB for a {} MiB binary", size >> 20);
+    let blobs = layout.verified_blobs();
+    assert!(blobs.len() >= 6);
+    let manifest = layout.json(layout.entry("v1")["digest"].as_str().unwrap());
+    let app_layer = manifest["layers"][3]["size"].as_u64().unwrap();
     assert!(
-        peak_mib < 96,
-        "peak RSS {peak_mib} MiB grows with the {} MiB binary",
-        size >> 20
+        app_layer >= size as u64,
+        "the app layer shrank to {app_layer} bytes"
+    );
+    eprintln!(
+        "build: peak RSS {peak_mib} MiB for a {} MiB layer",
+        app_layer >> 20
+    );
+    assert!(
+        peak_mib < RSS_BOUND_MIB,
+        "imgpack build: peak RSS {peak_mib} MiB grows with the {} MiB layer",
+        app_layer >> 20
+    );
+
+    // The push streams the layer from the layout to the registry.
+    let Some(registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let target = format!("{}/team/big:v1", registry.host());
+    let peak_mib = peak_rss_mib(imgpack().current_dir(dir.path()).args([
+        "push",
+        "--quiet",
+        "oci:out:v1",
+        &target,
+    ]));
+    assert_eq!(
+        registry.manifest_digest("team/big", "v1").as_deref(),
+        layout.entry("v1")["digest"].as_str()
+    );
+    eprintln!(
+        "push: peak RSS {peak_mib} MiB for a {} MiB layer",
+        app_layer >> 20
+    );
+    assert!(
+        peak_mib < RSS_BOUND_MIB,
+        "imgpack push: peak RSS {peak_mib} MiB grows with the {} MiB layer",
+        app_layer >> 20
     );
 }
 

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
+use imgpack_e2e::{Arch, ElfBuilder};
 
 /// Name of the generated binary, both in the temp dir and under /app.
 const BINARY_NAME: &str = "bench-app";
@@ -73,7 +74,7 @@ fn run_assemble(args: &[String]) -> Result<()> {
     let temp = TempDir::create()?;
     let binary = temp.0.join(BINARY_NAME);
     let size = options.size_mb * 1_000_000;
-    write_fake_binary(&binary, size, EM_X86_64, 0)?;
+    write_fake_binary(&binary, size, Arch::Amd64, 0)?;
 
     let layout = temp.0.join("layout");
     let imgpack_command = |compression: &str| {
@@ -194,24 +195,18 @@ impl Drop for TempDir {
     }
 }
 
-/// ELF `e_machine` of x86_64 (linux/amd64).
-pub(crate) const EM_X86_64: u16 = 62;
-/// ELF `e_machine` of AArch64 (linux/arm64).
-pub(crate) const EM_AARCH64: u16 = 183;
-
-/// Writes a static ELF executable for `machine` of exactly `size` bytes. Its
-/// payload is real machine code (the files of /usr/bin, concatenated, starting
-/// `skip` bytes into that stream and wrapping around), so that it compresses
-/// like a real binary rather than like zeros or random bytes.
-pub(crate) fn write_fake_binary(path: &Path, size: u64, machine: u16, skip: u64) -> Result<()> {
-    let header = elf_header(size, machine);
-    ensure!(
-        size >= header.len() as u64,
-        "the binary must hold its ELF header"
-    );
+/// Writes a static ELF executable for `arch` of exactly `size` bytes: the test support's
+/// headers (imgpack_platform::test_elf), then a payload of real machine code (the files of
+/// /usr/bin, concatenated, starting `skip` bytes into that stream and wrapping around), so
+/// that it compresses like a real binary rather than like zeros or random bytes. The payload
+/// is streamed, so a large binary costs no memory.
+pub(crate) fn write_fake_binary(path: &Path, size: u64, arch: Arch, skip: u64) -> Result<()> {
+    let elf = ElfBuilder::new(arch);
+    let header_len = elf.headers(0).len() as u64;
+    ensure!(size >= header_len, "the binary must hold its ELF headers");
     let mut out = BufWriter::new(File::create(path)?);
-    out.write_all(&header)?;
-    let mut left = size - header.len() as u64;
+    out.write_all(&elf.headers(size - header_len))?;
+    let mut left = size - header_len;
     let mut skip = skip;
 
     let sources = usr_bin_files()?;
@@ -259,37 +254,6 @@ fn usr_bin_files() -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// A 64-byte ELF64 header and one 56-byte PT_LOAD program header mapping the
-/// whole file: an ET_EXEC for `machine` with no PT_INTERP or PT_DYNAMIC, which
-/// is what imgpack's check calls static.
-fn elf_header(file_size: u64, machine: u16) -> Vec<u8> {
-    const BASE: u64 = 0x40_0000;
-    const HEADERS: u64 = 64 + 56;
-    let mut h = Vec::with_capacity(HEADERS as usize);
-    h.extend_from_slice(b"\x7fELF");
-    h.extend_from_slice(&[2, 1, 1, 0]); // ELFCLASS64, little-endian, EV_CURRENT, SYSV ABI
-    h.extend_from_slice(&[0; 8]); // ABI version and padding
-    h.extend_from_slice(&2u16.to_le_bytes()); // e_type: ET_EXEC
-    h.extend_from_slice(&machine.to_le_bytes()); // e_machine
-    h.extend_from_slice(&1u32.to_le_bytes()); // e_version
-    h.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // e_entry: just past the headers
-    h.extend_from_slice(&64u64.to_le_bytes()); // e_phoff
-    h.extend_from_slice(&0u64.to_le_bytes()); // e_shoff: no section headers
-    h.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for half in [64u16, 56, 1, 64, 0, 0] {
-        // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
-        h.extend_from_slice(&half.to_le_bytes());
-    }
-    h.extend_from_slice(&1u32.to_le_bytes()); // p_type: PT_LOAD
-    h.extend_from_slice(&5u32.to_le_bytes()); // p_flags: R + X
-    for word in [0, BASE, BASE, file_size, file_size, 0x1000u64] {
-        // p_offset, p_vaddr, p_paddr, p_filesz, p_memsz, p_align
-        h.extend_from_slice(&word.to_le_bytes());
-    }
-    debug_assert_eq!(h.len() as u64, HEADERS);
-    h
 }
 
 /// Runs the command `runs` times under GNU time, each time into an empty

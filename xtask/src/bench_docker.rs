@@ -14,8 +14,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use imgpack_e2e::registry::{Registry, Setup};
+use imgpack_e2e::Arch;
 
-use crate::bench::{self, TempDir, EM_X86_64};
+use crate::bench::{self, TempDir};
 
 /// The binary's name in both images: /app/bench-app.
 const APP: &str = "bench-app";
@@ -75,7 +76,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let context = temp.0.join("context");
     fs::create_dir_all(&context)?;
     let binary = context.join(APP);
-    bench::write_fake_binary(&binary, options.size_mb * 1_000_000, EM_X86_64, 0)?;
+    bench::write_fake_binary(&binary, options.size_mb * 1_000_000, Arch::Amd64, 0)?;
     fs::write(
         context.join("Dockerfile"),
         format!("FROM scratch\nCOPY {APP} /app/{APP}\nENTRYPOINT [\"/app/{APP}\"]\n"),

@@ -3,34 +3,24 @@
 //! N MB static binary each) from an OCI layout to a loopback
 //! `docker-registry`, next to `skopeo copy --all` of the same layout to the
 //! same kind of registry. Every run of either tool gets a fresh, empty
-//! registry, so nothing is skipped as already present. Speed is reported as a
-//! ratio to skopeo, never asserted.
+//! registry (the end-to-end tests' harness, imgpack_e2e::registry), so nothing
+//! is skipped as already present. Speed is reported as a ratio to skopeo, never
+//! asserted.
 
-use std::fs::{self, File};
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use imgpack_e2e::registry::{Registry, Setup};
+use imgpack_e2e::Arch;
 
-use crate::bench::{self, Options, TempDir, EM_AARCH64, EM_X86_64};
+use crate::bench::{self, Options, TempDir};
 
 /// Repository and tag both tools push to.
 const TARGET_REPOSITORY: &str = "bench/app";
 const TARGET_TAG: &str = "v1";
-
-/// How long a fresh registry may take to answer `GET /v2/`.
-const REGISTRY_START_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Manifest types asked for when checking what was pushed: an index must come
-/// back as itself, not as the registry's pick of one platform.
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, \
-    application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json";
 
 /// Wall-clock times of one tool over all runs, and what it pushed.
 struct Row {
@@ -84,9 +74,9 @@ pub fn run(args: &[String]) -> Result<()> {
     // Names that differ only by a platform suffix, so the image runs /app/bench-app.
     let amd64 = temp.0.join("bench-app-amd64");
     let arm64 = temp.0.join("bench-app-arm64");
-    bench::write_fake_binary(&amd64, size, EM_X86_64, 0)?;
+    bench::write_fake_binary(&amd64, size, Arch::Amd64, 0)?;
     // The arm64 payload starts where the amd64 one ends, so the layers differ.
-    bench::write_fake_binary(&arm64, size, EM_AARCH64, size)?;
+    bench::write_fake_binary(&arm64, size, Arch::Arm64, size)?;
 
     let layout = temp.0.join("layout");
     let source = format!("oci:{}:bench", layout.display());
@@ -106,7 +96,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for run in 1..=options.runs {
         let imgpack_cache = temp.0.join(format!("imgpack-cache-{run}"));
         fs::create_dir_all(&imgpack_cache)?;
-        time_push(&temp.0, run, options.runs, &mut imgpack_row, |target| {
+        time_push(run, options.runs, &mut imgpack_row, |target| {
             let mut command = Command::new(&imgpack);
             command
                 .args(["push", "-q", &source, target])
@@ -116,7 +106,7 @@ pub fn run(args: &[String]) -> Result<()> {
         })?;
         fs::remove_dir_all(&imgpack_cache)?;
 
-        time_push(&temp.0, run, options.runs, &mut skopeo_row, |target| {
+        time_push(run, options.runs, &mut skopeo_row, |target| {
             let mut command = Command::new("skopeo");
             command
                 .args(["copy", "-q", "--all", "--dest-tls-verify=false", &source])
@@ -150,21 +140,15 @@ fn check_tools() -> Result<()> {
 }
 
 /// Starts a fresh registry, times `command` pushing to it, checks the tag is
-/// there, then stops the registry and deletes its storage.
+/// there, then stops the registry (its storage goes with it).
 fn time_push(
-    temp: &Path,
     run: usize,
     runs: usize,
     row: &mut Row,
     command: impl FnOnce(&str) -> Command,
 ) -> Result<()> {
-    let tool = row.name.split(' ').next().unwrap_or("tool");
-    let dir = temp.join(format!("registry-{tool}-{run}"));
-    let registry = Registry::start(&dir)?;
-    let target = format!(
-        "127.0.0.1:{}/{TARGET_REPOSITORY}:{TARGET_TAG}",
-        registry.port
-    );
+    let registry = Registry::try_start(Setup::Plain).map_err(anyhow::Error::msg)?;
+    let target = format!("{}/{TARGET_REPOSITORY}:{TARGET_TAG}", registry.host());
     let mut command = command(&target);
     command.stdin(Stdio::null());
 
@@ -178,174 +162,35 @@ fn time_push(
             "{command:?} failed with {}:\n{}{}",
             output.status,
             String::from_utf8_lossy(&output.stderr),
-            registry.log_tail(),
+            log_tail(&registry),
         );
     }
-    row.digest = registry.manifest_digest()?;
+    row.digest = registry
+        .manifest_digest(TARGET_REPOSITORY, TARGET_TAG)
+        .with_context(|| {
+            format!(
+                "{target} is not in the registry after the push{}",
+                log_tail(&registry)
+            )
+        })?;
     eprintln!(
         "xtask: {} run {run}/{runs}: {seconds:.2} s (pushed {})",
         row.name, row.digest
     );
     row.seconds.push(seconds);
-
-    drop(registry);
-    fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     Ok(())
 }
 
-/// A `docker-registry serve` on 127.0.0.1, killed when dropped, even after an error.
-struct Registry {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Registry {
-    /// Writes a config storing under `dir`, starts the registry on a free
-    /// port and waits until it answers `GET /v2/`.
-    fn start(dir: &Path) -> Result<Self> {
-        let storage = dir.join("storage");
-        fs::create_dir_all(&storage)
-            .with_context(|| format!("cannot create {}", storage.display()))?;
-        let port = free_port()?;
-        let config = dir.join("config.yml");
-        let storage = storage
-            .to_str()
-            .context("the temp directory needs a UTF-8 path")?;
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\n\
-                 log:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {storage:?}\n  delete:\n    enabled: true\n\
-                 http:\n  addr: 127.0.0.1:{port}\n  secret: bench\n"
-            ),
-        )?;
-        let log = dir.join("registry.log");
-        let log_file = File::create(&log)?;
-        let mut command = Command::new("docker-registry");
-        command
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file);
-        // REGISTRY_* variables override the config file: keep the bench's own.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REGISTRY_") {
-                command.env_remove(name);
-            }
-        }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start {command:?}"))?;
-        let mut registry = Self { child, port, log };
-        registry.wait_ready()?;
-        Ok(registry)
+/// The end of the registry's log, for error messages.
+fn log_tail(registry: &Registry) -> String {
+    let log = registry.log();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(20)..].join("\n");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("\ndocker-registry log:\n{tail}")
     }
-
-    fn wait_ready(&mut self) -> Result<()> {
-        let deadline = Instant::now() + REGISTRY_START_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "docker-registry on port {} exited with {status} before answering{}",
-                    self.port,
-                    self.log_tail()
-                );
-            }
-            if let Ok((200, _)) = http_request(self.port, "GET", "/v2/", "") {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "docker-registry on port {} did not answer GET /v2/ within {} s{}",
-                    self.port,
-                    REGISTRY_START_TIMEOUT.as_secs(),
-                    self.log_tail()
-                );
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The digest the registry serves for the pushed tag: proof the push landed.
-    fn manifest_digest(&self) -> Result<String> {
-        let path = format!("/v2/{TARGET_REPOSITORY}/manifests/{TARGET_TAG}");
-        let (status, head) = http_request(
-            self.port,
-            "HEAD",
-            &path,
-            &format!("Accept: {MANIFEST_ACCEPT}\r\n"),
-        )?;
-        if status != 200 {
-            bail!(
-                "HEAD {path} answered {status} after the push:\n{head}{}",
-                self.log_tail()
-            );
-        }
-        head.lines()
-            .find_map(|line| {
-                let (name, value) = line.split_once(':')?;
-                name.eq_ignore_ascii_case("docker-content-digest")
-                    .then(|| value.trim().to_owned())
-            })
-            .with_context(|| format!("HEAD {path} answered without Docker-Content-Digest"))
-    }
-
-    /// The end of the registry's log, for error messages.
-    fn log_tail(&self) -> String {
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        let tail = lines[lines.len().saturating_sub(20)..].join("\n");
-        if tail.is_empty() {
-            String::new()
-        } else {
-            format!("\ndocker-registry log ({}):\n{tail}", self.log.display())
-        }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port nobody listens on right now (the OS picks it; the registry binds it just after).
-fn free_port() -> Result<u16> {
-    let listener =
-        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot bind a port on 127.0.0.1")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// One HTTP/1.0 request to 127.0.0.1:`port`; returns the status and the
-/// response head. HTTP/1.0 makes the server close the connection, so the
-/// response ends at EOF. `headers` are extra lines, each ending in CRLF.
-fn http_request(port: u16, method: &str, path: &str, headers: &str) -> Result<(u16, String)> {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n{headers}\r\n"
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let head = response
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP response from 127.0.0.1:{port}: {head:?}"))?;
-    Ok((status, head))
 }
 
 /// Counts the blobs of an OCI layout and their sizes.

@@ -10,7 +10,11 @@ use crate::{on_path, run, workspace_root};
 
 /// What the end-to-end tests need, each as (a command on PATH or an absolute
 /// path that the package provides, the Debian package).
-const TOOLS: [(&str, &str); 8] = [
+const TOOLS: [(&str, &str); 11] = [
+    ("git", "git"),
+    // The arm64 runner: a user and mount namespace with a private binfmt_misc.
+    ("unshare", "util-linux"),
+    ("mount", "mount"),
     ("skopeo", "skopeo"),
     ("umoci", "umoci"),
     ("runc", "runc"),

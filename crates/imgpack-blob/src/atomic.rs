@@ -18,10 +18,7 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<Self> {
-        let parent = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
+        let parent = crate::parent_or_dot(path);
         let temp = tempfile::Builder::new()
             .prefix(".imgpack-")
             .tempfile_in(parent)

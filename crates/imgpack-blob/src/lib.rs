@@ -10,8 +10,10 @@ mod atomic;
 mod digest;
 mod json;
 mod store;
+mod writable;
 
 pub use atomic::{write_atomically, AtomicFile};
 pub use digest::{Digest, DigestWriter};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};
+pub use writable::{check_dir_path, check_file_path, parent_or_dot};

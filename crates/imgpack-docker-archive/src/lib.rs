@@ -71,6 +71,10 @@ impl Sink for DockerArchiveSink {
         }
     }
 
+    fn check(&self) -> Result<()> {
+        imgpack_blob::check_file_path(&self.file)
+    }
+
     fn write(&self, image: &Image) -> Result<()> {
         let [manifest] = image.manifests.as_slice() else {
             let platforms: Vec<String> = image

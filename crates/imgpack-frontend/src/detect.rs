@@ -24,12 +24,7 @@ impl Lang {
 /// Go when the directory holds .go files (a package, in a module or in
 /// GOPATH mode), Rust when it holds a Cargo.toml.
 pub fn detect_lang(path: &Path) -> Result<Lang> {
-    if !path.is_dir() {
-        bail!(
-            "{} is not a directory: pass a Go package directory or a Cargo project directory",
-            path.display()
-        );
-    }
+    check_project_dir(path)?;
     if path.join("Cargo.toml").is_file() {
         return Ok(Lang::Rust);
     }
@@ -49,6 +44,18 @@ pub fn detect_lang(path: &Path) -> Result<Lang> {
          --lang go|rust, or prebuilt binaries with --binary",
         path.display()
     )
+}
+
+/// A project to compile must be a directory: checked before anything else
+/// (git, tags, the compiler) looks at it, so a typo is named as such.
+pub fn check_project_dir(path: &Path) -> Result<()> {
+    if !path.is_dir() {
+        bail!(
+            "{} is not a directory: pass a Go package directory or a Cargo project directory",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]

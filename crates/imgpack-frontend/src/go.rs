@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, ExitStatus};
 use std::sync::Mutex;
 use std::thread;
 
@@ -49,21 +49,49 @@ pub(crate) fn build(request: &SourceBuild) -> Result<Vec<Binary>> {
     });
     // Report failures in platform order, after every build has finished.
     let mut results = results.into_inner().expect("not poisoned");
-    results.sort_by(|a, b| a.0.cmp(&b.0));
+    results.sort_by_key(|(platform, _)| request.platforms.iter().position(|p| p == platform));
     let mut binaries = Vec::new();
-    for (_, result) in results {
-        binaries.push(result?);
+    let mut failed = Vec::new();
+    for (platform, result) in results {
+        match result? {
+            Ok(binary) => binaries.push(binary),
+            Err(status) => failed.push((platform, status)),
+        }
     }
-    binaries.sort_by_key(|b| request.platforms.iter().position(|p| *p == b.platform));
+    if !failed.is_empty() {
+        bail!(
+            "go build failed for {}: the compiler's output is above",
+            describe_failures(&failed)
+        );
+    }
     Ok(binaries)
 }
 
+/// `linux/amd64 and linux/arm64`; a build killed by a signal says so.
+fn describe_failures(failed: &[(Platform, ExitStatus)]) -> String {
+    let names: Vec<String> = failed
+        .iter()
+        .map(|(platform, status)| match status.code() {
+            // go's own exit code says nothing the compiler's messages do not.
+            Some(_) => platform.to_string(),
+            None => format!("{platform} ({status})"),
+        })
+        .collect();
+    match names.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+/// One platform's `go build`: the binary, or the exit status of a build that
+/// failed (an error only when go could not be run at all).
 fn build_one(
     request: &SourceBuild,
     package_dir: &Path,
     name: &str,
     platform: &Platform,
-) -> Result<Binary> {
+) -> Result<Result<Binary, ExitStatus>> {
     let out = request.out_dir.join("go").join(slug(platform)).join(name);
     let mut ldflags = BASE_LDFLAGS.to_owned();
     if let Some(extra) = &request.go.ldflags {
@@ -90,12 +118,12 @@ fn build_one(
     }
     let (status, _) = run_prefixed(&mut command, &platform.to_string(), false, request.quiet)?;
     if !status.success() {
-        bail!("go build for {platform} failed ({status}): the compiler's output is above");
+        return Ok(Err(status));
     }
-    Ok(Binary {
+    Ok(Ok(Binary {
         platform: platform.clone(),
         path: out,
-    })
+    }))
 }
 
 /// GOOS, GOARCH and the variant's GOARM or GOAMD64.
@@ -121,6 +149,27 @@ mod tests {
 
     fn env(platform: &str) -> Vec<(&'static str, String)> {
         go_env(&platform.parse().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_failed_platform_is_named() {
+        use std::os::unix::process::ExitStatusExt;
+        let exited = ExitStatus::from_raw(2 << 8);
+        let killed = ExitStatus::from_raw(9);
+        let failed = |list: &[(&str, ExitStatus)]| {
+            let list: Vec<(Platform, ExitStatus)> =
+                list.iter().map(|(p, s)| (p.parse().unwrap(), *s)).collect();
+            describe_failures(&list)
+        };
+        assert_eq!(failed(&[("linux/arm64", exited)]), "linux/arm64");
+        assert_eq!(
+            failed(&[
+                ("linux/amd64", exited),
+                ("linux/arm64", exited),
+                ("linux/386", killed)
+            ]),
+            "linux/amd64, linux/arm64 and linux/386 (signal: 9 (SIGKILL))"
+        );
     }
 
     #[test]

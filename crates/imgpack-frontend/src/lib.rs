@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use imgpack_platform::{Arch, Binary, Platform};
 
-pub use detect::{detect_lang, Lang};
+pub use detect::{check_project_dir, detect_lang, Lang};
 
 #[derive(Clone, Debug, Default)]
 pub struct GoOptions {

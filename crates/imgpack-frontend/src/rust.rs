@@ -45,21 +45,28 @@ pub(crate) fn build(request: &SourceBuild) -> Result<Vec<Binary>> {
         .iter()
         .map(|platform| Ok((platform, musl_target(platform)?)))
         .collect::<Result<_>>()?;
+    if request.rust.bin.is_none() {
+        if let Some(metadata) = cargo_metadata(&project) {
+            check_binary_targets(&metadata, &project, request.rust.package.as_deref())?;
+        }
+    }
     for (_, target) in &targets {
         ensure_target_installed(target, request.quiet)?;
     }
     let mut command = cargo_command(request, &project, &targets)?;
-    let prefix = format!(
-        "cargo {}",
-        targets
-            .iter()
-            .map(|(p, _)| p.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
+    let platforms: Vec<String> = targets.iter().map(|(p, _)| p.to_string()).collect();
+    let prefix = format!("cargo {}", platforms.join(","));
     let (status, stdout) = run_prefixed(&mut command, &prefix, true, request.quiet)?;
     if !status.success() {
-        bail!("cargo build failed ({status}): the compiler's output is above");
+        // cargo's exit code (101) says nothing its messages do not; a signal does.
+        let killed = match status.code() {
+            Some(_) => String::new(),
+            None => format!(" ({status})"),
+        };
+        bail!(
+            "cargo build for {} failed{killed}: the compiler's output is above",
+            platforms.join(", ")
+        );
     }
     executables(&stdout, &targets, request.rust.bin.is_some())
 }
@@ -221,6 +228,96 @@ fn ensure_target_installed(target: &str, quiet: bool) -> Result<()> {
     Ok(())
 }
 
+/// `cargo metadata` of the workspace's own packages: no build, no network.
+/// `None` when it fails: `cargo build` then reports the problem itself.
+fn cargo_metadata(project: &Path) -> Option<Value> {
+    let output = Command::new("cargo")
+        .current_dir(project)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--offline",
+            "--format-version",
+            "1",
+        ])
+        .arg("--manifest-path")
+        .arg(project.join("Cargo.toml"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| serde_json::from_slice(&output.stdout).ok())
+        .flatten()
+}
+
+/// Refuses, before anything is compiled, a build without `--bin` whose
+/// packages have several binaries (or none). A binary with
+/// `required-features` may or may not be built, so it never counts towards
+/// "several"; the check of what cargo reports after the build still catches it.
+fn check_binary_targets(metadata: &Value, project: &Path, package: Option<&str>) -> Result<()> {
+    let packages = built_packages(metadata, project, package);
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let bin_targets: Vec<&Value> = packages
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "bin"))
+        })
+        .collect();
+    let mut always_built: Vec<&str> = bin_targets
+        .iter()
+        .filter(|t| t["required-features"].as_array().is_none_or(Vec::is_empty))
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    always_built.sort_unstable();
+    always_built.dedup();
+    if always_built.len() > 1 {
+        bail!(
+            "the project has several binaries ({}): choose one with --bin",
+            always_built.join(", ")
+        );
+    }
+    if bin_targets.is_empty() {
+        bail!(
+            "{} has no binary target (src/main.rs or a [[bin]] section): imgpack packs an executable",
+            project.display()
+        );
+    }
+    Ok(())
+}
+
+/// The packages `cargo build` builds in `project`: the `--package`, else the
+/// project's own package or, at a workspace root, its default members.
+fn built_packages<'a>(
+    metadata: &'a Value,
+    project: &Path,
+    package: Option<&str>,
+) -> Vec<&'a Value> {
+    let packages = metadata["packages"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if let Some(name) = package {
+        // A dependency's name is not in the list: then cargo decides.
+        return packages.iter().filter(|p| p["name"] == name).collect();
+    }
+    let manifest = project.join("Cargo.toml");
+    let own = packages
+        .iter()
+        .filter(|p| p["manifest_path"].as_str().map(Path::new) == Some(manifest.as_path()));
+    let at_root = metadata["workspace_root"].as_str().map(Path::new) == Some(project);
+    match metadata["workspace_default_members"].as_array() {
+        Some(ids) if at_root => packages.iter().filter(|p| ids.contains(&p["id"])).collect(),
+        _ => own.collect(),
+    }
+}
+
 /// The executables cargo reported, one per platform; several without `--bin` is an error.
 fn executables(
     messages: &[String],
@@ -327,6 +424,44 @@ mod tests {
             "{err}"
         );
         assert!(executables(&[lib], &targets, false).is_err());
+    }
+
+    #[test]
+    fn binaries_are_counted_from_the_metadata_before_building() {
+        let metadata = |root: &str, default_members: &[&str]| {
+            let bin = |name: &str, features: &[&str]| serde_json::json!({"name": name, "kind": ["bin"], "required-features": features});
+            let lib = serde_json::json!({"name": "core", "kind": ["lib"]});
+            serde_json::json!({
+                "workspace_root": root,
+                "workspace_default_members": default_members,
+                "packages": [
+                    {"id": "multi", "name": "multi", "manifest_path": "/w/Cargo.toml",
+                     "targets": [bin("api", &[]), bin("worker", &[]), bin("gated", &["x"])]},
+                    {"id": "one", "name": "one", "manifest_path": "/w/one/Cargo.toml",
+                     "targets": [lib.clone(), bin("one", &[]), bin("gated", &["x"])]},
+                    {"id": "lib", "name": "lib", "manifest_path": "/w/lib/Cargo.toml",
+                     "targets": [lib]},
+                ],
+            })
+        };
+        let m = metadata("/w", &["multi"]);
+        let err = check_binary_targets(&m, Path::new("/w"), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the project has several binaries (api, worker): choose one with --bin"
+        );
+        // A member directory, or -p, selects that package; a gated binary is not counted.
+        assert!(check_binary_targets(&m, Path::new("/w/one"), None).is_ok());
+        assert!(check_binary_targets(&m, Path::new("/w"), Some("one")).is_ok());
+        let err = check_binary_targets(&m, Path::new("/w/lib"), None).unwrap_err();
+        assert!(err.to_string().contains("has no binary target"), "{err}");
+        // A virtual workspace builds its default members.
+        let virtual_root = metadata("/w", &["one", "lib"]);
+        assert!(check_binary_targets(&virtual_root, Path::new("/w"), None).is_ok());
+        let both = metadata("/w", &["one", "multi"]);
+        assert!(check_binary_targets(&both, Path::new("/w"), None).is_err());
+        // A package cargo metadata does not list (a dependency): cargo decides.
+        assert!(check_binary_targets(&m, Path::new("/w"), Some("serde")).is_ok());
     }
 
     #[test]

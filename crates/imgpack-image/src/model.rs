@@ -81,6 +81,13 @@ pub trait Sink: Send + Sync {
     /// How the sink is named to the user, e.g. `oci:./out/image:v1`.
     fn describe(&self) -> String;
 
+    /// Checks, before any work, what can be checked without writing: that an
+    /// output path can be created. A bad path then fails before anything is
+    /// compiled or built.
+    fn check(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Writes the image. Blobs first, anything that names the image (a tag,
     /// index.json, the archive file) last, so an interrupted write leaves no
     /// name pointing at missing content and can simply be run again.

@@ -92,19 +92,25 @@ impl FilesLayer {
                 bail!("files entry {number}: {what} {mode:o} is not a permission mode (at most 7777, octal)");
             }
         }
-        let src = base_dir.join(&spec.src);
+        // `./x` joined to `.` would read `././x`: name the path once, and the
+        // place looked in only when it differs from what the entry says.
+        let src = if base_dir == Path::new(".") {
+            spec.src.clone()
+        } else {
+            base_dir.join(&spec.src)
+        };
+        let looked_in = if src == spec.src {
+            String::new()
+        } else {
+            format!(" (looked for {})", src.display())
+        };
         let metadata = fs::symlink_metadata(&src).map_err(|err| {
+            let src = spec.src.display();
             if err.kind() == std::io::ErrorKind::NotFound {
-                anyhow::anyhow!(
-                    "files entry {number}: src '{}' does not exist (looked for {})",
-                    spec.src.display(),
-                    src.display()
-                )
+                anyhow::anyhow!("files entry {number}: src '{src}' does not exist{looked_in}")
             } else {
                 anyhow::Error::new(err).context(format!(
-                    "files entry {number}: cannot read src '{}' ({})",
-                    spec.src.display(),
-                    src.display()
+                    "files entry {number}: cannot read src '{src}'{looked_in}"
                 ))
             }
         })?;
@@ -536,6 +542,9 @@ mod tests {
             err.contains("files entry 1: src 'statik/' does not exist"),
             "{err}"
         );
+        // Resolved by imgpack.toml already and read from `.`: one path, said once.
+        let err = error(&[spec("./missing", "/app/x")], Path::new("."));
+        assert_eq!(err, "files entry 1: src './missing' does not exist");
 
         let err = error(&[spec("static", "/app/../etc")], root.path());
         assert!(

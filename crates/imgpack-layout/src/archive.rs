@@ -6,7 +6,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use imgpack_blob::AtomicFile;
+use imgpack_blob::{check_file_path, parent_or_dot, AtomicFile};
 use imgpack_image::{validate_tag, Image, Sink};
 
 use crate::dir::split_path_and_tag;
@@ -40,6 +40,10 @@ impl Sink for OciArchiveSink {
         format!("oci-archive:{}:{}", self.file.display(), self.tag)
     }
 
+    fn check(&self) -> Result<()> {
+        check_file_path(&self.file)
+    }
+
     fn write(&self, image: &Image) -> Result<()> {
         let index = index_with_tag(None, image, &self.tag)?;
         write_tar_atomically(&self.file, |tar| {
@@ -61,11 +65,15 @@ impl Sink for OciArchiveSink {
 }
 
 /// Builds a tar in a temporary file beside `path` and renames it into place
-/// when complete: a reader never sees half an archive.
+/// when complete: a reader never sees half an archive. Missing parent
+/// directories are created, as `oci:` creates its directory.
 pub fn write_tar_atomically(
     path: &Path,
     fill: impl FnOnce(&mut tar::Builder<BufWriter<File>>) -> Result<()>,
 ) -> Result<()> {
+    let parent = parent_or_dot(path);
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("cannot create the directory {}", parent.display()))?;
     let temp = AtomicFile::create(path)?;
     let mut tar = tar::Builder::new(BufWriter::with_capacity(256 * 1024, temp.reopen()?));
     fill(&mut tar)?;

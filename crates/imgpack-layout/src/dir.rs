@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use imgpack_blob::{write_atomically, BlobStore};
+use imgpack_blob::{check_dir_path, write_atomically, BlobStore};
 use imgpack_image::{validate_tag, Image, Sink};
 
 use crate::index::index_with_tag;
@@ -51,6 +51,10 @@ impl Sink for OciLayoutSink {
         format!("oci:{}:{}", self.dir.display(), self.tag)
     }
 
+    fn check(&self) -> Result<()> {
+        check_layout_dir(&self.dir)
+    }
+
     fn write(&self, image: &Image) -> Result<()> {
         prepare_layout_dir(&self.dir)?;
         let store = BlobStore::open(&self.dir)?;
@@ -72,19 +76,18 @@ impl Sink for OciLayoutSink {
     }
 }
 
-/// Creates `dir` as a layout, or checks that an existing one is a layout.
-fn prepare_layout_dir(dir: &Path) -> Result<()> {
-    let marker = dir.join("oci-layout");
-    if dir.exists() {
-        if !dir.is_dir() {
-            bail!(
-                "{} exists and is not a directory: choose another path for oci:",
-                dir.display()
-            );
-        }
-        if marker.is_file() {
-            return Ok(());
-        }
+/// Checks that `dir` is a layout, an empty directory, or can be created; creates nothing.
+fn check_layout_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return check_dir_path(dir);
+    }
+    if !dir.is_dir() {
+        bail!(
+            "{} exists and is not a directory: choose another path for oci:",
+            dir.display()
+        );
+    }
+    if !dir.join("oci-layout").is_file() {
         let empty = fs::read_dir(dir)
             .with_context(|| format!("cannot read {}", dir.display()))?
             .next()
@@ -96,14 +99,23 @@ fn prepare_layout_dir(dir: &Path) -> Result<()> {
                 dir.display()
             );
         }
-    } else {
-        fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "cannot create output directory {}: check that it is writable",
-                dir.display()
-            )
-        })?;
     }
+    check_dir_path(dir)
+}
+
+/// Creates `dir` as a layout, or checks that an existing one is a layout.
+fn prepare_layout_dir(dir: &Path) -> Result<()> {
+    check_layout_dir(dir)?;
+    let marker = dir.join("oci-layout");
+    if marker.is_file() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "cannot create output directory {}: check that it is writable",
+            dir.display()
+        )
+    })?;
     write_atomically(&marker, OCI_LAYOUT, 0o644)
 }
 

@@ -63,6 +63,14 @@ impl ElfBuilder {
     }
 
     pub fn build(&self) -> Vec<u8> {
+        let mut out = self.headers(self.payload.len() as u64);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Everything before a payload of `payload_len` bytes (the builder's own payload is
+    /// ignored), for writers that stream a payload too large to hold in memory.
+    pub fn headers(&self, payload_len: u64) -> Vec<u8> {
         let (machine, is_64, little) = self.arch.elf_signature();
         let w = Words { is_64, little };
         let ehdr_size = if is_64 { 64 } else { 52 };
@@ -107,9 +115,9 @@ impl ElfBuilder {
         debug_assert!(dynamic.as_ref().is_none_or(|d| d.3.len() % dyn_size == 0));
 
         let payload_at = offset;
-        let total = (payload_at + self.payload.len()) as u64;
+        let total = payload_at as u64 + payload_len;
 
-        let mut out = Vec::with_capacity(total as usize);
+        let mut out = Vec::with_capacity(payload_at);
         // e_ident
         out.extend_from_slice(&[0x7f, b'E', b'L', b'F']);
         out.push(if is_64 { 2 } else { 1 });
@@ -161,7 +169,6 @@ impl ElfBuilder {
             out.extend_from_slice(&table);
         }
         debug_assert_eq!(out.len(), payload_at);
-        out.extend_from_slice(&self.payload);
         out
     }
 }

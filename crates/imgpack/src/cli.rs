@@ -57,7 +57,8 @@ pub struct ResolveArgs {
     #[arg(long, short = 'R')]
     pub recursive: bool,
 
-    /// Platforms to build (comma-separated); default: this machine's.
+    /// Platforms to build (comma-separated); default: `platforms` in the project's
+    /// imgpack.toml, else this machine's.
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
     pub platforms: Vec<String>,
 
@@ -111,12 +112,13 @@ impl Default for Parallelism {
 /// Flags of a push: extra tags, retries, where to record the result.
 #[derive(Args, Debug, Clone)]
 pub struct PushFlags {
-    /// Another tag for the same push (repeatable); {git_sha}, {git_short_sha}, {git_tag}
-    /// and {date} expand from the project's git repository.
+    /// A tag to push (repeatable): an extra one when a reference is given; with `build
+    /// --push` alone and for resolve, the first is the pushed tag (default latest). {git_sha},
+    /// {git_short_sha}, {git_tag} and {date} expand from the project's git repository.
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
 
-    /// Also write the pushed REPOSITORY@sha256:… line to this file.
+    /// Also write the pushed REPOSITORY@sha256:… references to this file, one line per image.
     #[arg(long, value_name = "FILE")]
     pub image_refs: Option<PathBuf>,
 
@@ -195,8 +197,8 @@ pub struct BuildArgs {
     #[arg(long = "binary", value_name = "PLATFORM=PATH")]
     pub binaries: Vec<String>,
 
-    /// Platforms to build (comma-separated); default: this machine's. With --binary,
-    /// only these of the given binaries.
+    /// Platforms to build (comma-separated); default: `platforms` in imgpack.toml, else
+    /// this machine's. With --binary, only these of the given binaries (default: all).
     #[arg(long = "platform", value_name = "PLATFORMS", value_delimiter = ',')]
     pub platforms: Vec<String>,
 

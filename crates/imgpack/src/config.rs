@@ -294,11 +294,18 @@ impl Config {
         set(&mut args.base, &s.base);
         set_list(&mut args.platforms, &s.platforms);
         set(&mut args.from_file.repository, &s.repository);
-        // Tags matter only to a push, compiler settings only to a compiled project:
-        // the file may set them for other builds without making this one an error.
+        // Like --tag, `tags` without a push would do nothing: refused the same way.
         if args.push.is_some() {
             set_list(&mut args.push_flags.tags, &s.tags);
+        } else if s.tags.as_ref().is_some_and(|tags| !tags.is_empty()) {
+            bail!(
+                "{} applies to a push, like --tag: add --push (to `repository`/NAME or \
+                 $IMGPACK_REPO/NAME) or --push REGISTRY/REPOSITORY:TAG",
+                self.locate("tags")
+            );
         }
+        // Compiler settings matter only to a compiled project: the file may set
+        // them for other builds without making this one an error.
         set_list(&mut args.entrypoint, &s.entrypoint);
         set_list(&mut args.cmd, &s.cmd);
         set_list(&mut args.env, &pairs(&s.env));
@@ -456,8 +463,18 @@ mod tests {
         let text = "tags = [\"v1\"]\nlang = \"rust\"\n[rust]\nbin = \"server\"\n";
         let (_dir, config) = load_text(text);
         let config = config.unwrap().unwrap();
-        let plain = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
-        assert!(plain.push_flags.tags.is_empty(), "tags without --push");
+        let err = config
+            .builds(&cli(&["--output", "oci:x"]))
+            .expect_err("tags without a push are refused, as --tag is");
+        assert!(
+            err.to_string()
+                .contains("imgpack.toml:1: key `tags` applies to a push, like --tag: add --push"),
+            "{err}"
+        );
+        let plain = &config
+            .builds(&cli(&["--output", "oci:x", "--push", "r/a"]))
+            .unwrap()[0];
+        assert_eq!(plain.push_flags.tags, ["v1"]);
         assert_eq!(plain.bin.as_deref(), Some("server"));
         let prebuilt = &config
             .builds(&cli(&["--binary", "linux/amd64=x", "--push", "r/a"]))

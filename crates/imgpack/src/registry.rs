@@ -2,6 +2,7 @@
 //! login`), and the registry sink a push uses, built from the push flags.
 
 use std::io::Read;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -64,6 +65,7 @@ pub fn run_push(args: PushArgs) -> Result<()> {
             args.source
         );
     };
+    check_image_refs(&args.push)?;
     let (sink, target) = registry_sink(
         &args.target,
         &args.push.tags,
@@ -76,11 +78,27 @@ pub fn run_push(args: PushArgs) -> Result<()> {
         .with_context(|| format!("cannot push to {}", sink.describe()))?;
     let line = pushed_reference(&target, image.root.digest());
     if let Some(path) = &args.push.image_refs {
-        std::fs::write(path, format!("{line}\n"))
-            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
+        write_image_refs(path, std::slice::from_ref(&line))?;
     }
     println!("{line}");
     Ok(())
+}
+
+/// Checks before any work that `--image-refs FILE` can be written.
+pub fn check_image_refs(flags: &PushFlags) -> Result<()> {
+    match &flags.image_refs {
+        Some(path) => imgpack_blob::check_file_path(path)
+            .with_context(|| format!("cannot write --image-refs {}", path.display())),
+        None => Ok(()),
+    }
+}
+
+/// `--image-refs FILE`: the pushed `REPOSITORY@sha256:…` lines, one per image.
+pub fn write_image_refs(path: &Path, lines: &[String]) -> Result<()> {
+    let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
+    std::fs::create_dir_all(imgpack_blob::parent_or_dot(path))
+        .and_then(|()| std::fs::write(path, text))
+        .with_context(|| format!("cannot write --image-refs {}", path.display()))
 }
 
 /// `imgpack login SERVER -u USER --password-stdin`: checks the credentials

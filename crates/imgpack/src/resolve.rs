@@ -11,11 +11,13 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cli::{BuildArgs, ResolveArgs};
+use crate::cli::{BuildArgs, PushFlags, ResolveArgs};
+use crate::registry::{check_image_refs, write_image_refs};
 
 const SCHEME: &str = "imgpack://";
 
 pub fn run(args: ResolveArgs) -> Result<()> {
+    check_image_refs(&args.push)?;
     let documents = read_inputs(&args.filenames, args.recursive)?;
     let paths = referenced_paths(&documents);
     // `./cmd/api` and `cmd/api` are one project: build it once.
@@ -31,6 +33,10 @@ pub fn run(args: ResolveArgs) -> Result<()> {
         .map(|spellings| spellings[0].clone())
         .collect();
     let built = build_each(&to_build, &args)?;
+    if let Some(path) = &args.push.image_refs {
+        // One line per image built, in the order of the paths.
+        write_image_refs(path, &built.values().cloned().collect::<Vec<_>>())?;
+    }
     let references: BTreeMap<String, String> = by_project
         .values()
         .flat_map(|spellings| {
@@ -184,12 +190,16 @@ fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
     Ok(lines.remove(0))
 }
 
-/// The build of one referenced path: resolve's platforms, push flags, `--jobs` and `-q`.
+/// The build of one referenced path: resolve's platforms, push flags, `--jobs`
+/// and `-q`. `--image-refs` is resolve's to write, for every image at once.
 fn build_args(path: &str, args: &ResolveArgs) -> BuildArgs {
     BuildArgs {
         platforms: args.platforms.clone(),
         parallelism: args.parallelism,
-        push_flags: args.push.clone(),
+        push_flags: PushFlags {
+            image_refs: None,
+            ..args.push.clone()
+        },
         quiet: args.quiet,
         ..BuildArgs::push_project(path)
     }

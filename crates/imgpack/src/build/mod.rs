@@ -6,7 +6,7 @@ mod layers;
 mod plan;
 
 use layers::{resolve_base_for, write_layers};
-use plan::{plan, BuildPlan, Inputs};
+use plan::{check_push_is_not_a_path, plan, BuildPlan, Inputs};
 
 use std::path::Path;
 
@@ -18,7 +18,7 @@ use imgpack_layer::common_app_name;
 use imgpack_platform::Binary;
 
 use crate::cli::BuildArgs;
-use crate::registry::pushed_reference;
+use crate::registry::{check_image_refs, pushed_reference, write_image_refs};
 
 /// `imgpack build`: the image the flags describe or, with an imgpack.toml,
 /// every image it describes (flags over the file), one after another.
@@ -26,9 +26,7 @@ pub fn run(args: BuildArgs) -> Result<()> {
     let image_refs = args.push_flags.image_refs.clone();
     let lines = build_all(args)?;
     if let Some(path) = image_refs {
-        let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
-        std::fs::write(&path, text)
-            .with_context(|| format!("cannot write --image-refs {}", path.display()))?;
+        write_image_refs(&path, &lines)?;
     }
     // The digests (or pushed references) are all there is on stdout, so scripts can capture them.
     for line in lines {
@@ -40,6 +38,9 @@ pub fn run(args: BuildArgs) -> Result<()> {
 /// Builds every image `args` (and an imgpack.toml) describe; returns, per
 /// image, the pushed `REPOSITORY@sha256:…` or, without a push, the digest.
 pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
+    // First: with the project taken for the reference, the config file is looked for elsewhere.
+    check_push_is_not_a_path(&args)?;
+    check_image_refs(&args.push_flags)?;
     let builds = match crate::config::load(&args)? {
         Some(config) => config.builds(&args)?,
         None => vec![args],

@@ -2,7 +2,7 @@
 //! anything is compiled or written.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
@@ -90,6 +90,12 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         .iter()
         .map(|spec| parse_output(spec))
         .collect::<Result<Vec<_>>>()?;
+    for output in &outputs {
+        output
+            .sink
+            .check()
+            .with_context(|| format!("cannot write {}", output.sink.describe()))?;
+    }
     if args.push.is_none() {
         check_push_flags_unused(&args.push_flags, args.base.is_some())?;
     }
@@ -293,8 +299,11 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
     if platforms.is_empty() {
         platforms.push(imgpack_frontend::host_platform());
     }
+    let path = args.source.clone().unwrap_or_else(|| PathBuf::from("."));
+    // Before git reads it for tags and annotations, whose errors would hide this one.
+    imgpack_frontend::check_project_dir(&path)?;
     Ok(Inputs::Source(Box::new(SourceBuild {
-        path: args.source.clone().unwrap_or_else(|| PathBuf::from(".")),
+        path,
         lang: args.lang.as_deref().map(Lang::parse).transpose()?,
         platforms,
         jobs: args.parallelism.jobs(),
@@ -313,6 +322,32 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
         out_dir: PathBuf::new(),
         quiet: args.quiet,
     })))
+}
+
+/// `--push` takes an optional value, so in `imgpack build --push fixtures/go-hello`
+/// the project becomes the push reference and the current directory would be
+/// compiled. A value that names a directory or looks like a path is refused,
+/// with the order that does what was meant.
+pub(super) fn check_push_is_not_a_path(args: &BuildArgs) -> Result<()> {
+    let Some(value) = args.push.as_deref().filter(|v| !v.is_empty()) else {
+        return Ok(());
+    };
+    // A registry reference starts with a letter or digit; these start paths.
+    let looks_like_a_path = value.starts_with(['.', '/', '~']) || Path::new(value).is_dir();
+    if !looks_like_a_path {
+        return Ok(());
+    }
+    if args.source.is_none() && args.binaries.is_empty() {
+        bail!(
+            "--push {value} names a directory, not a registry reference: the project comes first, \
+             as in `imgpack build {value} --push` (to $IMGPACK_REPO/NAME) or \
+             `imgpack build {value} --push REGISTRY/REPOSITORY:TAG`"
+        );
+    }
+    bail!(
+        "--push {value} is a path, not a registry reference: give --push REGISTRY/REPOSITORY:TAG, \
+         or --output oci:{value} to write the image to a directory"
+    );
 }
 
 /// Compiler flags with prebuilt binaries would silently do nothing: refuse them.
