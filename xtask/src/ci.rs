@@ -152,9 +152,10 @@ fn install_rust_targets() -> Result<()> {
         .args(&missing))
 }
 
-/// The machine starts the Docker Engine before CI; the docker tests need it.
-/// Fails early with docker's own error instead of in the middle of the tests.
-fn check_docker() -> Result<()> {
+/// The machine starts the Docker Engine before CI; the docker tests and
+/// `bench docker` need it. Fails early with docker's own error instead of in
+/// the middle of the tests.
+pub(crate) fn check_docker() -> Result<()> {
     if !on_path("docker") {
         bail!("the tests need the Docker Engine (docker CLI and a running daemon): apt-get install docker.io and start dockerd");
     }
