@@ -16,6 +16,7 @@ pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
 pub mod docker;
+pub mod fake_registry;
 pub mod fixtures;
 pub mod http;
 pub mod proxy;
@@ -292,6 +293,18 @@ pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
     )
     .unwrap();
     path.to_owned()
+}
+
+/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process. Linux starts
+/// a child's peak at its parent's, so the test process must never hold a large buffer itself
+/// (hence [`file_digest`] rather than reading blobs whole).
+pub fn wait_with_peak_rss(child: std::process::Child) -> (i32, u64) {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child's pid; std's Child is not waited on afterwards.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
 }
 
 /// The digest of a file, read a piece at a time: a test that then measures a child's memory

@@ -52,6 +52,16 @@ pub enum Fault {
         path_contains: &'static str,
         bytes_per_sec: u64,
     },
+    /// Hold a matching request for `seconds` after reading its head, then forward it (a slow
+    /// registry) or, with `then_close`, close the connection without an answer (a registry that
+    /// went away mid-request); `times` times.
+    Stall {
+        method: &'static str,
+        path_contains: &'static str,
+        seconds: f64,
+        then_close: bool,
+        times: usize,
+    },
 }
 
 impl Fault {
@@ -68,6 +78,11 @@ impl Fault {
                 ..
             }
             | Fault::Throttle {
+                method,
+                path_contains,
+                ..
+            }
+            | Fault::Stall {
                 method,
                 path_contains,
                 ..
@@ -93,6 +108,8 @@ struct Shared {
     upstream: String,
     faults: Mutex<Vec<ActiveFault>>,
     requests: Mutex<Vec<(String, String)>>,
+    /// Faults applied so far (throttled requests not counted).
+    injected: std::sync::atomic::AtomicUsize,
 }
 
 /// What to do with one request.
@@ -107,6 +124,10 @@ enum Action {
     Reset {
         after_bytes: u64,
     },
+    Stall {
+        seconds: f64,
+        then_close: bool,
+    },
 }
 
 impl Shared {
@@ -118,6 +139,9 @@ impl Shared {
             }
             if let Some(remaining) = &mut active.remaining {
                 *remaining -= 1;
+            }
+            if !matches!(active.fault, Fault::Throttle { .. }) {
+                self.injected.fetch_add(1, Ordering::SeqCst);
             }
             active.served += 1;
             return match active.fault {
@@ -132,6 +156,14 @@ impl Shared {
                 Fault::ResetDuringBody { after_bytes, .. } => Action::Reset { after_bytes },
                 Fault::Throttle { bytes_per_sec, .. } => Action::Forward {
                     bytes_per_sec: Some(bytes_per_sec),
+                },
+                Fault::Stall {
+                    seconds,
+                    then_close,
+                    ..
+                } => Action::Stall {
+                    seconds,
+                    then_close,
                 },
             };
         }
@@ -158,6 +190,7 @@ impl Proxy {
             upstream: upstream.to_owned(),
             faults: Mutex::new(Vec::new()),
             requests: Mutex::new(Vec::new()),
+            injected: std::sync::atomic::AtomicUsize::new(0),
         });
         let shutdown = Arc::new(AtomicBool::new(false));
         let accept = {
@@ -198,6 +231,7 @@ impl Proxy {
             Fault::Status { times, .. } => *times,
             Fault::ResetDuringBody { times, .. } => Some(*times),
             Fault::Throttle { .. } => None,
+            Fault::Stall { times, .. } => Some(*times),
         };
         let mut faults = self.shared.faults.lock().unwrap();
         faults.push(ActiveFault {
@@ -238,6 +272,11 @@ impl Proxy {
             .iter()
             .filter(|(m, target)| m == method && target.contains(path_contains))
             .count()
+    }
+
+    /// How many faults were applied (every status, reset and stall; throttling not counted).
+    pub fn injected(&self) -> usize {
+        self.shared.injected.load(Ordering::SeqCst)
     }
 
     /// Forgets the recorded requests.
@@ -522,7 +561,22 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let expects_continue = head.has_token("expect", "100-continue");
     let has_body = !matches!(body, Body::Empty);
 
-    match shared.action(&method, &path) {
+    let mut action = shared.action(&method, &path);
+    if let Action::Stall {
+        seconds,
+        then_close,
+    } = action
+    {
+        std::thread::sleep(Duration::from_secs_f64(seconds));
+        if then_close {
+            return Ok(());
+        }
+        action = Action::Forward {
+            bytes_per_sec: None,
+        };
+    }
+    match action {
+        Action::Stall { .. } => unreachable!("handled above"),
         Action::Status {
             status,
             retry_after,

@@ -317,7 +317,7 @@ fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Result<Star
 
 /// A test CA and a server certificate it issued for IP 127.0.0.1 and DNS localhost:
 /// (CA PEM, server certificate PEM, server key PKCS#8 PEM).
-fn tls_material() -> (String, String, String) {
+pub(crate) fn tls_material() -> (String, String, String) {
     use rcgen::{
         BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
         IsCa, Issuer, KeyPair, KeyUsagePurpose,

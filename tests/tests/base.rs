@@ -27,14 +27,17 @@ labels = { base = "glibc" }
 
 [[files]]
 src = "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+allow_outside_project = true
 dst = "/lib/x86_64-linux-gnu/"
 
 [[files]]
 src = "/lib/x86_64-linux-gnu/libc.so.6"
+allow_outside_project = true
 dst = "/lib/x86_64-linux-gnu/"
 
 [[files]]
 src = "/lib64/ld-linux-x86-64.so.2"
+allow_outside_project = true
 dst = "/lib64/"
 "#,
     )

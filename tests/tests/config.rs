@@ -232,7 +232,7 @@ fn a_bad_config_file_is_one_line_naming_file_line_and_key() {
         ("user = 5\n", "imgpack.toml:1: key `user`", "invalid type"),
         (
             "[[files]]\nsrc = \"x\"\ndst = \"relative\"\n",
-            "key `dst`",
+            "[[files]] entry 1",
             "absolute",
         ),
     ];

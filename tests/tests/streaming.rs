@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use imgpack_e2e::registry::{Registry, Setup};
@@ -20,18 +20,6 @@ fn sparse_binary(path: &Path, size: u64) {
         .unwrap()
         .set_len(size)
         .unwrap();
-}
-
-/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process. Linux starts
-/// a child's peak at its parent's, so the test process must never hold a large buffer itself
-/// (hence [`file_digest`] rather than reading blobs whole).
-fn wait_with_peak_rss(child: Child) -> (i32, u64) {
-    let mut status = 0;
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child's pid; std's Child is not waited on afterwards.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
 }
 
 /// A static ELF followed by noise, `size` bytes in all, written a piece at a time (the file is

@@ -60,6 +60,11 @@ impl<W: Write> DigestWriter<W> {
         }
     }
 
+    /// The digest and byte count of everything written so far.
+    pub fn digest_so_far(&self) -> (Digest, u64) {
+        (Digest::from_hasher(self.hasher.clone()), self.written)
+    }
+
     /// Returns the inner writer with the digest and byte count of everything written.
     pub fn finish(self) -> (W, Digest, u64) {
         (self.inner, Digest::from_hasher(self.hasher), self.written)

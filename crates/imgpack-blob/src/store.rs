@@ -31,6 +31,7 @@ impl BlobStore {
         let blob_dir = root.join("blobs").join("sha256");
         fs::create_dir_all(&blob_dir)
             .with_context(|| format!("cannot create blob directory {}", blob_dir.display()))?;
+        sweep_dead_writers(&blob_dir);
         Ok(Self { root, blob_dir })
     }
 
@@ -54,7 +55,7 @@ impl BlobStore {
     /// Starts a streaming write; nothing is visible under a digest until [`BlobWriter::commit`].
     pub fn writer(&self) -> Result<BlobWriter> {
         let temp = tempfile::Builder::new()
-            .prefix(".partial-")
+            .prefix(&format!(".partial-{}-", std::process::id()))
             .tempfile_in(&self.blob_dir)
             .with_context(|| format!("cannot create a file in {}", self.blob_dir.display()))?;
         let file = temp.reopen().context("cannot reopen temporary blob file")?;
@@ -127,6 +128,32 @@ impl BlobStore {
     }
 }
 
+/// Removes the temporary files (`.partial-PID-*`, `.link-HEX-PID`) of writers
+/// whose process is gone: what a killed run left behind. Files of live
+/// processes (another build sharing a cache) are left alone.
+fn sweep_dead_writers(blob_dir: &Path) {
+    let Ok(entries) = fs::read_dir(blob_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let pid = if let Some(rest) = name.strip_prefix(".partial-") {
+            rest.split('-').next()
+        } else if let Some(rest) = name.strip_prefix(".link-") {
+            rest.rsplit('-').next()
+        } else {
+            continue;
+        };
+        let dead = pid
+            .and_then(|pid| pid.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+        if dead {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(unix)]
 fn set_readable(file: &File) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -147,6 +174,13 @@ pub struct BlobWriter {
 }
 
 impl BlobWriter {
+    /// The digest and size of what was written so far: a download checks it
+    /// before committing, so a blob that is not what was asked for is never stored.
+    pub fn digest_so_far(&self) -> BlobInfo {
+        let (digest, size) = self.writer.digest_so_far();
+        BlobInfo { digest, size }
+    }
+
     /// Flushes to disk and renames the file to its digest.
     pub fn commit(self) -> Result<BlobInfo> {
         let (buffered, digest, size) = self.writer.finish();
@@ -209,6 +243,24 @@ mod tests {
         writer.write_all(b"half a layer").unwrap();
         drop(writer);
         assert!(store_files(&store).is_empty());
+    }
+
+    #[test]
+    fn temporary_files_of_dead_writers_are_removed_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let blobs = dir.path().join("blobs/sha256");
+        fs::write(blobs.join(".partial-999999999-abc"), b"half").unwrap();
+        fs::write(
+            blobs.join(format!(".link-{}-999999999", "a".repeat(64))),
+            b"",
+        )
+        .unwrap();
+        let live = store.writer().unwrap();
+        BlobStore::open(dir.path()).unwrap();
+        assert_eq!(store_files(&store).len(), 1, "{:?}", store_files(&store));
+        assert!(store_files(&store)[0].starts_with(&format!(".partial-{}-", std::process::id())));
+        drop(live);
     }
 
     #[test]

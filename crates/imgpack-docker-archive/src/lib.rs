@@ -22,10 +22,13 @@ pub struct DockerArchiveSink {
 
 impl DockerArchiveSink {
     /// Parses what follows `docker-archive:`: `FILE` or `FILE:NAME[:TAG]`.
+    /// A path may hold colons: a spec ending in `.tar` is all file
+    /// (`DIR/my:image.tar`), and otherwise the file ends at the first `.tar:`
+    /// (`out/a:b.tar:api:v1`); a path without `.tar` ends at its first colon.
     pub fn parse(spec: &str) -> Result<Self> {
-        let (file, reference) = match spec.split_once(':') {
-            Some((file, reference)) => (file, Some(normalise_reference(reference)?)),
-            None => (spec, None),
+        let (file, reference) = match split_file(spec) {
+            (file, Some(reference)) => (file, Some(normalise_reference(reference)?)),
+            (file, None) => (file, None),
         };
         if file.is_empty() {
             bail!("docker-archive: needs a file, as in docker-archive:./out/api.tar:api:v1");
@@ -34,6 +37,21 @@ impl DockerArchiveSink {
             file: file.into(),
             reference,
         })
+    }
+}
+
+/// The file and the `NAME[:TAG]` after it, if any (see [`DockerArchiveSink::parse`]).
+fn split_file(spec: &str) -> (&str, Option<&str>) {
+    if spec.ends_with(".tar") {
+        return (spec, None);
+    }
+    if let Some(end) = spec.find(".tar:") {
+        let file_end = end + ".tar".len();
+        return (&spec[..file_end], Some(&spec[file_end + 1..]));
+    }
+    match spec.split_once(':') {
+        Some((file, reference)) => (file, Some(reference)),
+        None => (spec, None),
     }
 }
 
@@ -111,6 +129,24 @@ impl Sink for DockerArchiveSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_with_colons_stay_whole() {
+        assert_eq!(split_file("out/my:image.tar"), ("out/my:image.tar", None));
+        assert_eq!(
+            split_file("out/a:b.tar:api:v1"),
+            ("out/a:b.tar", Some("api:v1"))
+        );
+        assert_eq!(
+            split_file("./out/api.tar:api"),
+            ("./out/api.tar", Some("api"))
+        );
+        assert_eq!(split_file("image:api:v1"), ("image", Some("api:v1")));
+        assert_eq!(split_file("image"), ("image", None));
+        let sink = DockerArchiveSink::parse("dir/my:image.tar").unwrap();
+        assert_eq!(sink.file, std::path::PathBuf::from("dir/my:image.tar"));
+        assert_eq!(sink.reference, None);
+    }
 
     #[test]
     fn references_get_a_default_tag_and_are_checked() {

@@ -1,4 +1,4 @@
-//! The tag grammar registries and Docker accept.
+//! Tags: the grammar registries and Docker accept.
 
 use anyhow::{bail, Result};
 
@@ -12,7 +12,8 @@ pub fn validate_tag(tag: &str) -> Result<()> {
     let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !first_ok || !rest_ok || tag.len() > 128 {
         bail!(
-            "bad tag '{tag}': a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'"
+            "bad tag '{}': a tag is 1 to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'",
+            tag.escape_debug()
         );
     }
     Ok(())

@@ -19,6 +19,13 @@ root:x:0:
 nonroot:x:65532:
 nobody:x:65534:
 ";
+/// Whether imgpack's own /etc/passwd (or, for `group`, /etc/group) has `name`.
+pub fn rootfs_has_name(name: &str, group: bool) -> bool {
+    let file = if group { GROUP } else { PASSWD };
+    file.lines()
+        .any(|line| line.split(':').next() == Some(name))
+}
+
 // Go's and musl's resolvers read this to decide whether /etc/hosts is consulted.
 const NSSWITCH: &str = "\
 passwd: files

@@ -39,7 +39,7 @@ pub fn read_layout_image(spec: &str) -> Result<Image> {
     };
     let store = BlobStore::open(dir)?;
     let root = blob_ref(&store, entry)?;
-    let document: Value = serde_json::from_slice(&store.read_small(root.digest())?)?;
+    let document: Value = serde_json::from_slice(&read_checked(&store, root.digest())?)?;
     let manifests = match document["manifests"].as_array() {
         Some(children) => children
             .iter()
@@ -47,7 +47,7 @@ pub fn read_layout_image(spec: &str) -> Result<Image> {
             .collect::<Result<Vec<_>>>()?,
         None => {
             let config: Value =
-                serde_json::from_slice(&store.read_small(&config_digest(&document)?)?)?;
+                serde_json::from_slice(&read_checked(&store, &config_digest(&document)?)?)?;
             let platform = platform_of(&serde_json::json!({ "platform": config }))?;
             vec![platform_manifest(&store, root.clone(), platform)?]
         }
@@ -64,7 +64,7 @@ fn platform_manifest(
     manifest: BlobRef,
     platform: Platform,
 ) -> Result<PlatformManifest> {
-    let document: Value = serde_json::from_slice(&store.read_small(manifest.digest())?)?;
+    let document: Value = serde_json::from_slice(&read_checked(store, manifest.digest())?)?;
     let config = blob_ref(store, &document["config"])?;
     let layers = document["layers"]
         .as_array()
@@ -123,6 +123,20 @@ fn platform_of(entry: &Value) -> Result<Platform> {
         None => format!("{os}/{arch}"),
     };
     Ok(text.parse()?)
+}
+
+/// A manifest, index or config of the layout, checked against its digest.
+fn read_checked(store: &BlobStore, digest: &Digest) -> Result<Vec<u8>> {
+    let bytes = store.read_small(digest)?;
+    let actual = Digest::of_bytes(&bytes);
+    if actual != *digest {
+        bail!(
+            "blob {} of the layout {} is corrupt: it hashes to {actual}; write the layout again",
+            digest,
+            store.root().display()
+        );
+    }
+    Ok(bytes)
 }
 
 fn read_json(path: &Path) -> Result<Value> {

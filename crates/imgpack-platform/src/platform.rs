@@ -90,6 +90,16 @@ impl Arch {
 
     /// The variant recorded in the image for `variant` given by the user, as
     /// containerd normalises it (`arm` alone means v7, `arm64/v8` is plain arm64).
+    /// The variants an architecture has, for errors: `v5, v6, v7` for arm.
+    pub fn variants(self) -> &'static str {
+        match self {
+            Arch::Arm => "v5, v6, v7",
+            Arch::Arm64 => "v8",
+            Arch::Amd64 => "v1, v2, v3, v4",
+            _ => "none",
+        }
+    }
+
     fn normalise_variant(self, variant: Option<&str>) -> Result<Option<&'static str>, ()> {
         let variant = variant.map(|v| v.strip_prefix('v').unwrap_or(v));
         match (self, variant) {
@@ -158,7 +168,7 @@ pub enum PlatformError {
         arch: String,
         known: String,
     },
-    #[error("platform '{given}': '{variant}' is not a variant of {arch}")]
+    #[error("platform '{given}': '{variant}' is not a variant of {arch} (its variants: {})", arch.variants())]
     BadVariant {
         given: String,
         arch: Arch,
@@ -242,6 +252,8 @@ mod tests {
             parse("linux/arm64/v7"),
             Err(PlatformError::BadVariant { .. })
         ));
+        let message = parse("linux/arm/v9").unwrap_err().to_string();
+        assert!(message.contains("its variants: v5, v6, v7"), "{message}");
         let message = parse("linux/sparc").unwrap_err().to_string();
         assert!(message.contains("known: amd64, arm64"), "{message}");
     }

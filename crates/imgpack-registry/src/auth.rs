@@ -1,3 +1,7 @@
+//! Registry authentication: parses `WWW-Authenticate` challenges and answers
+//! them with basic credentials or bearer tokens from the realm the registry
+//! named (never a plain-HTTP realm for an HTTPS registry), bounded in size and time.
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -6,12 +10,16 @@ use base64::Engine as _;
 use reqwest::header::HeaderValue;
 use serde::Deserialize;
 use tokio::sync::Mutex;
+use url::Url;
 
+use crate::errors::{is_transient, printable, transport_error, RequestError};
+use crate::limits::{read_limited, REQUEST_DEADLINE, TOKEN_LIMIT};
+use crate::transport::Clients;
 use crate::{Credential, Credentials};
 
 /// What a registry asked for in `WWW-Authenticate`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     Basic,
     Bearer {
         realm: String,
@@ -20,7 +28,7 @@ pub(crate) enum Challenge {
 }
 
 /// Parses `Basic realm="x"` or `Bearer realm="https://…",service="…",scope="…"`.
-pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let (scheme, params) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
     if scheme.eq_ignore_ascii_case("basic") {
         return Some(Challenge::Basic);
@@ -84,7 +92,9 @@ struct TokenResponse {
 /// Answers registry challenges: basic credentials, or bearer tokens fetched
 /// per set of scopes from the realm, cached until shortly before they expire.
 pub(crate) struct Authenticator {
-    http: reqwest::Client,
+    clients: Clients,
+    /// The registry's base URL: a realm must not be less secure than it.
+    base: Url,
     registry: String,
     pub(crate) credentials: Credentials,
     challenge: Mutex<Option<Challenge>>,
@@ -92,9 +102,15 @@ pub(crate) struct Authenticator {
 }
 
 impl Authenticator {
-    pub(crate) fn new(http: reqwest::Client, registry: &str, credentials: Credentials) -> Self {
+    pub(crate) fn new(
+        clients: Clients,
+        base: Url,
+        registry: &str,
+        credentials: Credentials,
+    ) -> Self {
         Self {
-            http,
+            clients,
+            base,
             registry: registry.to_owned(),
             credentials,
             challenge: Mutex::new(None),
@@ -141,11 +157,37 @@ impl Authenticator {
                 self.registry
             );
         };
+        if let Challenge::Bearer { realm, .. } = &challenge {
+            self.check_realm(realm)?;
+        }
         *self.challenge.lock().await = Some(challenge);
         if sent_credentials {
             self.tokens.lock().await.remove(&scopes.join(" "));
         }
         Ok(())
+    }
+
+    /// A realm is an http(s) URL, and HTTPS when the registry is.
+    fn check_realm(&self, realm: &str) -> Result<Url> {
+        let url = Url::parse(realm)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"));
+        let Some(url) = url else {
+            bail!(
+                "registry {} named the token service '{}', which is not an http(s) URL",
+                self.registry,
+                printable(realm)
+            );
+        };
+        if self.base.scheme() == "https" && url.scheme() != "https" {
+            bail!(
+                "registry {} named the token service {} over plain HTTP: refused, imgpack sends \
+                 credentials for an HTTPS registry only over HTTPS",
+                self.registry,
+                printable(realm)
+            );
+        }
+        Ok(url)
     }
 
     async fn token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<String> {
@@ -168,6 +210,8 @@ impl Authenticator {
         service: Option<&str>,
         scopes: &[String],
     ) -> Result<Token> {
+        let realm_url = self.check_realm(realm)?;
+        let http = self.clients.for_url(&realm_url);
         let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(service) = service {
             query.push(("service", service));
@@ -187,22 +231,32 @@ impl Authenticator {
                 if !scope.is_empty() {
                     form.push(("scope", scope.as_str()));
                 }
-                self.http.post(realm).form(&form)
+                http.post(realm_url).form(&form)
             }
             Some(Credential::Basic { username, password }) => {
-                self.http.get(realm).query(&query).header(
+                http.get(realm_url).query(&query).header(
                     "Authorization",
                     sensitive(&format!("Basic {}", basic(username, password)))?,
                 )
             }
-            None => self.http.get(realm).query(&query),
+            None => http.get(realm_url).query(&query),
         };
-        let response = request.send().await.with_context(|| {
-            format!(
-                "cannot reach the token service of {} at {realm}",
-                self.registry
-            )
-        })?;
+        let service_name = format!(
+            "the token service of {} ({})",
+            self.registry,
+            printable(realm)
+        );
+        let response = request
+            .timeout(REQUEST_DEADLINE)
+            .send()
+            .await
+            .map_err(|err| {
+                let failed = transport_error(&self.registry, &err);
+                RequestError {
+                    message: format!("cannot reach {service_name}: {failed}"),
+                    ..failed
+                }
+            })?;
         let status = response.status();
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             bail!(
@@ -212,20 +266,28 @@ impl Authenticator {
             );
         }
         if !status.is_success() {
-            bail!("the token service of {} answered {status}", self.registry);
+            return Err(RequestError {
+                message: format!("{service_name} answered {status}"),
+                transient: is_transient(status),
+                retry_after: None,
+            }
+            .into());
         }
-        let body: TokenResponse = response.json().await.with_context(|| {
-            format!(
-                "the token service of {} sent a malformed answer",
-                self.registry
-            )
-        })?;
+        let body = read_limited(
+            response,
+            TOKEN_LIMIT,
+            &format!("the answer of {service_name}"),
+        )
+        .await?;
+        let body: TokenResponse = serde_json::from_slice(&body)
+            .with_context(|| format!("{service_name} sent a malformed answer"))?;
         let value = body
             .token
             .or(body.access_token)
-            .context("the token service sent no token")?;
+            .filter(|t| !t.is_empty())
+            .with_context(|| format!("{service_name} sent no token"))?;
         // The distribution spec: no expires_in means 60 seconds.
-        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).max(1));
+        let lifetime = Duration::from_secs(body.expires_in.unwrap_or(60).clamp(1, 86_400));
         Ok(Token {
             value,
             expires_at: Instant::now() + lifetime,

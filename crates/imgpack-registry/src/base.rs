@@ -1,53 +1,36 @@
 //! Base images: the manifest for each requested platform, its config and
 //! layers, fetched once into imgpack's cache (by digest) so that a rebuild
-//! works offline and a pinned `base@sha256:…` is never fetched twice.
+//! works offline and a pinned `base@sha256:…` is never fetched twice. Every
+//! document is checked ([`parse_document`]), every blob is bounded by its
+//! descriptor and its digest, and the config's diff IDs must match the layers.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
-use imgpack_image::BlobRef;
+use imgpack_image::{BaseLayers, BlobRef};
 use imgpack_platform::Platform;
 use oci_spec::distribution::Reference;
 use serde_json::Value;
 
-use crate::locations::cache_dir;
+use crate::limits::DOCUMENT_LIMIT;
+use crate::locations::{cache_dir, create_private_dir};
+use crate::manifest::{parse_document, Descriptor, Document, DOCKER_MANIFEST, OCI_MANIFEST};
 use crate::progress::Reporter;
 use crate::retry::with_retries;
-use crate::{
-    connect, find_credentials, BlobLocations, RegistryClient, RetryPolicy, TransportOptions,
-};
+use crate::runtime::block_on;
+use crate::{connect, find_credentials, hub, BlobLocations, RegistryClient, TransportOptions};
 
-/// One platform of a base image, with its blobs in the cache store.
-#[derive(Clone, Debug)]
-pub struct BasePlatform {
-    pub platform: Platform,
-    pub manifest_digest: Digest,
-    pub config: Value,
-    pub layers: Vec<BlobRef>,
-}
-
-/// A resolved base image.
-#[derive(Clone, Debug)]
-pub struct BaseImage {
-    /// `registry/repository[:tag][@digest]`, for the base.name annotation.
-    pub name: String,
-    pub platforms: Vec<BasePlatform>,
-    /// The cache holding every blob of `platforms`.
-    pub store: BlobStore,
-}
-
-/// Finds `reference` for each of `platforms`, from the cache when possible.
+/// Resolves the base image `reference` for each of `platforms` (from the
+/// cache when possible) and brings its layers into `into`, the build's store.
+/// Returns one [`BaseLayers`] per platform, in the order of `platforms`.
 pub fn resolve_base(
     reference: &str,
     platforms: &[Platform],
     transport: &TransportOptions,
-    quiet: bool,
-) -> Result<BaseImage> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(resolve(reference, platforms, transport, quiet))
+    into: &BlobStore,
+) -> Result<Vec<BaseLayers>> {
+    block_on(resolve(reference, platforms, transport, into))
 }
 
 struct Source<'a> {
@@ -56,6 +39,7 @@ struct Source<'a> {
     client: Option<RegistryClient>,
     store: BlobStore,
     refs_dir: PathBuf,
+    diff_ids_dir: PathBuf,
     reporter: Reporter,
 }
 
@@ -63,57 +47,42 @@ async fn resolve(
     text: &str,
     platforms: &[Platform],
     transport: &TransportOptions,
-    quiet: bool,
-) -> Result<BaseImage> {
+    into: &BlobStore,
+) -> Result<Vec<BaseLayers>> {
     let reference: Reference = text.parse().with_context(|| {
         format!("bad base image reference '{text}': use REGISTRY/REPOSITORY[:TAG][@sha256:…]")
     })?;
     let cache = cache_dir().context("no cache directory for base images: set IMGPACK_CACHE_DIR")?;
+    // Base layers may hold private code: the cache is its owner's only.
+    create_private_dir(&cache)?;
     let mut source = Source {
         store: BlobStore::open(cache.join("base"))?,
         refs_dir: cache.join("base-refs"),
+        diff_ids_dir: cache.join("base-diffids"),
         reference,
         transport,
         client: None,
-        reporter: Reporter::new(quiet),
+        reporter: Reporter::new(transport.quiet),
     };
     let root_digest = source.root_digest().await?;
-    let root = source.manifest(&root_digest).await?;
-    let manifests = match root["manifests"].as_array() {
-        Some(children) => platforms
+    let manifests = match source.document(&root_digest).await? {
+        Document::Index { manifests } => platforms
             .iter()
-            .map(|platform| {
-                select(children, platform, text).map(|digest| (platform.clone(), digest))
-            })
+            .map(|platform| select(&manifests, platform, text))
             .collect::<Result<Vec<_>>>()?,
-        None => platforms
-            .iter()
-            .map(|p| (p.clone(), root_digest.clone()))
-            .collect(),
+        Document::Manifest { .. } => platforms.iter().map(|_| root_digest.clone()).collect(),
     };
+    let name = display_name(&source.reference);
     let mut resolved = Vec::new();
-    for (platform, digest) in manifests {
-        resolved.push(source.platform(platform, digest, text).await?);
+    for (platform, digest) in platforms.iter().zip(manifests) {
+        let layers = source.platform(platform, digest, &name).await?;
+        for layer in &layers.layers {
+            into.import(&source.store, &layer.blob)?;
+        }
+        resolved.push(layers);
     }
-    // On push, these layers are mounted from the base's repository when it is the same registry.
-    let mut locations = BlobLocations::load();
-    for layer in resolved.iter().flat_map(|p| &p.layers) {
-        locations.record(
-            source.reference.resolve_registry(),
-            &layer.digest().to_string(),
-            source.reference.repository(),
-        );
-    }
-    if let Err(err) = locations.save() {
-        source.reporter.line(&format!(
-            "warning: cannot save the blob location cache: {err:#}"
-        ));
-    }
-    Ok(BaseImage {
-        name: display_name(&source.reference),
-        platforms: resolved,
-        store: source.store,
-    })
+    source.record_locations(&resolved);
+    Ok(resolved)
 }
 
 fn display_name(reference: &Reference) -> String {
@@ -128,36 +97,31 @@ fn display_name(reference: &Reference) -> String {
 }
 
 /// The index entry for `platform`, or an error listing the base's platforms.
-fn select(children: &[Value], platform: &Platform, name: &str) -> Result<Digest> {
-    let platform_of = |child: &Value| -> Option<(String, Option<Platform>)> {
-        let p = &child["platform"];
-        let text = match p["variant"].as_str() {
-            Some(variant) => format!(
-                "{}/{}/{variant}",
-                p["os"].as_str()?,
-                p["architecture"].as_str()?
-            ),
-            None => format!("{}/{}", p["os"].as_str()?, p["architecture"].as_str()?),
-        };
-        Some((text.clone(), text.parse().ok()))
-    };
-    let found = children
-        .iter()
-        .find(|child| platform_of(child).and_then(|(_, p)| p).as_ref() == Some(platform));
-    match found
-        .and_then(|child| child["digest"].as_str())
-        .and_then(Digest::parse)
-    {
-        Some(digest) => Ok(digest),
+fn select(children: &[Descriptor], platform: &Platform, name: &str) -> Result<Digest> {
+    let found = children.iter().find(|child| {
+        child
+            .platform
+            .as_deref()
+            .and_then(|p| p.parse::<Platform>().ok())
+            .as_ref()
+            == Some(platform)
+    });
+    match found {
+        Some(child) if matches!(child.media_type.as_str(), OCI_MANIFEST | DOCKER_MANIFEST) => {
+            Ok(child.blob.digest.clone())
+        }
+        Some(child) => bail!(
+            "the base image {name} lists {platform} as {}, not an image manifest: imgpack reads one level of index",
+            crate::errors::printable(&child.media_type)
+        ),
         None => {
-            let available: Vec<String> = children
+            let available: Vec<&str> = children
                 .iter()
-                .filter_map(platform_of)
-                .map(|(text, _)| text)
+                .filter_map(|c| c.platform.as_deref())
                 .collect();
             bail!(
                 "no {platform} in the base image {name} (it has {})",
-                available.join(", ")
+                crate::errors::printable(&available.join(", "))
             )
         }
     }
@@ -172,14 +136,7 @@ impl Source<'_> {
     async fn client(&mut self) -> Result<&RegistryClient> {
         if self.client.is_none() {
             let registry = self.reference.resolve_registry().to_owned();
-            let keys = if self.reference.registry() == "docker.io" {
-                vec![
-                    "https://index.docker.io/v1/".to_owned(),
-                    "docker.io".to_owned(),
-                ]
-            } else {
-                vec![self.reference.registry().to_owned()]
-            };
+            let keys = hub::credential_keys(self.reference.registry());
             let client = connect(&registry, self.transport, find_credentials(&keys)).await?;
             self.client = Some(client);
         }
@@ -217,104 +174,188 @@ impl Source<'_> {
             };
         }
         let tag = self.reference.tag().unwrap_or("latest").to_owned();
-        let digest = self.fetch_manifest(&tag).await?;
+        let digest = self.fetch_document(&tag, None).await?;
         let file = self.ref_file();
         std::fs::create_dir_all(file.parent().expect("has a parent"))?;
         imgpack_blob::write_atomically(&file, digest.to_string().as_bytes(), 0o644)?;
         Ok(digest)
     }
 
-    /// GETs a manifest into the cache; returns its digest.
-    async fn fetch_manifest(&mut self, reference: &str) -> Result<Digest> {
+    /// GETs a manifest or index, checks it (and, when asked by digest, its
+    /// digest) and only then stores it in the cache; returns its digest.
+    async fn fetch_document(
+        &mut self,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<Digest> {
         let repository = self.repository().to_owned();
         let what = format!(
-            "fetching the base manifest {}:{reference}",
+            "fetching the base manifest {}/{repository}:{reference}",
             self.reference.registry()
         );
-        let policy = RetryPolicy::default();
+        let retry = self.transport.retry.clone();
         let client = self.client().await?;
-        let (bytes, _) = with_retries(&policy, &Reporter::new(true), &what, || {
+        let (bytes, content_type) = with_retries(&retry, &client.reporter, &what, || {
             client.get_manifest(&repository, reference)
         })
         .await?;
-        Ok(self.store.write_bytes(&bytes)?.digest)
-    }
-
-    /// A manifest or index by digest, from the cache or the registry.
-    async fn manifest(&mut self, digest: &Digest) -> Result<Value> {
-        if !self.store.contains(digest) {
-            let fetched = self.fetch_manifest(&digest.to_string()).await?;
-            if fetched != *digest {
-                bail!("the registry sent {fetched} for the base manifest {digest}");
-            }
+        let digest = Digest::of_bytes(&bytes);
+        if let Some(expected) = expected.filter(|e| **e != digest) {
+            bail!("the registry sent content hashing to {digest} for the base manifest {expected}: refused");
         }
-        serde_json::from_slice(&self.store.read_small(digest)?)
-            .context("the base manifest is not JSON")
+        parse_document(&bytes, content_type.as_deref()).with_context(|| {
+            format!(
+                "the base manifest {}/{repository}:{reference}",
+                self.reference.registry()
+            )
+        })?;
+        self.store.write_bytes(&bytes)?;
+        Ok(digest)
     }
 
-    async fn blob(&mut self, digest: &Digest) -> Result<BlobInfo> {
-        if self.store.contains(digest) {
-            let size = std::fs::metadata(self.store.path(digest))?.len();
-            return Ok(BlobInfo {
-                digest: digest.clone(),
-                size,
-            });
+    /// A checked manifest or index by digest, from the cache or the registry.
+    async fn document(&mut self, digest: &Digest) -> Result<Document> {
+        if !self.store.contains(digest) {
+            self.fetch_document(&digest.to_string(), Some(digest))
+                .await?;
+        }
+        let bytes = self.store.read_small(digest)?;
+        parse_document(&bytes, None).with_context(|| format!("the cached base manifest {digest}"))
+    }
+
+    /// The blob a descriptor names, in the cache: fetched (bounded by its
+    /// size, checked against its digest) unless it is there already.
+    async fn blob(&mut self, blob: &BlobInfo) -> Result<()> {
+        if self.store.contains(&blob.digest) {
+            return Ok(());
         }
         let repository = self.repository().to_owned();
         let store = self.store.clone();
-        let what = format!("fetching base blob {digest}");
-        let policy = RetryPolicy::default();
-        let reporter = Reporter::new(true);
+        let what = format!("fetching base blob {}", blob.digest);
+        let retry = self.transport.retry.clone();
         let client = self.client().await?;
-        let info = with_retries(&policy, &reporter, &what, || {
-            client.fetch_blob(&repository, digest, &store)
+        with_retries(&retry, &client.reporter, &what, || {
+            client.fetch_blob(&repository, blob, &store)
         })
         .await?;
-        self.reporter
-            .line(&format!("fetched base blob {digest} ({} bytes)", info.size));
-        Ok(info)
+        self.reporter.line(&format!(
+            "fetched base blob {} ({} bytes)",
+            blob.digest, blob.size
+        ));
+        Ok(())
     }
 
     async fn platform(
         &mut self,
-        platform: Platform,
+        platform: &Platform,
         digest: Digest,
         name: &str,
-    ) -> Result<BasePlatform> {
-        let manifest = self.manifest(&digest).await?;
-        let config_digest = manifest["config"]["digest"]
-            .as_str()
-            .and_then(Digest::parse)
-            .context("the base manifest has no config")?;
-        self.blob(&config_digest).await?;
-        let config: Value = serde_json::from_slice(&self.store.read_small(&config_digest)?)?;
-        if manifest.get("manifests").is_none() && config["architecture"] != platform.arch.name() {
+    ) -> Result<BaseLayers> {
+        let Document::Manifest { config, layers } = self.document(&digest).await? else {
+            bail!("the base image {name} has an index where the manifest of {platform} should be");
+        };
+        if config.blob.size > DOCUMENT_LIMIT {
             bail!(
-                "no {platform} in the base image {name} (it has linux/{})",
-                config["architecture"].as_str().unwrap_or("?")
+                "the config of the base image {name} is {} bytes, more than the {} MiB imgpack reads",
+                config.blob.size,
+                DOCUMENT_LIMIT >> 20
             );
         }
-        let mut layers = Vec::new();
-        for layer in manifest["layers"]
-            .as_array()
-            .context("the base manifest has no layers")?
-        {
-            let digest = layer["digest"]
-                .as_str()
-                .and_then(Digest::parse)
-                .context("a base layer has no digest")?;
-            let media_type = layer["mediaType"]
-                .as_str()
-                .unwrap_or("application/vnd.oci.image.layer.v1.tar+gzip")
-                .to_owned();
-            let blob = self.blob(&digest).await?;
-            layers.push(BlobRef { media_type, blob });
+        self.blob(&config.blob).await?;
+        let config_json: Value =
+            serde_json::from_slice(&self.store.read_small(&config.blob.digest)?)
+                .with_context(|| format!("the config of the base image {name} is not JSON"))?;
+        check_platform(&config_json, platform, name)?;
+        for layer in &layers {
+            self.blob(&layer.blob).await?;
         }
-        Ok(BasePlatform {
-            platform,
-            manifest_digest: digest,
-            config,
+        let layers: Vec<BlobRef> = layers
+            .into_iter()
+            .map(|layer| BlobRef {
+                media_type: layer.media_type,
+                blob: layer.blob,
+            })
+            .collect();
+        self.check_diff_ids(&config_json, &layers, name)?;
+        Ok(BaseLayers {
+            name: name.to_owned(),
+            manifest_digest: digest.to_string(),
+            config: config_json,
             layers,
         })
     }
+
+    /// The config's `rootfs.diff_ids` must be the digests of the uncompressed layers.
+    fn check_diff_ids(&self, config: &Value, layers: &[BlobRef], name: &str) -> Result<()> {
+        let listed: Vec<&str> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if listed.len() != layers.len() {
+            bail!(
+                "the base image {name} is inconsistent: its config lists {} diff IDs for {} layers; refused",
+                listed.len(),
+                layers.len()
+            );
+        }
+        for (index, (layer, listed)) in layers.iter().zip(listed).enumerate() {
+            let actual = self.diff_id(layer)?;
+            if actual.to_string() != listed {
+                bail!(
+                    "the base image {name} is inconsistent: layer {} uncompresses to {actual} but its config says {}; refused",
+                    index + 1,
+                    crate::errors::printable(listed)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A layer's diff ID, computed once and remembered beside the cache.
+    fn diff_id(&self, layer: &BlobRef) -> Result<Digest> {
+        let remembered = self.diff_ids_dir.join(layer.digest().hex());
+        if let Some(digest) = std::fs::read_to_string(&remembered)
+            .ok()
+            .and_then(|text| Digest::parse(text.trim()))
+        {
+            return Ok(digest);
+        }
+        let file = self.store.open_blob(layer.digest())?;
+        let digest = imgpack_layer::diff_id(file, &layer.media_type)
+            .with_context(|| format!("cannot read base layer {}", layer.digest()))?;
+        std::fs::create_dir_all(&self.diff_ids_dir)?;
+        imgpack_blob::write_atomically(&remembered, digest.to_string().as_bytes(), 0o644)?;
+        Ok(digest)
+    }
+
+    /// On push, these layers are mounted from the base's repository when it is the same registry.
+    fn record_locations(&self, resolved: &[BaseLayers]) {
+        let mut locations = BlobLocations::load();
+        for layer in resolved.iter().flat_map(|p| &p.layers) {
+            locations.record(
+                self.reference.resolve_registry(),
+                &layer.digest().to_string(),
+                self.reference.repository(),
+            );
+        }
+        if let Err(err) = locations.save() {
+            self.reporter.line(&format!(
+                "warning: cannot save the blob location cache: {err:#}"
+            ));
+        }
+    }
+}
+
+/// A single-platform base must be the platform asked for.
+fn check_platform(config: &Value, platform: &Platform, name: &str) -> Result<()> {
+    let arch = config["architecture"].as_str().unwrap_or("?");
+    let os = config["os"].as_str().unwrap_or("linux");
+    if arch != platform.arch.name() || os != platform.os() {
+        bail!(
+            "no {platform} in the base image {name} (it has {}/{})",
+            crate::errors::printable(os),
+            crate::errors::printable(arch)
+        );
+    }
+    Ok(())
 }

@@ -1,62 +1,69 @@
-use std::io::{Seek, SeekFrom};
-use std::time::Duration;
+//! One registry over its resolved scheme: every request goes through
+//! [`RegistryClient::send`], which decides what each hop may carry.
+//! Credentials go to the registry's own origin only; a redirect or an upload
+//! `Location` elsewhere is followed without them, and an https registry is
+//! never continued over plain HTTP.
 
-use anyhow::Result;
+use std::io::{Read, Seek, SeekFrom};
+use std::sync::Arc;
+
 use futures_util::TryStreamExt;
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
 use indicatif::ProgressBar;
 use reqwest::header::{
-    CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
+    WWW_AUTHENTICATE,
 };
-use reqwest::{Body, RequestBuilder, Response, StatusCode};
-use serde::Deserialize;
+use reqwest::{Body, Method, RequestBuilder, Response, StatusCode};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
+use url::Url;
 
 use crate::auth::Authenticator;
+use crate::errors::{is_transient, printable, status_error, transport_error, RequestError};
+use crate::limits::{Progress, REQUEST_DEADLINE};
+use crate::progress::Reporter;
+use crate::transport::Clients;
+use crate::RetryPolicy;
 
 /// Blobs up to this size go up in one PUT; larger ones as PATCH then PUT.
 const MONOLITHIC_LIMIT: u64 = 4 << 20;
-
-/// A failed request: what happened, and whether trying again may help.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RequestError {
-    pub message: String,
-    pub transient: bool,
-    pub retry_after: Option<Duration>,
-}
-
-impl RequestError {
-    fn fatal(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            transient: false,
-            retry_after: None,
-        }
-    }
-}
+/// Redirects followed for one GET or HEAD.
+const MAX_REDIRECTS: usize = 5;
 
 /// How a cross-repository mount went.
 pub(crate) enum Mount {
     Mounted,
     /// The registry declined (202) and opened an upload session instead.
     Declined {
-        location: String,
+        location: Url,
     },
     /// The source was not usable (no access, unknown blob): upload instead.
     Unavailable,
 }
 
+/// How long a request may take.
+#[derive(Clone, Copy)]
+pub(crate) enum Timing<'a> {
+    /// [`REQUEST_DEADLINE`] from connecting to the last byte of the answer.
+    Short,
+    /// [`REQUEST_DEADLINE`] for the answer's head; the caller bounds its body.
+    Head,
+    /// A blob body going up: stalls are watched by its [`Progress`].
+    Upload(&'a Progress, &'a str),
+}
+
 /// One registry, reached over its resolved scheme, with its authenticator.
 pub struct RegistryClient {
-    pub(crate) http: reqwest::Client,
-    /// `https://host:port` or `http://host:port`.
-    pub(crate) base: String,
+    pub(crate) clients: Clients,
+    /// `https://host:port/` or `http://host:port/`.
+    pub(crate) base: Url,
     pub(crate) registry: String,
     pub(crate) auth: Authenticator,
     /// Bytes per PATCH for large blobs; 0 streams the whole blob in one PATCH.
     pub(crate) chunk_size: u64,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) reporter: Reporter,
 }
 
 pub(crate) fn push_scope(repository: &str) -> String {
@@ -68,55 +75,155 @@ impl RegistryClient {
         &self.registry
     }
 
-    /// Sends a request built by `build`, answering one 401 challenge by
-    /// authenticating for `scopes` and sending it again.
+    /// `path` (no leading `/`) on the registry, e.g. `v2/team/app/manifests/v1`.
+    pub(crate) fn endpoint(&self, path: &str) -> Url {
+        self.base
+            .join(path)
+            .expect("registry paths are relative references")
+    }
+
+    fn is_own(&self, url: &Url) -> bool {
+        url.origin() == self.base.origin()
+    }
+
+    /// Where a `Location` (absolute or relative, RFC 3986) of an answer to
+    /// `request` points; refused when it would leave HTTPS.
+    pub(crate) fn resolve_location(
+        &self,
+        request: &Url,
+        location: &str,
+    ) -> Result<Url, RequestError> {
+        let next = request.join(location).map_err(|err| {
+            RequestError::fatal(format!(
+                "registry {} sent a bad Location '{}': {err}",
+                self.registry,
+                printable(location)
+            ))
+        })?;
+        let downgrade = self.base.scheme() == "https" && next.scheme() != "https";
+        if downgrade || !matches!(next.scheme(), "http" | "https") {
+            return Err(RequestError::fatal(format!(
+                "registry {} sent imgpack on to {}, which is not HTTPS: refused, an HTTPS registry is \
+                 never continued over another scheme",
+                self.registry,
+                printable(next.as_str())
+            )));
+        }
+        Ok(next)
+    }
+
+    /// Sends `method url` decorated by `decorate`: with the registry's
+    /// credentials for `scopes` when `url` is the registry's own origin (one
+    /// 401 challenge answered by authenticating and sending it again), and
+    /// without them anywhere else. GETs and HEADs follow redirects, each hop
+    /// judged on its own.
     pub(crate) async fn send(
         &self,
         scopes: &[String],
-        build: impl Fn(&reqwest::Client) -> Result<RequestBuilder, RequestError>,
+        method: Method,
+        url: Url,
+        timing: Timing<'_>,
+        decorate: impl Fn(RequestBuilder) -> Result<RequestBuilder, RequestError>,
     ) -> Result<Response, RequestError> {
+        let mut url = url;
         let mut challenged = false;
+        let mut redirects = 0;
         loop {
-            let mut request = build(&self.http)?;
-            let authorization = self
-                .auth
-                .authorization(scopes)
-                .await
-                .map_err(|err| RequestError::fatal(format!("{err:#}")))?;
+            let own = self.is_own(&url);
+            let mut request = decorate(
+                self.clients
+                    .for_url(&url)
+                    .request(method.clone(), url.clone()),
+            )?;
+            let authorization = match own {
+                true => self.authorization(scopes).await?,
+                false => None,
+            };
             let sent_credentials = authorization.is_some();
             if let Some(value) = authorization {
-                request = request.header(reqwest::header::AUTHORIZATION, value);
+                request = request.header(AUTHORIZATION, value);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|err| transport_error(&self.registry, &err))?;
-            if response.status() != StatusCode::UNAUTHORIZED || challenged {
+            if let Timing::Upload(progress, _) = timing {
+                progress.reset();
+            }
+            let response = self.dispatch(request, timing).await?;
+            let status = response.status();
+            let follows = method == Method::GET || method == Method::HEAD;
+            if status.is_redirection() && follows {
+                if let Some(location) = header(&response, LOCATION) {
+                    redirects += 1;
+                    if redirects > MAX_REDIRECTS {
+                        return Err(RequestError::fatal(format!(
+                            "registry {} redirected imgpack more than {MAX_REDIRECTS} times",
+                            self.registry
+                        )));
+                    }
+                    url = self.resolve_location(&url, &location)?;
+                    continue;
+                }
+            }
+            // A challenge from any other origin never replaces the registry's.
+            if status != StatusCode::UNAUTHORIZED || challenged || !own {
                 return Ok(response);
             }
             challenged = true;
-            let header = response
-                .headers()
-                .get(WWW_AUTHENTICATE)
-                .and_then(|v| v.to_str().ok());
+            let challenge = header(&response, WWW_AUTHENTICATE);
             self.auth
-                .challenged(header, scopes, sent_credentials)
+                .challenged(challenge.as_deref(), scopes, sent_credentials)
                 .await
                 .map_err(|err| RequestError::fatal(format!("{err:#}")))?;
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+    async fn authorization(&self, scopes: &[String]) -> Result<Option<HeaderValue>, RequestError> {
+        self.auth
+            .authorization(scopes)
+            .await
+            .map_err(|err| RequestError {
+                message: format!("{err:#}"),
+                // A token service that did not answer may answer next time; one that refused will not.
+                transient: err
+                    .downcast_ref::<RequestError>()
+                    .is_some_and(|e| e.transient),
+                retry_after: None,
+            })
     }
 
-    /// Resolves an upload Location (absolute, or relative to the registry).
-    fn location_url(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            self.url(location)
+    async fn dispatch(
+        &self,
+        request: RequestBuilder,
+        timing: Timing<'_>,
+    ) -> Result<Response, RequestError> {
+        let transport = |err: reqwest::Error| transport_error(&self.registry, &err);
+        match timing {
+            Timing::Short => request
+                .timeout(REQUEST_DEADLINE)
+                .send()
+                .await
+                .map_err(transport),
+            Timing::Head => match tokio::time::timeout(REQUEST_DEADLINE, request.send()).await {
+                Ok(sent) => sent.map_err(transport),
+                Err(_) => Err(RequestError::transient(format!(
+                    "registry {} stopped answering (nothing within {}s)",
+                    self.registry,
+                    REQUEST_DEADLINE.as_secs()
+                ))),
+            },
+            Timing::Upload(progress, what) => tokio::select! {
+                sent = request.send() => sent.map_err(transport),
+                stall = progress.stalled() => Err(stall.error(&self.registry, what)),
+            },
         }
+    }
+
+    pub(crate) async fn status_error(&self, response: Response, what: &str) -> RequestError {
+        status_error(
+            &self.registry,
+            response,
+            what,
+            &self.auth.credentials.describe(),
+        )
+        .await
     }
 
     pub(crate) async fn blob_exists(
@@ -124,15 +231,21 @@ impl RegistryClient {
         repository: &str,
         digest: &Digest,
     ) -> Result<bool, RequestError> {
-        let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
+        let url = self.endpoint(&format!("v2/{repository}/blobs/{digest}"));
         let response = self
-            .send(&[push_scope(repository)], |http| Ok(http.head(&url)))
+            .send(
+                &[push_scope(repository)],
+                Method::HEAD,
+                url,
+                Timing::Short,
+                Ok,
+            )
             .await?;
         match response.status() {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(self
-                .status_error(response, &format!("checking blob {digest}"))
+                .status_error(response, "checking whether the blob exists")
                 .await),
         }
     }
@@ -143,55 +256,70 @@ impl RegistryClient {
         digest: &Digest,
         from: &str,
     ) -> Result<Mount, RequestError> {
-        let url = self.url(&format!(
-            "/v2/{repository}/blobs/uploads/?mount={digest}&from={from}"
-        ));
+        let mut url = self.endpoint(&format!("v2/{repository}/blobs/uploads/"));
+        url.query_pairs_mut()
+            .append_pair("mount", &digest.to_string())
+            .append_pair("from", from);
         let scopes = [push_scope(repository), format!("repository:{from}:pull")];
         let response = self
-            .send(&scopes, |http| {
-                Ok(http.post(&url).header(CONTENT_LENGTH, 0))
+            .send(&scopes, Method::POST, url.clone(), Timing::Short, |r| {
+                Ok(r.header(CONTENT_LENGTH, 0))
             })
             .await?;
         match response.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
             StatusCode::ACCEPTED => Ok(Mount::Declined {
-                location: location(&response)?,
+                location: self.upload_location(&url, &response)?,
             }),
             status if is_transient(status) => Err(self
-                .status_error(response, &format!("mounting blob {digest}"))
+                .status_error(response, &format!("mounting it from {from}"))
                 .await),
             _ => Ok(Mount::Unavailable),
         }
     }
 
-    async fn start_upload(&self, repository: &str) -> Result<(String, Option<u64>), RequestError> {
-        let url = self.url(&format!("/v2/{repository}/blobs/uploads/"));
+    /// Opens an upload session: its URL and the registry's minimum chunk size, if it has one.
+    async fn start_upload(&self, repository: &str) -> Result<(Url, Option<u64>), RequestError> {
+        let url = self.endpoint(&format!("v2/{repository}/blobs/uploads/"));
         let response = self
-            .send(&[push_scope(repository)], |http| {
-                Ok(http.post(&url).header(CONTENT_LENGTH, 0))
-            })
+            .send(
+                &[push_scope(repository)],
+                Method::POST,
+                url.clone(),
+                Timing::Short,
+                |r| Ok(r.header(CONTENT_LENGTH, 0)),
+            )
             .await?;
         if response.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(response, "starting an upload").await);
         }
-        // A registry that needs chunks of a minimum size says so (OCI distribution 1.1).
-        let min_chunk = response
-            .headers()
-            .get("OCI-Chunk-Min-Length")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok((location(&response)?, min_chunk))
+        // OCI distribution 1.1: chunks must be at least this long (a bad value is ignored).
+        let min_chunk = header(&response, "OCI-Chunk-Min-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|&min| min > 0);
+        Ok((self.upload_location(&url, &response)?, min_chunk))
+    }
+
+    fn upload_location(&self, request: &Url, response: &Response) -> Result<Url, RequestError> {
+        let location = header(response, LOCATION).ok_or_else(|| {
+            RequestError::fatal(format!(
+                "registry {} opened an upload without a Location header",
+                self.registry
+            ))
+        })?;
+        self.resolve_location(request, &location)
     }
 
     /// Uploads a blob from `store`, streaming it from disk: one PUT for small
-    /// blobs, PATCH (in chunks where configured or required) then PUT for large ones.
-    /// `session` is an upload already opened by a declined mount.
+    /// blobs, PATCH (in chunks where configured or required) then PUT for
+    /// large ones. `session` is an upload already opened by a declined mount.
+    /// A failed upload's session is cancelled, so the registry can drop it.
     pub(crate) async fn upload_blob(
         &self,
         repository: &str,
         store: &BlobStore,
         blob: &BlobInfo,
-        session: Option<String>,
+        session: Option<Url>,
         bar: &ProgressBar,
     ) -> Result<(), RequestError> {
         bar.set_position(0);
@@ -199,65 +327,86 @@ impl RegistryClient {
             Some(location) => (location, None),
             None => self.start_upload(repository).await?,
         };
+        let result = self
+            .send_blob(repository, store, blob, &mut location, min_chunk, bar)
+            .await;
+        if result.is_err() {
+            self.cancel_upload(repository, &location).await;
+        }
+        result
+    }
+
+    async fn send_blob(
+        &self,
+        repository: &str,
+        store: &BlobStore,
+        blob: &BlobInfo,
+        location: &mut Url,
+        min_chunk: Option<u64>,
+        bar: &ProgressBar,
+    ) -> Result<(), RequestError> {
         let scopes = [push_scope(repository)];
         let path = store.path(&blob.digest);
-        let monolithic = blob.size <= MONOLITHIC_LIMIT && min_chunk.is_none();
+        let what = "uploading the blob";
+        let monolithic = blob.size <= MONOLITHIC_LIMIT;
         if !monolithic {
-            let chunk = match (self.chunk_size, min_chunk) {
-                (0, None) => blob.size.max(1),
-                (size, min) => size.max(min.unwrap_or(0)).max(1),
-            };
+            let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
             let mut offset = 0;
             while offset < blob.size {
                 let len = chunk.min(blob.size - offset);
-                let url = self.location_url(&location);
+                let progress = Arc::new(Progress::new(len));
+                let timing = Timing::Upload(&progress, what);
                 let response = self
-                    .send(&scopes, |http| {
-                        Ok(http
-                            .patch(&url)
-                            .header(CONTENT_TYPE, "application/octet-stream")
+                    .send(&scopes, Method::PATCH, location.clone(), timing, |r| {
+                        Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                             .header(CONTENT_LENGTH, len)
                             .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                            .body(file_body(&path, offset, len, bar)?))
+                            .body(file_body(&path, offset, len, bar, &progress)?))
                     })
                     .await?;
                 if response.status() != StatusCode::ACCEPTED {
-                    return Err(self
-                        .status_error(response, &format!("uploading blob {}", blob.digest))
-                        .await);
+                    return Err(self.status_error(response, what).await);
                 }
-                location = location_of(&response).unwrap_or(location);
+                if header(&response, LOCATION).is_some() {
+                    *location = self.upload_location(location, &response)?;
+                }
                 offset += len;
             }
         }
-        let url = with_query(
-            &self.location_url(&location),
-            "digest",
-            &blob.digest.to_string(),
-        );
+        let mut url = location.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &blob.digest.to_string());
+        let body_len = if monolithic { blob.size } else { 0 };
+        let progress = Arc::new(Progress::new(body_len));
         let response = self
-            .send(&scopes, |http| {
-                let request = http
-                    .put(&url)
-                    .header(CONTENT_TYPE, "application/octet-stream");
-                Ok(if monolithic {
-                    request
-                        .header(CONTENT_LENGTH, blob.size)
-                        .body(file_body(&path, 0, blob.size, bar)?)
-                } else {
-                    request.header(CONTENT_LENGTH, 0)
-                })
-            })
+            .send(
+                &scopes,
+                Method::PUT,
+                url,
+                Timing::Upload(&progress, what),
+                |r| {
+                    let r = r
+                        .header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, body_len);
+                    Ok(match monolithic {
+                        true => r.body(file_body(&path, 0, blob.size, bar, &progress)?),
+                        false => r,
+                    })
+                },
+            )
             .await?;
         if response.status() != StatusCode::CREATED {
-            return Err(self
-                .status_error(
-                    response,
-                    &format!("finishing the upload of blob {}", blob.digest),
-                )
-                .await);
+            let what = "finishing the upload";
+            return Err(self.status_error(response, what).await);
         }
         check_digest(&self.registry, &response, &blob.digest)
+    }
+
+    /// Best effort: tells the registry an upload session is abandoned.
+    async fn cancel_upload(&self, repository: &str, location: &Url) {
+        let scopes = [push_scope(repository)];
+        let cancel = self.send(&scopes, Method::DELETE, location.clone(), Timing::Short, Ok);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), cancel).await;
     }
 
     /// Puts manifest `bytes` under `reference` (a digest or a tag), exactly as
@@ -269,15 +418,16 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RequestError> {
-        let url = self.url(&format!("/v2/{repository}/manifests/{reference}"));
+        let url = self.endpoint(&format!("v2/{repository}/manifests/{reference}"));
         let body = bytes.to_vec();
         let response = self
-            .send(&[push_scope(repository)], |http| {
-                Ok(http
-                    .put(&url)
-                    .header(CONTENT_TYPE, media_type)
-                    .body(body.clone()))
-            })
+            .send(
+                &[push_scope(repository)],
+                Method::PUT,
+                url,
+                Timing::Short,
+                |r| Ok(r.header(CONTENT_TYPE, media_type).body(body.clone())),
+            )
             .await?;
         if response.status() != StatusCode::CREATED {
             let what = format!("putting manifest {reference} ({media_type})");
@@ -288,155 +438,35 @@ impl RegistryClient {
 
     /// Checks that the credentials are accepted for `GET /v2/` (what `docker login` does).
     pub async fn check_login(&self) -> Result<(), RequestError> {
-        let url = self.url("/v2/");
-        let response = self.send(&[], |http| Ok(http.get(&url))).await?;
+        let url = self.endpoint("v2/");
+        let response = self.send(&[], Method::GET, url, Timing::Short, Ok).await?;
         if response.status().is_success() {
             return Ok(());
         }
         Err(self.status_error(response, "logging in").await)
     }
-
-    /// Turns an unexpected answer into one line: what failed, the status,
-    /// the registry's error codes, and for 401/403 which credentials were used.
-    pub(crate) async fn status_error(&self, response: Response, what: &str) -> RequestError {
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.text().await.unwrap_or_default();
-        let codes = error_codes(&body);
-        let detail = if codes.is_empty() {
-            String::new()
-        } else {
-            format!(": {codes}")
-        };
-        let message = match status {
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
-                "registry {} refused {what} ({status}{detail}) with {}: check them or run `imgpack login {}`",
-                self.registry,
-                self.auth.credentials.describe(),
-                self.registry
-            ),
-            _ => format!("registry {} answered {status} when {what}{detail}", self.registry),
-        };
-        RequestError {
-            message,
-            transient: is_transient(status),
-            retry_after,
-        }
-    }
 }
 
-fn is_transient(status: StatusCode) -> bool {
-    status == StatusCode::REQUEST_TIMEOUT
-        || status == StatusCode::TOO_MANY_REQUESTS
-        || status.is_server_error()
-}
-
-/// Connection-level failures, told apart for the user: refused, unknown host, TLS, other.
-pub(crate) fn transport_error(registry: &str, err: &reqwest::Error) -> RequestError {
-    let chain = error_chain(err);
-    let lower = chain.to_ascii_lowercase();
-    let message = if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-    {
-        format!(
-            "TLS connection to registry {registry} failed ({chain}): pass --registry-ca FILE with the CA that \
-             signed its certificate, or --insecure-registry {registry} to skip verification"
-        )
-    } else if lower.contains("dns error")
-        || lower.contains("failed to lookup")
-        || lower.contains("name or service not known")
-    {
-        format!("unknown registry host {registry} ({chain}): check the name")
-    } else if lower.contains("connection refused") {
-        format!("cannot connect to registry {registry}: connection refused: is it running, and are host and port right?")
-    } else {
-        format!("request to registry {registry} failed: {chain}")
+/// Bytes per PATCH: the configured chunk size (0: the whole blob), never below
+/// the registry's minimum, never 0, never beyond the blob.
+fn chunk_length(configured: u64, registry_min: Option<u64>, blob_size: u64) -> u64 {
+    let wanted = match configured {
+        0 => blob_size,
+        size => size.max(registry_min.unwrap_or(0)),
     };
-    // A certificate or name-resolution failure will not fix itself within a retry
-    // budget; a refused or reset connection may (a registry restarting).
-    let transient = !(lower.contains("certificate")
-        || lower.contains("dns error")
-        || lower.contains("failed to lookup"));
-    RequestError {
-        message,
-        transient,
-        retry_after: None,
-    }
+    wanted.clamp(1, blob_size.max(1))
 }
 
-/// The innermost causes of an error, without reqwest's URL-bearing outer text repeated.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut current = err.source();
-    while let Some(cause) = current {
-        let text = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        current = cause.source();
-    }
-    if parts.is_empty() {
-        parts.push(err.to_string());
-    }
-    parts.join(": ")
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    errors: Vec<ErrorEntry>,
-}
-
-#[derive(Deserialize)]
-struct ErrorEntry {
-    code: Option<String>,
-    message: Option<String>,
-}
-
-/// `CODE message; CODE message` from an OCI error body.
-fn error_codes(body: &str) -> String {
-    let Ok(parsed) = serde_json::from_str::<ErrorBody>(body) else {
-        return String::new();
-    };
-    parsed
-        .errors
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {}",
-                e.code.as_deref().unwrap_or(""),
-                e.message.as_deref().unwrap_or("")
-            )
-            .trim()
-            .to_owned()
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn location_of(response: &Response) -> Option<String> {
+/// A header's value as text, if it has one.
+pub(crate) fn header(
+    response: &Response,
+    name: impl reqwest::header::AsHeaderName,
+) -> Option<String> {
     response
         .headers()
-        .get(LOCATION)?
-        .to_str()
-        .ok()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-fn location(response: &Response) -> Result<String, RequestError> {
-    location_of(response).ok_or_else(|| {
-        RequestError::fatal("the registry opened an upload without a Location header")
-    })
-}
-
-fn with_query(url: &str, key: &str, value: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}{key}={value}")
 }
 
 fn check_digest(
@@ -444,39 +474,60 @@ fn check_digest(
     response: &Response,
     expected: &Digest,
 ) -> Result<(), RequestError> {
-    let Some(returned) = response
-        .headers()
-        .get("Docker-Content-Digest")
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(returned) = header(response, "Docker-Content-Digest") else {
         return Ok(());
     };
     if returned != expected.to_string() {
         return Err(RequestError::fatal(format!(
-            "registry {registry} stored {returned} but imgpack sent {expected}: the content was changed on the way"
+            "registry {registry} stored {} but imgpack sent {expected}: the content was changed on the way",
+            printable(&returned)
         )));
     }
     Ok(())
 }
 
-/// `len` bytes of the file at `offset`, streamed, counting into `bar`.
+/// `len` bytes of the file at `offset`, streamed, counting into `bar` and `progress`.
 fn file_body(
     path: &std::path::Path,
     offset: u64,
     len: u64,
     bar: &ProgressBar,
+    progress: &Arc<Progress>,
 ) -> Result<Body, RequestError> {
-    let mut file = std::fs::File::open(path).map_err(|err| {
+    let cannot_read = |err: std::io::Error| {
         RequestError::fatal(format!("cannot read blob {}: {err}", path.display()))
-    })?;
-    file.seek(SeekFrom::Start(offset)).map_err(|err| {
-        RequestError::fatal(format!("cannot read blob {}: {err}", path.display()))
-    })?;
+    };
+    let mut file = std::fs::File::open(path).map_err(cannot_read)?;
+    file.seek(SeekFrom::Start(offset)).map_err(cannot_read)?;
     let reader = tokio::fs::File::from_std(file).take(len);
-    let bar = bar.clone();
-    let stream = ReaderStream::with_capacity(reader, 256 * 1024)
-        .inspect_ok(move |chunk| bar.inc(chunk.len() as u64));
+    let (bar, progress) = (bar.clone(), progress.clone());
+    let stream = ReaderStream::with_capacity(reader, 256 * 1024).inspect_ok(move |chunk| {
+        bar.inc(chunk.len() as u64);
+        progress.add(chunk.len() as u64);
+    });
     Ok(Body::wrap_stream(stream))
+}
+
+/// Checks a local blob against its digest before it is uploaded: a blob
+/// changed on disk is named here, not discovered by the registry later.
+pub(crate) fn verify_local_blob(store: &BlobStore, blob: &BlobInfo) -> Result<(), RequestError> {
+    let path = store.path(&blob.digest);
+    let cannot_read = |err: std::io::Error| {
+        RequestError::fatal(format!("cannot read blob {}: {err}", path.display()))
+    };
+    let file = std::fs::File::open(&path).map_err(cannot_read)?;
+    let mut writer = imgpack_blob::DigestWriter::new(std::io::sink());
+    std::io::copy(&mut file.take(blob.size + 1), &mut writer).map_err(cannot_read)?;
+    let (_, digest, size) = writer.finish();
+    if digest != blob.digest || size != blob.size {
+        return Err(RequestError::fatal(format!(
+            "its local copy in {} is corrupt ({size} bytes hashing to sha256:{}…): write the image \
+             again or restore the file",
+            store.root().display(),
+            &digest.hex()[..12]
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -484,23 +535,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn registry_error_bodies_are_summarised() {
-        let body =
-            r#"{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid","detail":{}}]}"#;
-        assert_eq!(error_codes(body), "MANIFEST_INVALID manifest invalid");
-        assert_eq!(error_codes("<html>"), "");
-    }
-
-    #[test]
-    fn upload_urls_get_the_digest_query() {
-        assert_eq!(
-            with_query("http://r/v2/a/blobs/uploads/x", "digest", "d"),
-            "http://r/v2/a/blobs/uploads/x?digest=d"
-        );
-        assert_eq!(
-            with_query("http://r/u?_state=s", "digest", "d"),
-            "http://r/u?_state=s&digest=d"
-        );
+    fn chunks_respect_the_registry_minimum_without_tiny_patches() {
+        // Without --chunk-size: one PATCH, whatever minimum the registry names.
+        assert_eq!(chunk_length(0, None, 10 << 20), 10 << 20);
+        assert_eq!(chunk_length(0, Some(1), 10 << 20), 10 << 20);
+        // A minimum raises a smaller configured chunk, and is capped by the blob.
+        assert_eq!(chunk_length(1 << 20, Some(5 << 20), 10 << 20), 5 << 20);
+        assert_eq!(chunk_length(1 << 20, Some(u64::MAX), 10 << 20), 10 << 20);
+        assert_eq!(chunk_length(8 << 20, Some(1), 10 << 20), 8 << 20);
+        assert_eq!(chunk_length(0, None, 0), 1);
     }
 
     #[test]
@@ -526,12 +569,13 @@ mod tests {
     }
 
     #[test]
-    fn transient_statuses() {
-        for status in [408, 429, 500, 502, 503] {
-            assert!(is_transient(StatusCode::from_u16(status).unwrap()));
-        }
-        for status in [400, 401, 403, 404, 415] {
-            assert!(!is_transient(StatusCode::from_u16(status).unwrap()));
-        }
+    fn a_changed_local_blob_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let blob = store.write_bytes(b"layer bytes").unwrap();
+        verify_local_blob(&store, &blob).unwrap();
+        std::fs::write(store.path(&blob.digest), b"LAYER BYTES").unwrap();
+        let err = verify_local_blob(&store, &blob).unwrap_err();
+        assert!(err.message.contains("is corrupt"), "{}", err.message);
     }
 }

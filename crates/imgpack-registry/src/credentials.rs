@@ -1,8 +1,11 @@
+//! Registry credentials: found where docker and podman keep them, stored
+//! where `docker login` would, and never shown in a log or an error.
+
 use std::fmt;
 use std::fs;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use base64::Engine as _;
 use docker_credential::{CredentialRetrievalError, DockerCredential};
 use serde_json::{json, Value};
@@ -113,20 +116,48 @@ pub fn find_credentials(keys: &[String]) -> Credentials {
     found
 }
 
-/// Stores `username`/`password` for `server` in docker's config.json, as
-/// `docker login` does (base64 `auth`, file mode 0600), keeping everything
-/// else in the file. Returns the file's path.
-pub fn write_docker_login(server: &str, username: &str, password: &str) -> Result<PathBuf> {
+/// Where `imgpack login` put the credentials, for its closing line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoredIn {
+    /// docker's config.json (base64 `auth`, mode 0600).
+    File(PathBuf),
+    /// The credential helper config.json names (`credHelpers` or `credsStore`).
+    Helper(String),
+}
+
+impl fmt::Display for StoredIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoredIn::File(path) => write!(f, "{}", path.display()),
+            StoredIn::Helper(helper) => write!(f, "credential helper docker-credential-{helper}"),
+        }
+    }
+}
+
+/// Stores `username`/`password` under `key` as `docker login` does: through
+/// the credential helper docker's config.json names for it (`credHelpers`,
+/// else `credsStore`), otherwise in config.json itself (base64 `auth`, mode
+/// 0600, its directory created 0700, a symlinked config.json written through),
+/// keeping everything else in the file.
+pub fn store_login(key: &str, username: &str, password: &str) -> Result<StoredIn> {
     let path = docker_config_path()
         .context("cannot find docker's config directory: set DOCKER_CONFIG or HOME")?;
-    let dir = path.parent().expect("config.json has a parent");
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    store_login_in(path, key, username, password)
+}
+
+fn store_login_in(path: PathBuf, key: &str, username: &str, password: &str) -> Result<StoredIn> {
+    // A symlinked config.json (dotfiles) is written where it points, not replaced.
+    let path = fs::canonicalize(&path).unwrap_or(path);
     let mut config: Value = match fs::read(&path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not valid JSON", path.display()))?,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => json!({}),
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     };
+    if let Some(helper) = helper_for(&config, key) {
+        store_with_helper(&helper, key, username, password)?;
+        return Ok(StoredIn::Helper(helper));
+    }
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
     let root = config
         .as_object_mut()
@@ -135,10 +166,58 @@ pub fn write_docker_login(server: &str, username: &str, password: &str) -> Resul
     let auths = auths
         .as_object_mut()
         .with_context(|| format!("'auths' in {} is not an object", path.display()))?;
-    auths.insert(server.to_owned(), json!({ "auth": auth }));
+    auths.insert(key.to_owned(), json!({ "auth": auth }));
+    let dir = path.parent().context("config.json has no directory")?;
+    crate::locations::create_private_dir(dir)?;
     // Only its owner can read it: it holds secrets.
     imgpack_blob::write_atomically(&path, &serde_json::to_vec_pretty(&config)?, 0o600)?;
-    Ok(path)
+    Ok(StoredIn::File(path))
+}
+
+/// The helper config.json names for `key`: `credHelpers[key]`, else `credsStore`.
+fn helper_for(config: &Value, key: &str) -> Option<String> {
+    let named = |value: &Value| {
+        value
+            .as_str()
+            .filter(|name| !name.trim().is_empty())
+            .map(str::to_owned)
+    };
+    config["credHelpers"]
+        .get(key)
+        .and_then(named)
+        .or_else(|| named(&config["credsStore"]))
+}
+
+/// `docker-credential-HELPER store` with the credential as JSON on its standard input.
+fn store_with_helper(helper: &str, key: &str, username: &str, password: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let program = format!("docker-credential-{helper}");
+    let mut child = Command::new(&program)
+        .arg("store")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!(
+                "docker's config.json stores credentials with {program}, which cannot be run: \
+                 install it or remove credsStore/credHelpers from config.json"
+            )
+        })?;
+    let request = json!({"ServerURL": key, "Username": username, "Secret": password});
+    let mut stdin = child.stdin.take().context("no stdin for the helper")?;
+    // A helper that exits early closes the pipe; its exit status says what went wrong.
+    let _ = stdin.write_all(request.to_string().as_bytes());
+    drop(stdin);
+    let status = child
+        .wait()
+        .with_context(|| format!("{program} did not finish"))?;
+    if !status.success() {
+        // Its output may echo the secret: only the status is shown.
+        bail!("{program} store failed ({status}): check the helper, or remove credsStore/credHelpers from config.json");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -156,6 +235,58 @@ mod tests {
         assert!(
             !shown.contains("hunter2") && !shown.contains("tok-123"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn logins_go_through_symlinks_into_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("home/.docker");
+        let stored = store_login_in(docker.join("config.json"), "reg:5000", "ci", "pw").unwrap();
+        assert_eq!(stored, StoredIn::File(docker.join("config.json")));
+        let mode = |p: &std::path::Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&docker), 0o700);
+        assert_eq!(mode(&docker.join("config.json")), 0o600);
+
+        // A dotfiles-style symlink stays a symlink; the file it points at gets the login.
+        let real = dir.path().join("dotfiles/docker.json");
+        fs::create_dir_all(real.parent().unwrap()).unwrap();
+        fs::write(&real, r#"{"auths": {"other": {"auth": "eDp5"}}, "x": 1}"#).unwrap();
+        let link = dir.path().join("linked/config.json");
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        store_login_in(link.clone(), "reg:5000", "ci", "pw").unwrap();
+        assert!(fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        let written: Value = serde_json::from_slice(&fs::read(&real).unwrap()).unwrap();
+        assert_eq!(written["x"], 1);
+        assert_eq!(written["auths"]["other"]["auth"], "eDp5");
+        assert!(written["auths"]["reg:5000"]["auth"].is_string());
+    }
+
+    #[test]
+    fn a_configured_helper_is_used_for_its_registry() {
+        let config = json!({"credsStore": "pass", "credHelpers": {"gcr.io": "gcloud", "x": ""}});
+        assert_eq!(helper_for(&config, "gcr.io").as_deref(), Some("gcloud"));
+        assert_eq!(helper_for(&config, "reg:5000").as_deref(), Some("pass"));
+        assert_eq!(helper_for(&config, "x").as_deref(), Some("pass"));
+        assert_eq!(helper_for(&json!({"auths": {}}), "reg:5000"), None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        fs::write(&path, r#"{"credsStore": "imgpack-test-missing-helper"}"#).unwrap();
+        let err = store_login_in(path.clone(), "reg:5000", "ci", "secret-pw").unwrap_err();
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("docker-credential-imgpack-test-missing-helper"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-pw"));
+        assert!(
+            !fs::read_to_string(&path).unwrap().contains("auths"),
+            "no plain password written"
         );
     }
 }

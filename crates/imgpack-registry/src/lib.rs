@@ -10,23 +10,40 @@
 //! itself uses); reference parsing comes from oci-spec's distribution module,
 //! which oci-client re-exports.
 
+//!
+//! Everything a registry sends is untrusted: credentials go only to the
+//! registry's own origin and the token realm it names (`client`, `auth`),
+//! every read is bounded in size and time (`limits`), documents are checked
+//! rather than guessed (`manifest`), and blobs are checked against their
+//! digests before they are stored.
+
 mod auth;
 mod base;
 mod client;
 mod credentials;
+mod errors;
+pub mod hub;
+mod limits;
 mod locations;
+mod login;
+mod manifest;
 mod progress;
 mod pull;
 mod push;
 mod reference;
 mod retry;
+mod runtime;
 mod sink;
 mod transport;
 
-pub use base::{resolve_base, BaseImage, BasePlatform};
+pub use auth::{parse_challenge, Challenge};
+pub use base::resolve_base;
 pub use client::RegistryClient;
-pub use credentials::{find_credentials, write_docker_login, Credential, Credentials};
+pub use credentials::{find_credentials, store_login, Credential, Credentials, StoredIn};
+pub use errors::RequestError;
 pub use locations::BlobLocations;
+pub use login::login;
+pub use manifest::{parse_document, Descriptor, Document, LAYER_TYPES};
 pub use push::{push_image, PushOptions};
 pub use reference::ImageRef;
 pub use retry::RetryPolicy;

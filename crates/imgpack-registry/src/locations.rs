@@ -1,3 +1,5 @@
+//! Where blobs were pushed before, and imgpack's cache directory.
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -58,9 +60,21 @@ impl BlobLocations {
             return Ok(());
         };
         let dir = path.parent().expect("cache file has a parent");
-        std::fs::create_dir_all(dir)?;
+        create_private_dir(dir)?;
         imgpack_blob::write_atomically(path, &serde_json::to_vec(self)?, 0o644)
     }
+}
+
+/// Creates `dir` (and missing parents) readable by its owner only, as docker
+/// does for ~/.docker; an existing directory is left as it is.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))
 }
 
 pub(crate) fn cache_dir() -> Option<PathBuf> {

@@ -1,3 +1,5 @@
+//! Push progress on stderr: bars on a terminal, plain lines in CI logs.
+
 use std::io::IsTerminal;
 use std::time::Duration;
 

@@ -1,13 +1,18 @@
-//! Reading from registries: manifests and blobs of base images, fetched once
-//! into a local cache by digest, so a rebuild works offline.
+//! Reading from registries: manifests and blobs of base images, each bounded
+//! by a size limit or its descriptor's size, and checked against its digest
+//! before anything is stored.
+
+use std::io::Write;
+use std::sync::Arc;
 
 use futures_util::StreamExt;
-use imgpack_blob::{BlobInfo, BlobStore, Digest};
-use reqwest::header::ACCEPT;
-use reqwest::StatusCode;
-use std::io::Write;
+use imgpack_blob::{BlobInfo, BlobStore};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
 
-use crate::client::{RegistryClient, RequestError};
+use crate::client::{header, RegistryClient, Timing};
+use crate::errors::{transport_error, RequestError};
+use crate::limits::{read_limited, Progress, DOCUMENT_LIMIT};
 
 /// The manifest types imgpack reads, most specific first.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
@@ -20,94 +25,110 @@ pub(crate) fn pull_scope(repository: &str) -> String {
 }
 
 impl RegistryClient {
-    /// A manifest or index by tag or digest: its bytes and media type.
+    /// A manifest or index by tag or digest (at most [`DOCUMENT_LIMIT`]
+    /// bytes): its bytes and the Content-Type it was served with.
     pub async fn get_manifest(
         &self,
         repository: &str,
         reference: &str,
-    ) -> Result<(Vec<u8>, String), RequestError> {
-        let url = format!("{}/v2/{repository}/manifests/{reference}", self.base);
+    ) -> Result<(Vec<u8>, Option<String>), RequestError> {
+        let url = self.endpoint(&format!("v2/{repository}/manifests/{reference}"));
         let response = self
-            .send(&[pull_scope(repository)], |http| {
-                Ok(http.get(&url).header(ACCEPT, MANIFEST_TYPES))
-            })
+            .send(
+                &[pull_scope(repository)],
+                Method::GET,
+                url,
+                Timing::Short,
+                |r| Ok(r.header(ACCEPT, MANIFEST_TYPES)),
+            )
             .await?;
+        let what = format!("fetching manifest {repository}:{reference}");
         if response.status() != StatusCode::OK {
-            return Err(self
-                .status_error(
-                    response,
-                    &format!("fetching manifest {repository}:{reference}"),
-                )
-                .await);
+            return Err(self.status_error(response, &what).await);
         }
-        let media_type = response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|err| crate::client::transport_error(self.registry(), &err))?;
-        Ok((bytes.to_vec(), media_type))
+        let content_type = header(&response, CONTENT_TYPE);
+        let name = format!(
+            "the manifest {repository}:{reference} from registry {}",
+            self.registry
+        );
+        let bytes = read_limited(response, DOCUMENT_LIMIT, &name).await?;
+        Ok((bytes, content_type))
     }
 
-    /// Streams blob `digest` of `repository` into `store`, checking its digest;
-    /// a blob already in the store is not fetched again.
+    /// Streams the blob `expected` names from `repository` into `store`:
+    /// never more than its size, committed only when its digest matches, so
+    /// a registry that sends something else leaves nothing in the store.
     pub async fn fetch_blob(
         &self,
         repository: &str,
-        digest: &Digest,
+        expected: &BlobInfo,
         store: &BlobStore,
     ) -> Result<BlobInfo, RequestError> {
+        let digest = &expected.digest;
         if store.contains(digest) {
-            let size = std::fs::metadata(store.path(digest))
-                .map(|m| m.len())
-                .unwrap_or(0);
-            return Ok(BlobInfo {
-                digest: digest.clone(),
-                size,
-            });
+            return Ok(expected.clone());
         }
-        let url = format!("{}/v2/{repository}/blobs/{digest}", self.base);
+        let url = self.endpoint(&format!("v2/{repository}/blobs/{digest}"));
         let response = self
-            .send(&[pull_scope(repository)], |http| Ok(http.get(&url)))
+            .send(
+                &[pull_scope(repository)],
+                Method::GET,
+                url,
+                Timing::Head,
+                Ok,
+            )
             .await?;
+        let what = "fetching the blob";
         if response.status() != StatusCode::OK {
-            return Err(self
-                .status_error(response, &format!("fetching blob {digest}"))
-                .await);
+            return Err(self.status_error(response, what).await);
         }
-        let local = |err: anyhow::Error| RequestError {
-            message: format!("{err:#}"),
-            transient: false,
-            retry_after: None,
+        if response
+            .content_length()
+            .is_some_and(|len| len != expected.size)
+        {
+            return Err(self.wrong_size(expected.size));
+        }
+        let mut writer = store.writer().map_err(RequestError::local)?;
+        let progress = Arc::new(Progress::new(expected.size));
+        let copy = async {
+            let mut body = response.bytes_stream();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|err| transport_error(&self.registry, &err))?;
+                if progress.moved() + chunk.len() as u64 > expected.size {
+                    return Err(self.wrong_size(expected.size));
+                }
+                progress.add(chunk.len() as u64);
+                writer.write_all(&chunk).map_err(|err| {
+                    RequestError::fatal(format!("cannot write blob {digest} to the cache: {err}"))
+                })?;
+            }
+            Ok(())
         };
-        let mut writer = store.writer().map_err(local)?;
-        let mut body = response.bytes_stream();
-        while let Some(chunk) = body.next().await {
-            let chunk =
-                chunk.map_err(|err| crate::client::transport_error(self.registry(), &err))?;
-            writer.write_all(&chunk).map_err(|err| {
-                local(anyhow::anyhow!(
-                    "cannot write blob {digest} to the cache: {err}"
-                ))
-            })?;
+        tokio::select! {
+            copied = copy => copied?,
+            stall = progress.stalled() => return Err(stall.error(&self.registry, what)),
         }
-        let info = writer.commit().map_err(local)?;
-        if info.digest != *digest {
-            // The file is stored under what it really is; nothing claims it is `digest`.
-            return Err(RequestError {
-                message: format!(
-                    "registry {} sent {} for blob {digest}",
-                    self.registry(),
-                    info.digest
-                ),
-                transient: true,
-                retry_after: None,
-            });
+        let received = writer.digest_so_far();
+        if received.size < expected.size {
+            return Err(RequestError::transient(format!(
+                "registry {} cut the blob off after {} of {} bytes",
+                self.registry, received.size, expected.size
+            )));
         }
-        Ok(info)
+        if received.digest != *digest {
+            // Dropped uncommitted: nothing is stored, under any name.
+            return Err(RequestError::fatal(format!(
+                "registry {} sent content hashing to {}: refused",
+                self.registry, received.digest
+            )));
+        }
+        writer.commit().map_err(RequestError::local)
+    }
+
+    fn wrong_size(&self, size: u64) -> RequestError {
+        RequestError::fatal(format!(
+            "registry {} sent another size than the {size} bytes the blob's descriptor gives: refused",
+            self.registry
+        ))
     }
 }

@@ -1,3 +1,7 @@
+//! Pushing an image: blobs (skipped, mounted or uploaded), then manifests by
+//! digest, then tags, so a tag never points at anything missing.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
@@ -5,19 +9,19 @@ use futures_util::{StreamExt, TryStreamExt};
 use imgpack_blob::Digest;
 use imgpack_image::{BlobRef, Image};
 
-use crate::client::Mount;
+use crate::client::{verify_local_blob, Mount};
 use crate::progress::Reporter;
 use crate::retry::with_retries;
-use crate::{BlobLocations, ImageRef, RegistryClient, RetryPolicy};
+use crate::{BlobLocations, ImageRef, RegistryClient};
 
 /// How many other repositories are tried as mount sources before uploading.
 const MOUNT_ATTEMPTS: usize = 2;
 
+/// How a push runs (retries are the client's: [`crate::TransportOptions::retry`]).
 #[derive(Clone, Debug)]
 pub struct PushOptions {
     /// Blobs pushed at once.
     pub jobs: usize,
-    pub retry: RetryPolicy,
     /// No progress output.
     pub quiet: bool,
 }
@@ -26,7 +30,6 @@ impl Default for PushOptions {
     fn default() -> Self {
         Self {
             jobs: 4,
-            retry: RetryPolicy::default(),
             quiet: false,
         }
     }
@@ -75,22 +78,12 @@ pub async fn push_image(
             &manifest.digest().to_string(),
             image,
             manifest,
-            options,
             &reporter,
         )
         .await?;
     }
     for tag in std::iter::once(target.tag()).chain(tags.iter().map(String::as_str)) {
-        put_manifest(
-            client,
-            repository,
-            tag,
-            image,
-            &image.root,
-            options,
-            &reporter,
-        )
-        .await?;
+        put_manifest(client, repository, tag, image, &image.root, &reporter).await?;
         reporter.line(&format!("tagged {}:{tag}", target.repository_ref()));
     }
     Ok(image.root.digest().clone())
@@ -105,7 +98,7 @@ async fn push_blobs(
     locations: &Mutex<BlobLocations>,
 ) -> Result<()> {
     futures_util::stream::iter(image.layer_and_config_blobs())
-        .map(|blob| push_blob(client, target, image, blob, options, reporter, locations))
+        .map(|blob| push_blob(client, target, image, blob, reporter, locations))
         .buffer_unordered(options.jobs.max(1))
         .try_collect::<Vec<()>>()
         .await?;
@@ -117,7 +110,6 @@ async fn push_blob(
     target: &ImageRef,
     image: &Image,
     blob: &BlobRef,
-    options: &PushOptions,
     reporter: &Reporter,
     locations: &Mutex<BlobLocations>,
 ) -> Result<()> {
@@ -131,7 +123,8 @@ async fn push_blob(
     );
     let bar = reporter.bar(&short, blob.blob.size);
     let what = format!("pushing blob {digest} to {}", target.repository_ref());
-    let outcome = with_retries(&options.retry, reporter, &what, || async {
+    let verified = AtomicBool::new(false);
+    let outcome = with_retries(&client.retry, reporter, &what, || async {
         if client.blob_exists(repository, digest).await? {
             return Ok(Outcome::Existed);
         }
@@ -145,6 +138,10 @@ async fn push_blob(
                 }
                 Mount::Unavailable => {}
             }
+        }
+        // Checked once, before the first byte goes up.
+        if !verified.swap(true, Ordering::Relaxed) {
+            verify_local_blob(&image.store, &blob.blob)?;
         }
         client
             .upload_blob(repository, &image.store, &blob.blob, session, &bar)
@@ -174,7 +171,6 @@ async fn put_manifest(
     reference: &str,
     image: &Image,
     manifest: &BlobRef,
-    options: &PushOptions,
     reporter: &Reporter,
 ) -> Result<()> {
     let bytes = image
@@ -185,7 +181,7 @@ async fn put_manifest(
         "pushing manifest {reference} to {}/{repository}",
         client.registry()
     );
-    with_retries(&options.retry, reporter, &what, || {
+    with_retries(&client.retry, reporter, &what, || {
         client.put_manifest(repository, reference, &bytes, &manifest.media_type)
     })
     .await

@@ -1,3 +1,5 @@
+//! Push targets: image references parsed the way docker does.
+
 use anyhow::{bail, Context, Result};
 use oci_spec::distribution::Reference;
 
@@ -12,22 +14,17 @@ pub struct ImageRef {
 impl ImageRef {
     /// Parses a reference to push to; a digest reference cannot be a push target.
     pub fn parse_push_target(text: &str) -> Result<Self> {
+        diagnose(text)?;
+        let shown = text.escape_debug();
         let reference: Reference = text.parse().with_context(|| {
-            format!("bad image reference '{text}': use REGISTRY/REPOSITORY:TAG, e.g. registry.example.com/team/api:v1")
+            format!("bad image reference '{shown}': use REGISTRY/REPOSITORY:TAG, e.g. registry.example.com/team/api:v1")
         })?;
         if reference.digest().is_some() {
             bail!(
-                "'{text}' names a digest, which cannot be pushed to: use a tag, e.g. {}/{}:latest",
+                "'{shown}' names a digest, which cannot be pushed to: use a tag, e.g. {}/{}:latest",
                 reference.registry(),
                 reference.repository()
             );
-        }
-        let repository = reference.repository();
-        let lowercase = repository
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c));
-        if !lowercase {
-            bail!("bad repository '{repository}' in '{text}': repository names are lowercase letters, digits, '.', '_', '-' and '/'");
         }
         let tag = reference.tag().unwrap_or("latest").to_owned();
         imgpack_image::validate_tag(&tag)?;
@@ -59,16 +56,46 @@ impl ImageRef {
 
     /// The keys under which docker and podman store this registry's credentials.
     pub fn credential_keys(&self) -> Vec<String> {
-        if self.registry() == "docker.io" {
-            vec![
-                "https://index.docker.io/v1/".into(),
-                "docker.io".into(),
-                "index.docker.io".into(),
-            ]
-        } else {
-            vec![self.registry().to_owned()]
+        crate::hub::credential_keys(self.registry())
+    }
+}
+
+/// Names what is wrong with a reference the parser would only call "invalid
+/// reference format": spaces or control characters, a port that is not a
+/// number, capitals in the repository.
+fn diagnose(text: &str) -> Result<()> {
+    let shown = text.escape_debug();
+    if text.is_empty() {
+        bail!("the image reference is empty: use REGISTRY/REPOSITORY:TAG, e.g. registry.example.com/team/api:v1");
+    }
+    if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!("bad image reference '{shown}': it holds a space or a control character");
+    }
+    let name = text.split('@').next().unwrap_or(text);
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    let is_host = first.contains(['.', ':']) || first == "localhost";
+    if is_host {
+        if let Some((host, port)) = first.rsplit_once(':') {
+            let bracketed_v6 = first.starts_with('[') && !host.ends_with(']');
+            if !bracketed_v6 && (port.is_empty() || !port.chars().all(|c| c.is_ascii_digit())) {
+                bail!(
+                    "bad image reference '{shown}': the port '{}' of registry {} is not a number",
+                    port.escape_debug(),
+                    host.escape_debug()
+                );
+            }
         }
     }
+    let repository = if is_host { rest } else { name };
+    let repository = repository.rsplit_once(':').map_or(repository, |(r, _)| r);
+    if repository.chars().any(|c| c.is_ascii_uppercase()) {
+        bail!(
+            "bad repository '{}' in '{shown}': repository names are lowercase (use {})",
+            repository.escape_debug(),
+            repository.to_ascii_lowercase().escape_debug()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -125,5 +152,31 @@ mod tests {
         assert!(err.contains("names a digest"), "{err}");
         assert!(ImageRef::parse_push_target("UPPER/case").is_err());
         assert!(ImageRef::parse_push_target("").is_err());
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", ImageRef::parse_push_target(text).unwrap_err())
+    }
+
+    #[test]
+    fn bad_references_name_the_actual_problem() {
+        let err = error("registry.example.com/Team/App:v1");
+        assert!(err.contains("lowercase (use team/app)"), "{err}");
+        let err = error("registry.example.com:abc/team/app:v1");
+        assert!(
+            err.contains("port 'abc'") && err.contains("not a number"),
+            "{err}"
+        );
+        let err = error("localhost:/app");
+        assert!(err.contains("not a number"), "{err}");
+        assert!(error("team/app:v1 extra").contains("space"));
+        // Found by tests/tests/fuzz.rs: a newline in the input made a two-line error.
+        let err = error("\napp");
+        assert!(
+            !err.contains('\n') && err.contains("control character"),
+            "{err}"
+        );
+        let err = error("app:\u{1b}[2J");
+        assert!(!err.contains('\u{1b}'), "{err}");
     }
 }

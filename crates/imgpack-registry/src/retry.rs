@@ -1,3 +1,5 @@
+//! Retries: transient failures back off and try again within a time budget.
+
 use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -5,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 use backon::{ExponentialBuilder, Retryable};
 
-use crate::client::RequestError;
+use crate::errors::RequestError;
 use crate::progress::Reporter;
 
 /// How long and how often a failed request is tried again.

@@ -1,6 +1,9 @@
-use anyhow::{Context, Result};
+//! The registry as an image [`Sink`]: `--push REF`.
+
+use anyhow::Result;
 use imgpack_image::{Image, Sink};
 
+use crate::runtime::block_on;
 use crate::{connect, find_credentials, push_image, ImageRef, PushOptions, TransportOptions};
 
 /// `--push REF`: the image goes to a registry.
@@ -18,12 +21,7 @@ impl Sink for RegistrySink {
     }
 
     fn write(&self, image: &Image) -> Result<()> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        runtime.block_on(async {
+        block_on(async {
             let credentials = find_credentials(&self.target.credential_keys());
             let client = connect(self.target.api_host(), &self.transport, credentials).await?;
             push_image(&client, &self.target, &self.tags, image, &self.options).await?;

@@ -1,31 +1,43 @@
+//! How registries are reached: which scheme (HTTPS, or plain HTTP where
+//! allowed), which TLS trust, and which HTTP client may carry a request to
+//! which origin. Only the registry's own origin ever gets relaxed TLS.
+
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use reqwest::header::WWW_AUTHENTICATE;
 use reqwest::StatusCode;
+use url::Url;
 
 use crate::auth::Authenticator;
-use crate::client::{transport_error, RequestError};
-use crate::{Credentials, RegistryClient};
+use crate::errors::{is_not_tls, is_transient, transport_error, RequestError};
+use crate::limits::{PING_DEADLINE, REQUEST_DEADLINE};
+use crate::progress::Reporter;
+use crate::retry::with_retries;
+use crate::{Credentials, RegistryClient, RetryPolicy};
 
-/// How to reach registries: extra CA certificates, hosts allowed to skip TLS.
+/// How to reach registries: extra CA certificates, hosts allowed to skip TLS, retries.
 #[derive(Clone, Debug, Default)]
 pub struct TransportOptions {
-    /// `--insecure-registry HOST[:PORT]`: plain HTTP or unverified TLS for these hosts only.
+    /// `--insecure-registry HOST[:PORT]`: plain HTTP or unverified TLS for exactly these.
     pub insecure_registries: Vec<String>,
     /// `--registry-ca FILE`: PEM certificates trusted besides the system's roots.
     pub ca_files: Vec<PathBuf>,
     /// Bytes per PATCH for large blobs (0: one streamed PATCH per blob).
     pub chunk_size: u64,
+    /// How long and how often failed requests are tried again, first contact included.
+    pub retry: RetryPolicy,
+    /// No "trying again" lines.
+    pub quiet: bool,
 }
 
 impl TransportOptions {
+    /// `--insecure-registry` names exactly this host and port (a HOST alone: the default port).
     fn is_insecure(&self, registry: &str) -> bool {
-        let host = host_of(registry);
         self.insecure_registries
             .iter()
-            .any(|entry| entry == registry || entry == host)
+            .any(|entry| entry.eq_ignore_ascii_case(registry))
     }
 }
 
@@ -42,7 +54,43 @@ fn is_loopback(registry: &str) -> bool {
     host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn http_client(options: &TransportOptions, accept_invalid_certs: bool) -> Result<reqwest::Client> {
+/// The HTTP clients of one registry: `strict` verifies TLS for every origin;
+/// `relaxed` (for an `--insecure-registry`) skips verification and is used
+/// for that registry's own origin only, never for its token realm or a
+/// `Location` elsewhere. Neither follows redirects by itself: the client
+/// follows them, deciding per hop what may be sent.
+#[derive(Clone)]
+pub(crate) struct Clients {
+    strict: reqwest::Client,
+    relaxed: Option<reqwest::Client>,
+    /// The registry's origin (scheme, host, port), once its scheme is known.
+    registry: Option<url::Origin>,
+}
+
+impl Clients {
+    fn new(options: &TransportOptions, insecure: bool) -> Result<Self> {
+        let certificates = ca_certificates(options)?;
+        let relaxed = insecure
+            .then(|| http_client(&certificates, true))
+            .transpose()?;
+        Ok(Self {
+            strict: http_client(&certificates, false)?,
+            relaxed,
+            registry: None,
+        })
+    }
+
+    /// The client allowed to carry a request to `url`.
+    pub(crate) fn for_url(&self, url: &Url) -> &reqwest::Client {
+        match (&self.relaxed, &self.registry) {
+            (Some(relaxed), Some(origin)) if url.origin() == *origin => relaxed,
+            (Some(relaxed), None) => relaxed,
+            _ => &self.strict,
+        }
+    }
+}
+
+fn ca_certificates(options: &TransportOptions) -> Result<Vec<reqwest::Certificate>> {
     let mut certificates = Vec::new();
     for path in &options.ca_files {
         let pem = std::fs::read(path)
@@ -58,11 +106,20 @@ fn http_client(options: &TransportOptions, accept_invalid_certs: bool) -> Result
         }
         certificates.extend(parsed);
     }
+    Ok(certificates)
+}
+
+fn http_client(
+    certificates: &[reqwest::Certificate],
+    accept_invalid_certs: bool,
+) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("imgpack/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(30))
-        .read_timeout(Duration::from_secs(300))
-        .tls_certs_merge(certificates)
+        .connect_timeout(PING_DEADLINE)
+        // A backstop under the deadlines each request sets for itself.
+        .read_timeout(2 * REQUEST_DEADLINE)
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_certs_merge(certificates.to_vec())
         .tls_danger_accept_invalid_certs(accept_invalid_certs)
         .build()
         .context("cannot set up the HTTP client")
@@ -70,52 +127,124 @@ fn http_client(options: &TransportOptions, accept_invalid_certs: bool) -> Result
 
 /// Connects to `registry` (host[:port]) the way docker does: HTTPS with
 /// verified TLS; for `--insecure-registry` hosts unverified TLS, then plain
-/// HTTP; for loopback hosts verified TLS, then plain HTTP.
+/// HTTP; for loopback hosts verified TLS, then plain HTTP. First contact is
+/// retried like any other request.
 pub async fn connect(
     registry: &str,
     options: &TransportOptions,
     credentials: Credentials,
 ) -> Result<RegistryClient> {
     let insecure = options.is_insecure(registry);
-    let http = http_client(options, insecure)?;
-    let https = format!("https://{registry}");
-    let base = match ping(&http, &https, registry).await {
-        Ok(()) => https,
-        Err(tls_error) if insecure || is_loopback(registry) => {
-            let plain = format!("http://{registry}");
-            match ping(&http, &plain, registry).await {
-                Ok(()) => plain,
-                // A TLS server answers plain HTTP with 400: the HTTPS error is the one to show.
-                Err(_) => bail!("{}", tls_error.message),
-            }
-        }
-        Err(err) => bail!("{}", err.message),
-    };
+    let mut clients = Clients::new(options, insecure)?;
+    let plain_allowed = insecure || is_loopback(registry);
+    let reporter = Reporter::new(options.quiet);
+    let what = format!("contacting registry {registry}");
+    let (base, challenge) = with_retries(&options.retry, &reporter, &what, || {
+        probe(&clients, registry, plain_allowed)
+    })
+    .await?;
+    clients.registry = Some(base.origin());
+    let auth = Authenticator::new(clients.clone(), base.clone(), registry, credentials);
+    if let Some(challenge) = challenge {
+        // The ping's challenge is the registry's: known now, the first requests carry credentials.
+        let _ = auth.challenged(Some(&challenge), &[], false).await;
+    }
     Ok(RegistryClient {
-        auth: Authenticator::new(http.clone(), registry, credentials),
-        http,
+        auth,
+        clients,
         base,
         registry: registry.to_owned(),
         chunk_size: options.chunk_size,
+        retry: options.retry.clone(),
+        reporter,
     })
 }
 
-/// `GET /v2/` must answer like a registry: 200, or 401 with a challenge.
-async fn ping(http: &reqwest::Client, base: &str, registry: &str) -> Result<(), RequestError> {
-    let response = http
-        .get(format!("{base}/v2/"))
+/// One first contact: HTTPS, then plain HTTP where allowed. Returns the base
+/// URL and the ping's challenge, if it answered 401.
+async fn probe(
+    clients: &Clients,
+    registry: &str,
+    plain_allowed: bool,
+) -> Result<(Url, Option<String>), RequestError> {
+    let https = base_url("https", registry)?;
+    let tls_failure = match ping(clients, &https, registry).await {
+        Ok(challenge) => return Ok((https, challenge)),
+        Err(failure) if plain_allowed => failure,
+        Err(failure) => return Err(failure.error),
+    };
+    let http = base_url("http", registry)?;
+    match ping(clients, &http, registry).await {
+        Ok(challenge) => Ok((http, challenge)),
+        Err(plain_failure) => Err(real_failure(tls_failure, plain_failure)),
+    }
+}
+
+fn base_url(scheme: &str, registry: &str) -> Result<Url, RequestError> {
+    Url::parse(&format!("{scheme}://{registry}/"))
+        .map_err(|err| RequestError::fatal(format!("bad registry address '{registry}': {err}")))
+}
+
+/// A failed ping, and whether an HTTP server answered it at all.
+struct PingFailure {
+    error: RequestError,
+    answered: Option<StatusCode>,
+}
+
+/// Of a loopback registry's failed HTTPS and HTTP pings, the one that says
+/// what is wrong: an HTTP answer (a server that is not a registry) over a
+/// TLS error, unless that answer is a TLS server's 400 to plain HTTP after a
+/// certificate it could not verify; a plain-HTTP failure over a TLS
+/// handshake with a server that does not speak TLS.
+fn real_failure(tls: PingFailure, plain: PingFailure) -> RequestError {
+    let tls_server = tls.answered.is_some() || !is_not_tls(&tls.error);
+    match plain.answered {
+        Some(StatusCode::BAD_REQUEST) if tls_server => tls.error,
+        Some(_) => plain.error,
+        None if tls.answered.is_some() => tls.error,
+        None => plain.error,
+    }
+}
+
+/// `GET /v2/` must answer like a registry: 200, or 401 (with its challenge).
+async fn ping(
+    clients: &Clients,
+    base: &Url,
+    registry: &str,
+) -> Result<Option<String>, PingFailure> {
+    let url = base.join("v2/").expect("a valid path");
+    let response = clients
+        .for_url(&url)
+        .get(url.clone())
+        .timeout(PING_DEADLINE)
         .send()
         .await
-        .map_err(|err| transport_error(registry, &err))?;
+        .map_err(|err| PingFailure {
+            error: transport_error(registry, &err),
+            answered: None,
+        })?;
     let status = response.status();
-    if status == StatusCode::OK || status == StatusCode::UNAUTHORIZED {
-        return Ok(());
+    match status {
+        StatusCode::OK => Ok(None),
+        StatusCode::UNAUTHORIZED => Ok(response
+            .headers()
+            .get(WWW_AUTHENTICATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)),
+        _ if is_transient(status) => Err(PingFailure {
+            error: RequestError::transient(format!(
+                "registry {registry} answered {status} to GET {url}"
+            )),
+            answered: Some(status),
+        }),
+        _ => Err(PingFailure {
+            error: RequestError::fatal(format!(
+                "{registry} is not a registry: GET {url} answered {status} (a registry answers 200 or 401); \
+                 check the host and port"
+            )),
+            answered: Some(status),
+        }),
     }
-    Err(RequestError {
-        message: format!("{base} does not answer like a registry (GET /v2/ gave {status})"),
-        transient: false,
-        retry_after: None,
-    })
 }
 
 #[cfg(test)]
@@ -131,11 +260,44 @@ mod tests {
         assert!(!is_loopback("registry.example.com"));
         assert!(!is_loopback("10.0.0.1:5000"));
         let options = TransportOptions {
-            insecure_registries: vec!["reg.local".into()],
+            insecure_registries: vec!["reg.local".into(), "other.local:5000".into()],
             ..Default::default()
         };
-        assert!(options.is_insecure("reg.local:5000"));
         assert!(options.is_insecure("reg.local"));
+        assert!(options.is_insecure("other.local:5000"));
+        // Exactly that host and port.
+        assert!(!options.is_insecure("reg.local:5000"));
         assert!(!options.is_insecure("other.local"));
+        assert!(!options.is_insecure("other.local:5001"));
+    }
+
+    fn failure(message: &str, answered: Option<u16>) -> PingFailure {
+        PingFailure {
+            error: RequestError::fatal(message),
+            answered: answered.map(|s| StatusCode::from_u16(s).unwrap()),
+        }
+    }
+
+    #[test]
+    fn the_real_failure_of_a_loopback_registry_is_shown() {
+        let not_tls = "TLS connection to registry r failed (received corrupt message of type InvalidContentType)";
+        let bad_cert =
+            "TLS connection to registry r failed (invalid peer certificate: UnknownIssuer)";
+        // A plain web server that is not a registry.
+        let shown = real_failure(
+            failure(not_tls, None),
+            failure("r is not a registry: 404", Some(404)),
+        );
+        assert!(
+            shown.message.contains("not a registry"),
+            "{}",
+            shown.message
+        );
+        // A TLS registry with an unknown CA: its 400 to plain HTTP is not the story.
+        let shown = real_failure(failure(bad_cert, None), failure("answered 400", Some(400)));
+        assert_eq!(shown.message, bad_cert);
+        // A plain registry that reset the connection: the reset, not the TLS noise.
+        let shown = real_failure(failure(not_tls, None), failure("connection reset", None));
+        assert_eq!(shown.message, "connection reset");
     }
 }

@@ -123,17 +123,23 @@ pub struct PushFlags {
     pub image_refs: Option<PathBuf>,
 
     /// Upload large blobs in PATCH requests of this many MiB (0: one streamed request per blob).
-    #[arg(long, value_name = "MIB", default_value_t = 0)]
+    #[arg(long, value_name = "MIB", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_CHUNK_MIB))]
     pub chunk_size: u64,
 
     /// Give up on a blob or manifest after retrying transient failures for this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RETRY_TIMEOUT)]
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RETRY_TIMEOUT,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RETRY_TIMEOUT))]
     pub retry_timeout: u64,
 
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
 
+/// Largest `--chunk-size`: 4 GiB per PATCH.
+const MAX_CHUNK_MIB: u64 = 4096;
+/// Largest `--retry-timeout`: a day.
+const MAX_RETRY_TIMEOUT: u64 = 86_400;
 /// `--retry-timeout` when not given, in seconds.
 pub const DEFAULT_RETRY_TIMEOUT: u64 = 120;
 

@@ -74,6 +74,8 @@ struct FilesEntry {
     dir_mode: Option<String>,
     uid: Option<u64>,
     gid: Option<u64>,
+    /// A `src` outside the project directory is refused unless this is true.
+    allow_outside_project: Option<bool>,
 }
 
 /// A loaded `imgpack.toml`.
@@ -116,7 +118,16 @@ fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> anyhow::Error 
     let message = err.message().replace('\n', " ");
     match err.span() {
         Some(span) => {
-            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let mut start = span.start.min(text.len());
+            // A syntax error inside an array that runs on past its line is the
+            // array's: point at the line where it was opened, not the next key.
+            let line_of = |offset: usize| text[..offset].matches('\n').count() + 1;
+            if let Some(open) = unclosed_array(&text[..start]) {
+                if line_of(open) < line_of(start) {
+                    start = open;
+                }
+            }
+            let line = line_of(start);
             let key = text
                 .lines()
                 .nth(line - 1)
@@ -131,6 +142,36 @@ fn parse_error(path: &Path, text: &str, err: &toml::de::Error) -> anyhow::Error 
         }
         None => anyhow::anyhow!("{}: {message}", path.display()),
     }
+}
+
+/// The offset of the last `[` in `text` not closed by a `]` (strings and comments skipped).
+fn unclosed_array(text: &str) -> Option<usize> {
+    let mut open = Vec::new();
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '[' => open.push(at),
+            ']' => {
+                open.pop();
+            }
+            '#' => {
+                chars.by_ref().find(|(_, c)| *c == '\n');
+            }
+            '"' | '\'' => {
+                let mut escaped = false;
+                for (_, inner) in chars.by_ref() {
+                    match inner {
+                        '\\' if c == '"' && !escaped => escaped = true,
+                        inner if inner == c && !escaped => break,
+                        '\n' => break,
+                        _ => escaped = false,
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    open.pop()
 }
 
 impl Config {
@@ -153,6 +194,27 @@ impl Config {
         match line {
             Some(index) => format!("{}:{}: key `{key}`", self.path.display(), index + 1),
             None => format!("{}: key `{key}`", self.path.display()),
+        }
+    }
+
+    /// `imgpack.toml:LINE: [[TABLE]] entry N`: the header line of the `index`th
+    /// `[[TABLE]]` (or `[[image.TABLE]]`) entry, in file order.
+    fn locate_entry(&self, table: &str, index: usize, _key: &str) -> String {
+        let headers = [format!("[[{table}]]"), format!("[[image.{table}]]")];
+        let line = self
+            .text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| headers.iter().any(|h| line.trim() == h))
+            .nth(index)
+            .map(|(number, _)| number + 1);
+        match line {
+            Some(line) => format!(
+                "{}:{line}: [[{table}]] entry {}",
+                self.path.display(),
+                index + 1
+            ),
+            None => format!("{}: [[{table}]] entry {}", self.path.display(), index + 1),
         }
     }
 
@@ -209,7 +271,7 @@ impl Config {
         }
         for (index, entry) in s.files.iter().flatten().enumerate() {
             self.file_spec(entry)
-                .with_context(|| format!("{} (entry {})", at("dst"), index + 1))?;
+                .with_context(|| self.locate_entry("files", index, "src"))?;
         }
         Ok(())
     }
@@ -224,8 +286,31 @@ impl Config {
         if !entry.dst.starts_with('/') {
             bail!("dst '{}' must be an absolute path in the image", entry.dst);
         }
+        if entry.dst.split('/').any(|part| part == "..") {
+            bail!(
+                "dst '{}' contains '..': name the path in the image directly",
+                entry.dst
+            );
+        }
+        let src = self.dir().join(&entry.src);
+        let Ok(real) = src.canonicalize() else {
+            bail!(
+                "src '{}' does not exist (it is relative to {})",
+                entry.src,
+                self.dir().display()
+            );
+        };
+        let project = self.dir().canonicalize().unwrap_or_else(|_| self.dir());
+        if !real.starts_with(&project) && entry.allow_outside_project != Some(true) {
+            bail!(
+                "src '{}' is outside the project directory {}: copy it into the project, or set \
+                 allow_outside_project = true in this entry",
+                entry.src,
+                project.display()
+            );
+        }
         Ok(FileSpec {
-            src: self.dir().join(&entry.src),
+            src,
             dst: entry.dst.clone(),
             mode: octal(&entry.mode, "mode")?,
             dir_mode: octal(&entry.dir_mode, "dir_mode")?,
@@ -413,9 +498,27 @@ mod tests {
         );
         let err = error("[[files]]\nsrc = \"static\"\ndst = \"app/static\"\n");
         assert!(
-            err.contains("key `dst`") && err.contains("absolute"),
+            err.contains("imgpack.toml:1: [[files]] entry 1") && err.contains("absolute"),
             "{err}"
         );
+        // Found when the file is loaded, before any work, with the entry's line.
+        let err = error("name = \"x\"\n\n[[files]]\nsrc = \".\"\ndst = \"/a\"\n\n[[files]]\nsrc = \".\"\ndst = \"/app/../etc\"\n");
+        assert!(
+            err.contains("imgpack.toml:7: [[files]] entry 2") && err.contains("'..'"),
+            "{err}"
+        );
+        let err = error("[[files]]\nsrc = \"missing.txt\"\ndst = \"/a\"\n");
+        assert!(err.contains("src 'missing.txt' does not exist"), "{err}");
+        let err = error("[[files]]\nsrc = \"/etc/passwd\"\ndst = \"/a\"\n");
+        assert!(
+            err.contains("outside the project directory") && err.contains("allow_outside_project"),
+            "{err}"
+        );
+        assert!(load_text(
+            "[[files]]\nsrc = \"/etc/passwd\"\ndst = \"/a\"\nallow_outside_project = true\n"
+        )
+        .1
+        .is_ok());
         let err = error("[go]\nldflag = \"-X a=b\"\n");
         assert!(
             err.contains("imgpack.toml:2") && err.contains("unknown field `ldflag`"),
@@ -423,6 +526,9 @@ mod tests {
         );
         let err = error("compression = \"zstd\"\ncompression_level = 99\n");
         assert!(err.contains("key `compression_level`"), "{err}");
+        // An unclosed array is reported where it starts, not at the next key.
+        let err = error("name = \"x\"\nplatforms = [\"linux/amd64\"\ncompression = \"gzip\"\n");
+        assert!(err.contains("imgpack.toml:2: key `platforms`"), "{err}");
         let err = error("workdir = \"relative\"\n");
         assert!(err.contains("imgpack.toml:1: key `workdir`"), "{err}");
         let err = error("this is not toml\n");

@@ -14,6 +14,7 @@ mod outputs;
 mod registry;
 mod resolve;
 mod ship;
+mod staging;
 mod values;
 
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    staging::clean_up_on_signals();
     let cli = cli::Cli::parse();
     let result = match cli.command {
         cli::Command::Build(args) => build::run(*args),

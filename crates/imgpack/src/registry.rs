@@ -8,10 +8,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use imgpack_blob::Digest;
 use imgpack_image::Sink;
-use imgpack_registry::{
-    connect, write_docker_login, Credential, Credentials, ImageRef, PushOptions, RegistrySink,
-    RetryPolicy, TransportOptions,
-};
+use imgpack_registry::{ImageRef, PushOptions, RegistrySink, RetryPolicy, TransportOptions};
 
 use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
 
@@ -31,24 +28,27 @@ pub fn registry_sink(
     let sink = RegistrySink {
         target: target.clone(),
         tags: tags.to_vec(),
-        transport: transport(&flags.registry, flags.chunk_size),
-        options: PushOptions {
-            jobs,
-            retry: RetryPolicy {
-                max_elapsed: Duration::from_secs(flags.retry_timeout),
-                ..RetryPolicy::default()
-            },
-            quiet,
-        },
+        transport: transport(&flags.registry, Some(flags), quiet),
+        options: PushOptions { jobs, quiet },
     };
     Ok((sink, target))
 }
 
-pub fn transport(args: &RegistryArgs, chunk_mib: u64) -> TransportOptions {
+/// How to reach registries: the registry flags, and a push's chunk size and retry budget.
+pub fn transport(args: &RegistryArgs, push: Option<&PushFlags>, quiet: bool) -> TransportOptions {
+    let retry = match push {
+        Some(flags) => RetryPolicy {
+            max_elapsed: Duration::from_secs(flags.retry_timeout),
+            ..RetryPolicy::default()
+        },
+        None => RetryPolicy::default(),
+    };
     TransportOptions {
         insecure_registries: args.insecure_registries.clone(),
         ca_files: args.registry_ca.clone(),
-        chunk_size: chunk_mib << 20,
+        chunk_size: push.map_or(0, |flags| flags.chunk_size << 20),
+        retry,
+        quiet,
     }
 }
 
@@ -112,36 +112,15 @@ pub fn run_login(args: LoginArgs) -> Result<()> {
     if password.is_empty() {
         bail!("no password on standard input: pipe it in, e.g. imgpack login {} -u USER --password-stdin < token.txt", args.server);
     }
-    // Docker Hub's credentials live under the key docker uses for it.
-    let (api_host, key) = match args.server.as_str() {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => {
-            ("index.docker.io", "https://index.docker.io/v1/")
-        }
-        server => (server, server),
-    };
-    let credentials = Credentials {
-        credential: Some(Credential::Basic {
-            username: args.username.clone(),
-            password: password.clone(),
-        }),
-        source: Some("the command line".to_owned()),
-        tried: Vec::new(),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let client = connect(api_host, &transport(&args.registry, 0), credentials).await?;
-        client
-            .check_login()
-            .await
-            .map_err(|err| anyhow::anyhow!("{err}"))
-    })?;
-    let path = write_docker_login(key, &args.username, &password)?;
+    let stored = imgpack_registry::login(
+        &args.server,
+        &args.username,
+        &password,
+        &transport(&args.registry, None, false),
+    )?;
     eprintln!(
-        "imgpack: login to {} succeeded; credentials saved in {}",
-        args.server,
-        path.display()
+        "imgpack: login to {} succeeded; credentials saved in {stored}",
+        args.server
     );
     Ok(())
 }

@@ -20,6 +20,9 @@ pub fn run(args: ResolveArgs) -> Result<()> {
     check_image_refs(&args.push)?;
     let documents = read_inputs(&args.filenames, args.recursive)?;
     let paths = referenced_paths(&documents);
+    if let Some(path) = paths.iter().find(|p| p.starts_with('-')) {
+        bail!("imgpack://{path}: a path cannot start with '-' (it would read as a flag): write imgpack://./{path}");
+    }
     // `./cmd/api` and `cmd/api` are one project: build it once.
     let mut by_project: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for path in paths {
@@ -71,7 +74,19 @@ fn read_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<String>> {
                 .context("cannot read YAML from standard input")?;
             texts.push(text);
         } else if input.is_dir() {
-            for file in manifest_files(input, recursive)? {
+            let files = manifest_files(input, recursive)?;
+            if files.is_empty() {
+                let hint = if recursive {
+                    ""
+                } else {
+                    " (add -R to read its subdirectories)"
+                };
+                bail!(
+                    "no .yaml, .yml or .json file in {}{hint}: give -f the directory of your manifests",
+                    input.display()
+                );
+            }
+            for file in files {
                 texts.push(read(&file)?);
             }
         } else {
@@ -119,11 +134,10 @@ fn referenced_paths(texts: &[String]) -> Vec<String> {
     let mut paths: Vec<String> = texts
         .iter()
         .flat_map(|text| {
-            text.match_indices(SCHEME)
-                .map(move |(at, _)| path_at(&text[at + SCHEME.len()..]))
+            scalar_references(text)
+                .into_iter()
+                .map(|(_, path)| path.to_owned())
         })
-        .filter(|path| !path.is_empty())
-        .map(str::to_owned)
         .collect();
     paths.sort();
     paths.dedup();
@@ -135,19 +149,64 @@ fn path_at(rest: &str) -> &str {
     &rest[..end]
 }
 
+/// The `imgpack://PATH` values of `text` (offset of `imgpack://`, PATH): only
+/// where one is a whole YAML scalar (a mapping value, a list item, a flow
+/// entry; plain or quoted), never inside a comment or in the middle of a string.
+fn scalar_references(text: &str) -> Vec<(usize, &str)> {
+    let mut found = Vec::new();
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let content = line.trim_end_matches(['\n', '\r']);
+        for (at, _) in content.match_indices(SCHEME) {
+            let path = path_at(&content[at + SCHEME.len()..]);
+            if !path.is_empty() && is_whole_scalar(content, at, SCHEME.len() + path.len()) {
+                found.push((line_start + at, path));
+            }
+        }
+        line_start += line.len();
+    }
+    found
+}
+
+/// Whether `line[at..at + len]` is a whole scalar value of the line.
+fn is_whole_scalar(line: &str, at: usize, len: usize) -> bool {
+    let before = &line[..at];
+    let quote = before.chars().last().filter(|c| matches!(c, '"' | '\''));
+    let before = quote.map_or(before, |q| &before[..before.len() - q.len_utf8()]);
+    let in_comment = before.starts_with('#') || before.contains(" #") || before.contains("\t#");
+    let lead = before.trim_end();
+    let spaced = lead.len() < before.len() || quote.is_some();
+    let leads_value = (lead.ends_with(':') && spaced)
+        || lead.ends_with(['[', ',', '{'])
+        || lead.trim_start() == "-"
+        || lead.ends_with(" -");
+    let after = &line[at + len..];
+    let rest = match quote {
+        Some(q) => match after.strip_prefix(q) {
+            Some(rest) => rest,
+            None => return false,
+        },
+        None if after.is_empty() => after,
+        // A plain scalar ends at whitespace or, in a flow collection, at `,` `]` `}`.
+        None if after.starts_with([' ', '\t', ',', ']', '}']) => after,
+        None => return false,
+    };
+    let rest = rest.trim_start();
+    let ends_value = rest.is_empty() || rest.starts_with(['#', ',', ']', '}']);
+    !in_comment && leads_value && ends_value
+}
+
 fn replace(text: &str, references: &BTreeMap<String, String>) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(SCHEME) {
-        out.push_str(&rest[..at]);
-        let path = path_at(&rest[at + SCHEME.len()..]);
-        match references.get(path) {
-            Some(reference) => out.push_str(reference),
-            None => out.push_str(&rest[at..at + SCHEME.len() + path.len()]),
+    let mut copied = 0;
+    for (at, path) in scalar_references(text) {
+        if let Some(reference) = references.get(path) {
+            out.push_str(&text[copied..at]);
+            out.push_str(reference);
+            copied = at + SCHEME.len() + path.len();
         }
-        rest = &rest[at + SCHEME.len() + path.len()..];
     }
-    out.push_str(rest);
+    out.push_str(&text[copied..]);
     out
 }
 
@@ -180,7 +239,15 @@ fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, S
 
 /// `imgpack build PATH --push` (to $IMGPACK_REPO/NAME) with resolve's flags.
 fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
-    let mut lines = crate::build::build_all(build_args(path, args))?;
+    let mut lines = crate::build::build_all(build_args(path, args)).map_err(|err| {
+        match err.downcast_ref::<crate::build::NoRepository>() {
+            Some(_) => anyhow::anyhow!(
+                "imgpack resolve pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
+                 registry.example.com/team), or `repository` in the project's imgpack.toml"
+            ),
+            None => err,
+        }
+    })?;
     if lines.len() != 1 {
         bail!(
             "{path} describes {} images: imgpack:// must name one",
@@ -263,5 +330,37 @@ mod tests {
             "# keep me\nimage: reg/api@sha256:1\n---\nimage: \"reg/worker@sha256:2\" # too\nenv: [reg/api@sha256:1]\n"
         );
         assert_eq!(replace("no references\n", &references), "no references\n");
+    }
+
+    #[test]
+    fn only_whole_scalar_values_are_replaced() {
+        let yaml = "\
+# image: imgpack://./cmd/api in a comment
+image: imgpack://./cmd/api # built
+args: [\"--x\", 'imgpack://./cmd/api', imgpack://./cmd/api]
+  - imgpack://./cmd/api
+description: see imgpack://./cmd/api for details
+note: \"run imgpack://./cmd/api\"
+url: imgpack://./cmd/api#frag
+glued:imgpack://./cmd/api
+{\"image\": \"imgpack://./cmd/api\"}
+";
+        let references = BTreeMap::from([("./cmd/api".to_owned(), "reg/api@sha256:1".to_owned())]);
+        assert_eq!(
+            replace(yaml, &references),
+            "\
+# image: imgpack://./cmd/api in a comment
+image: reg/api@sha256:1 # built
+args: [\"--x\", 'reg/api@sha256:1', reg/api@sha256:1]
+  - reg/api@sha256:1
+description: see imgpack://./cmd/api for details
+note: \"run imgpack://./cmd/api\"
+url: imgpack://./cmd/api#frag
+glued:imgpack://./cmd/api
+{\"image\": \"reg/api@sha256:1\"}
+"
+        );
+        assert_eq!(referenced_paths(&[yaml.to_owned()]), ["./cmd/api"]);
+        assert!(referenced_paths(&["description: see imgpack://x here\n".to_owned()]).is_empty());
     }
 }

@@ -29,8 +29,15 @@ pub fn key_values(flag: &str, entries: &[String]) -> Result<BTreeMap<String, Str
     entries
         .iter()
         .map(|entry| match entry.split_once('=') {
+            Some((key, _)) if key.chars().any(|c| c.is_control() || c.is_whitespace()) => bail!(
+                "bad {flag} key '{}': keys hold no spaces, newlines or other control characters",
+                key.escape_debug()
+            ),
             Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
-            _ => bail!("bad {flag} '{entry}': write it as KEY=VALUE"),
+            _ => bail!(
+                "bad {flag} '{}': write it as KEY=VALUE",
+                entry.escape_debug()
+            ),
         })
         .collect()
 }

@@ -16,7 +16,7 @@ use imgpack_platform::{check_binary, inspect_elf, Binary, BinaryError};
 use super::plan::BuildPlan;
 use super::status;
 
-/// The base image's layers for each binary's platform, copied (linked) from
+/// The base image's layers for each binary's platform, brought (linked) from
 /// the base cache into this build's store.
 pub(super) fn resolve_base_for(
     plan: &BuildPlan,
@@ -27,30 +27,19 @@ pub(super) fn resolve_base_for(
         return Ok(None);
     };
     let platforms: Vec<_> = binaries.iter().map(|b| b.platform.clone()).collect();
-    let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, plan.quiet)
+    let base = imgpack_registry::resolve_base(reference, &platforms, &plan.transport, store)
         .with_context(|| format!("cannot use the base image {reference}"))?;
-    let mut per_platform = Vec::new();
-    for resolved in &base.platforms {
-        for layer in &resolved.layers {
-            store.import(&base.store, &layer.blob)?;
-        }
+    for (platform, layers) in platforms.iter().zip(&base) {
         status(
             plan,
             &format!(
-                "{}: base {} ({} layers)",
-                resolved.platform,
-                resolved.manifest_digest,
-                resolved.layers.len()
+                "{platform}: base {} ({} layers)",
+                layers.manifest_digest,
+                layers.layers.len()
             ),
         );
-        per_platform.push(BaseLayers {
-            name: base.name.clone(),
-            manifest_digest: resolved.manifest_digest.to_string(),
-            config: resolved.config.clone(),
-            layers: resolved.layers.clone(),
-        });
     }
-    Ok(Some(per_platform))
+    Ok(Some(base))
 }
 
 /// Checks a binary: static, or dynamic with its interpreter in the base image (the cgo case).

@@ -6,6 +6,7 @@ mod layers;
 mod plan;
 
 use layers::{resolve_base_for, write_layers};
+pub(crate) use plan::NoRepository;
 use plan::{check_push_is_not_a_path, plan, BuildPlan, Inputs};
 
 use std::path::Path;
@@ -68,7 +69,7 @@ pub fn build_all(args: BuildArgs) -> Result<Vec<String>> {
 }
 
 fn run_plan(plan: BuildPlan) -> Result<String> {
-    let staging = staging_dir(plan.tmpdir.as_deref())?;
+    let staging = crate::staging::create(plan.tmpdir.as_deref())?;
     let store = BlobStore::open(staging.path())?;
     let (binaries, extras) = compile(&plan, staging.path())?;
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
@@ -120,19 +121,6 @@ fn compile(plan: &BuildPlan, staging: &Path) -> Result<(Vec<Binary>, Vec<Binary>
     }
     let main = built.remove(0);
     Ok((main, built.into_iter().flatten().collect()))
-}
-
-fn staging_dir(tmpdir: Option<&Path>) -> Result<tempfile::TempDir> {
-    let builder = || {
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("imgpack-");
-        builder
-    };
-    match tmpdir {
-        Some(dir) => builder().tempdir_in(dir),
-        None => builder().tempdir(),
-    }
-    .context("cannot create a temporary directory: set TMPDIR or --tmpdir to a writable directory")
 }
 
 pub(super) fn status(plan: &BuildPlan, message: &str) {

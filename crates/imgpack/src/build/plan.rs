@@ -91,6 +91,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         .map(|spec| parse_output(spec))
         .collect::<Result<Vec<_>>>()?;
     for output in &outputs {
+        // Before anything is compiled: a path that cannot be written fails now.
         output
             .sink
             .check()
@@ -158,7 +159,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     }
     let settings = ImageSettings {
         format,
-        entrypoint: (!args.entrypoint.is_empty()).then_some(args.entrypoint),
+        entrypoint: check_entrypoint(args.entrypoint)?,
         cmd: args.cmd,
         default_env,
         env: args
@@ -166,7 +167,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
             .iter()
             .map(|e| check_env(e))
             .collect::<Result<_>>()?,
-        user: args.user.as_deref().map(check_user).transpose()?,
+        user: args
+            .user
+            .as_deref()
+            .map(|user| check_user_in_rootfs(user, args.base.is_some()))
+            .transpose()?,
         workdir: args.workdir.map(|w| check_workdir(&w)).transpose()?,
         exposed_ports: args
             .expose
@@ -187,7 +192,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         ca_certs,
         tzdata: Tzdata::parse(args.tzdata.as_deref().unwrap_or(default_source)),
         base: args.base.clone(),
-        transport: crate::registry::transport(&args.push_flags.registry, 0),
+        transport: crate::registry::transport(
+            &args.push_flags.registry,
+            Some(&args.push_flags),
+            args.quiet,
+        ),
         zones: args.zones,
         compression,
         settings,
@@ -223,10 +232,7 @@ fn push_plan(
             .ok()
             .filter(|r| !r.trim().is_empty())
             .or_else(|| file_repository.map(str::to_owned))
-            .context(
-                "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
-                 registry.example.com/team), `repository` in imgpack.toml, or give --push REGISTRY/REPOSITORY:TAG",
-            )?;
+            .ok_or(NoRepository)?;
         PushPlan {
             reference: None,
             repository: Some(repository),
@@ -249,6 +255,22 @@ fn push_plan(
     plan.sink("name", quiet)?;
     Ok(plan)
 }
+
+/// `--push` without a reference and nowhere to push: its own type, so that
+/// `imgpack resolve` (which has no `--push`) can say it its own way.
+#[derive(Debug)]
+pub(crate) struct NoRepository;
+
+impl std::fmt::Display for NoRepository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "--push without a reference pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
+             registry.example.com/team), `repository` in imgpack.toml, or give --push REGISTRY/REPOSITORY:TAG",
+        )
+    }
+}
+
+impl std::error::Error for NoRepository {}
 
 /// Expands tag placeholders in the tag part of a reference (`reg/app:{git_short_sha}`).
 fn expand_reference(reference: &str, git: Option<&GitInfo>) -> Result<String> {
@@ -292,9 +314,10 @@ fn inputs(args: &BuildArgs) -> Result<Inputs> {
     let mut platforms: Vec<Platform> = Vec::new();
     for text in &args.platforms {
         let platform: Platform = text.parse()?;
-        if !platforms.contains(&platform) {
-            platforms.push(platform);
+        if platforms.contains(&platform) {
+            bail!("--platform gives {platform} twice: name each platform once");
         }
+        platforms.push(platform);
     }
     if platforms.is_empty() {
         platforms.push(imgpack_frontend::host_platform());
@@ -403,6 +426,7 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<Binary>> {
         if binaries.iter().any(|b| b.platform == platform) {
             bail!("--binary gives {platform} twice: give one binary per platform");
         }
+        check_regular_file(Path::new(path))?;
         binaries.push(Binary::new(platform, path));
     }
     if wanted.is_empty() {
@@ -418,11 +442,58 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<Binary>> {
                 have.join(", ")
             );
         };
-        if !selected.contains(binary) {
-            selected.push(binary.clone());
+        if selected.contains(binary) {
+            bail!("--platform gives {platform} twice: name each platform once");
         }
+        selected.push(binary.clone());
     }
     Ok(selected)
+}
+
+/// `--user NAME[:GROUP]` on imgpack's own root file system must name a user
+/// (and group) its /etc/passwd has; a base image's users are the base's business.
+fn check_user_in_rootfs(user: &str, has_base: bool) -> Result<String> {
+    let user = check_user(user)?;
+    if has_base {
+        return Ok(user);
+    }
+    let (name, group) = user
+        .split_once(':')
+        .map_or((user.as_str(), None), |(u, g)| (u, Some(g)));
+    let numeric = |part: &str| part.chars().all(|c| c.is_ascii_digit());
+    if !numeric(name) && !imgpack_layer::rootfs_has_name(name, false) {
+        bail!("--user {user}: the image's /etc/passwd has no user '{name}' (it has root, nonroot and nobody): use one of them, a UID, or --base with an image that has the user");
+    }
+    if let Some(group) = group.filter(|g| !numeric(g) && !imgpack_layer::rootfs_has_name(g, true)) {
+        bail!("--user {user}: the image's /etc/group has no group '{group}' (it has root, nonroot and nobody): use one of them or a GID");
+    }
+    Ok(user)
+}
+
+/// `--entrypoint` arguments, the first of them a program: `--entrypoint ''`
+/// would give an image that cannot start.
+fn check_entrypoint(entrypoint: Vec<String>) -> Result<Option<Vec<String>>> {
+    match entrypoint.first() {
+        None => Ok(None),
+        Some(program) if program.trim().is_empty() => bail!(
+            "--entrypoint '{program}' names no program, so the image could not start: give the program \
+             (e.g. --entrypoint /app/api), or leave --entrypoint out for the default"
+        ),
+        Some(_) => Ok(Some(entrypoint)),
+    }
+}
+
+/// A `--binary` that exists must be a regular file: a FIFO would hang the
+/// build and a pipe (`<(…)`) cannot be read twice. A missing one is reported
+/// where it is read.
+fn check_regular_file(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => bail!(
+            "--binary {} is not a regular file (a directory, pipe or FIFO): give the path of the binary itself",
+            path.display()
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// SOURCE_DATE_EPOCH, the reproducible-builds convention, else 0 (1970-01-01).

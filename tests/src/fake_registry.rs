@@ -1,0 +1,592 @@
+//! A hostile fake registry for the end-to-end tests, beside the real one: a small in-memory
+//! distribution API (ping, blobs, uploads, manifests, basic auth, optional TLS) that misbehaves
+//! on request: it sends upload `Location`s to another origin or over plain HTTP, names a
+//! plain-HTTP token realm, serves endless or ambiguous manifests, dribbles or never answers,
+//! stops reading uploads, and sends odd `OCI-Chunk-Min-Length` headers. Every request is
+//! recorded with the Authorization it carried. A [`Recorder`] is the "other origin": it records
+//! what reaches it and answers 401 Basic, as a server fishing for credentials would.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imgpack_blob::Digest;
+
+use crate::http::{read_head, Head};
+use crate::token_server::basic_credentials;
+
+/// How the fake registry misbehaves. `Default` is a working registry without auth.
+#[derive(Clone, Debug, Default)]
+pub struct Hostility {
+    /// Speak HTTPS with a certificate of a fresh test CA ([`FakeRegistry::ca_pem`]).
+    pub tls: bool,
+    /// Require these basic credentials.
+    pub basic_auth: Option<(String, String)>,
+    /// Challenge with `Bearer realm="…"` instead of serving (nothing is served after it).
+    pub bearer_realm: Option<String>,
+    /// Open uploads with this `Location` (absolute) instead of one of its own.
+    pub upload_location: Option<String>,
+    /// Send this `OCI-Chunk-Min-Length` when opening an upload.
+    pub chunk_min_length: Option<String>,
+    /// Accept connections and never answer.
+    pub silent: bool,
+    /// Send every answer's head but the ping's one byte at a time, this far apart.
+    pub dribble: Option<Duration>,
+    /// Read an upload's head, then never read its body nor answer.
+    pub stall_uploads: bool,
+    /// Serve manifests as an endless chunked stream.
+    pub endless_manifests: bool,
+}
+
+/// One request as the fake registry saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    pub target: String,
+    pub authorization: Option<String>,
+    /// Arrived in plain HTTP at a TLS registry.
+    pub plain_on_tls: bool,
+    /// Headers of the request, for tests that check one (Content-Range…).
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Default)]
+struct Store {
+    blobs: HashMap<String, Vec<u8>>,
+    uploads: HashMap<u64, Vec<u8>>,
+    next_upload: u64,
+    /// (repository, tag or digest) → (media type, bytes).
+    manifests: HashMap<(String, String), (String, Vec<u8>)>,
+}
+
+struct Shared {
+    hostility: Mutex<Hostility>,
+    store: Mutex<Store>,
+    seen: Mutex<Vec<Seen>>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    port: u16,
+    stop: AtomicBool,
+}
+
+/// A running fake registry on a free port of 127.0.0.1; stops accepting when dropped.
+pub struct FakeRegistry {
+    shared: Arc<Shared>,
+    ca_pem: Option<String>,
+}
+
+impl FakeRegistry {
+    pub fn start(hostility: Hostility) -> FakeRegistry {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind the fake registry");
+        let port = listener.local_addr().unwrap().port();
+        let (tls, ca_pem) = if hostility.tls {
+            let (ca, config) = tls_config();
+            (Some(config), Some(ca))
+        } else {
+            (None, None)
+        };
+        let shared = Arc::new(Shared {
+            hostility: Mutex::new(hostility),
+            store: Mutex::new(Store::default()),
+            seen: Mutex::new(Vec::new()),
+            tls,
+            port,
+            stop: AtomicBool::new(false),
+        });
+        let accepting = shared.clone();
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                if accepting.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(connection) = connection else { continue };
+                let shared = accepting.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(connection, &shared);
+                });
+            }
+        });
+        FakeRegistry { shared, ca_pem }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.shared.port)
+    }
+
+    /// The PEM of the CA that signed a TLS fake registry's certificate.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// Changes how it misbehaves from now on.
+    pub fn set(&self, change: impl FnOnce(&mut Hostility)) {
+        change(&mut self.shared.hostility.lock().unwrap());
+    }
+
+    /// Serves `bytes` as manifest `reference` (a tag or digest) of `repository`.
+    pub fn put_manifest(&self, repository: &str, reference: &str, media_type: &str, bytes: &[u8]) {
+        self.shared.store.lock().unwrap().manifests.insert(
+            (repository.to_owned(), reference.to_owned()),
+            (media_type.to_owned(), bytes.to_vec()),
+        );
+    }
+
+    /// Serves `bytes` as a blob; returns its digest.
+    pub fn put_blob(&self, bytes: &[u8]) -> String {
+        let digest = Digest::of_bytes(bytes).to_string();
+        let mut store = self.shared.store.lock().unwrap();
+        store.blobs.insert(digest.clone(), bytes.to_vec());
+        digest
+    }
+
+    /// The manifest stored under `repository:reference`, if any.
+    pub fn manifest(&self, repository: &str, reference: &str) -> Option<Vec<u8>> {
+        let store = self.shared.store.lock().unwrap();
+        store
+            .manifests
+            .get(&(repository.to_owned(), reference.to_owned()))
+            .map(|(_, bytes)| bytes.clone())
+    }
+
+    pub fn blob_count(&self) -> usize {
+        self.shared.store.lock().unwrap().blobs.len()
+    }
+
+    /// Every request received, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests had `method` and a target containing `target`.
+    pub fn count(&self, method: &str, target: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| s.method == method && s.target.contains(target))
+            .count()
+    }
+}
+
+impl Drop for FakeRegistry {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.shared.port));
+    }
+}
+
+/// Any byte stream a request can arrive on: TCP, or TLS over TCP.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+fn serve(tcp: TcpStream, shared: &Shared) -> io::Result<()> {
+    tcp.set_read_timeout(Some(Duration::from_secs(60)))?;
+    tcp.set_write_timeout(Some(Duration::from_secs(60)))?;
+    let mut hostility = shared.hostility.lock().unwrap().clone();
+    if hostility.silent {
+        // Hold the connection open, read nothing, say nothing.
+        std::thread::sleep(Duration::from_secs(120));
+        return Ok(());
+    }
+    let mut first = [0u8; 1];
+    let peeked = tcp.peek(&mut first)?;
+    let plain_on_tls = shared.tls.is_some() && peeked == 1 && first[0] != 0x16;
+    if shared.tls.is_none() && peeked == 1 && !first[0].is_ascii_alphabetic() {
+        // A TLS ClientHello at a plain-HTTP port: answer like Go's server does.
+        let mut tcp = tcp;
+        return tcp.write_all(
+            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let stream: Box<dyn Stream> = match (&shared.tls, plain_on_tls) {
+        (Some(config), false) => {
+            let connection =
+                rustls::ServerConnection::new(config.clone()).map_err(io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(connection, tcp))
+        }
+        _ => Box::new(tcp),
+    };
+    let mut reader = BufReader::new(stream);
+    let Some(head) = read_head(&mut reader)? else {
+        return Ok(());
+    };
+    let mut start = head.start.split(' ');
+    let method = start.next().unwrap_or_default().to_owned();
+    let target = start.next().unwrap_or_default().to_owned();
+    shared.seen.lock().unwrap().push(Seen {
+        method: method.clone(),
+        target: target.clone(),
+        authorization: head.header("authorization").map(str::to_owned),
+        plain_on_tls,
+        headers: head.headers.clone(),
+    });
+    // The ping answers at once: the dribbling starts once a client is past first contact.
+    if target == "/v2/" {
+        hostility.dribble = None;
+    }
+    if plain_on_tls {
+        return respond(
+            &mut reader,
+            &hostility,
+            400,
+            &[],
+            b"plain HTTP to a TLS port",
+        );
+    }
+    let is_upload_body =
+        matches!(method.as_str(), "PATCH" | "PUT") && target.contains("/blobs/uploads/");
+    if hostility.stall_uploads && is_upload_body {
+        std::thread::sleep(Duration::from_secs(120));
+        return Ok(());
+    }
+    let body = read_body(&mut reader, &head)?;
+    if let Some(realm) = &hostility.bearer_realm {
+        let challenge = format!("Bearer realm=\"{realm}\",service=\"fake\"");
+        return respond(
+            &mut reader,
+            &hostility,
+            401,
+            &[("WWW-Authenticate", &challenge)],
+            b"{}",
+        );
+    }
+    if let Some((user, password)) = &hostility.basic_auth {
+        let given = head.header("authorization").and_then(basic_credentials);
+        if given.as_ref() != Some(&(user.clone(), password.clone())) {
+            let challenge = "Basic realm=\"fake-registry\"";
+            return respond(
+                &mut reader,
+                &hostility,
+                401,
+                &[("WWW-Authenticate", challenge)],
+                b"{}",
+            );
+        }
+    }
+    if hostility.endless_manifests && method == "GET" && target.contains("/manifests/") {
+        return endless(&mut reader);
+    }
+    let answer = route(shared, &hostility, &method, &target, body);
+    let headers: Vec<(&str, &str)> = answer
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let body = if method == "HEAD" {
+        Vec::new()
+    } else {
+        answer.body
+    };
+    respond_sized(
+        &mut reader,
+        &hostility,
+        answer.status,
+        &headers,
+        &body,
+        answer.length,
+    )
+}
+
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Content-Length when it differs from the body (HEAD).
+    length: Option<usize>,
+}
+
+fn answer(status: u16) -> Answer {
+    Answer {
+        status,
+        headers: Vec::new(),
+        body: Vec::new(),
+        length: None,
+    }
+}
+
+/// The distribution API, just enough for imgpack and skopeo.
+fn route(
+    shared: &Shared,
+    hostility: &Hostility,
+    method: &str,
+    target: &str,
+    body: Vec<u8>,
+) -> Answer {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let param = |key: &str| {
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.replace("%3A", ":").replace("%3a", ":"))
+    };
+    let mut store = shared.store.lock().unwrap();
+    if path == "/v2/" {
+        return answer(200);
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return answer(404);
+    };
+    if let Some((_, upload)) = rest.split_once("/blobs/uploads/") {
+        if method == "POST" {
+            store.next_upload += 1;
+            let id = store.next_upload;
+            store.uploads.insert(id, Vec::new());
+            let location = hostility.upload_location.clone().unwrap_or_else(|| {
+                format!(
+                    "/v2/{}/blobs/uploads/{id}",
+                    rest.split("/blobs/").next().unwrap()
+                )
+            });
+            let mut a = answer(202);
+            a.headers.push(("Location".into(), location));
+            if let Some(min) = &hostility.chunk_min_length {
+                a.headers.push(("OCI-Chunk-Min-Length".into(), min.clone()));
+            }
+            return a;
+        }
+        let Ok(id) = upload.parse::<u64>() else {
+            return answer(404);
+        };
+        let Some(data) = store.uploads.get_mut(&id) else {
+            return answer(404);
+        };
+        data.extend_from_slice(&body);
+        match method {
+            "PATCH" => {
+                let mut a = answer(202);
+                a.headers.push(("Location".into(), path.to_owned()));
+                a.headers.push((
+                    "Range".into(),
+                    format!("0-{}", data.len().saturating_sub(1)),
+                ));
+                a
+            }
+            "PUT" => {
+                let data = store.uploads.remove(&id).unwrap();
+                let digest = Digest::of_bytes(&data).to_string();
+                if param("digest").as_deref() != Some(digest.as_str()) {
+                    return answer(400);
+                }
+                store.blobs.insert(digest.clone(), data);
+                let mut a = answer(201);
+                a.headers.push(("Docker-Content-Digest".into(), digest));
+                a
+            }
+            "DELETE" => answer(204),
+            _ => answer(405),
+        }
+    } else if let Some((_, digest)) = rest.split_once("/blobs/") {
+        match store.blobs.get(digest) {
+            Some(data) => {
+                let mut a = answer(200);
+                a.headers
+                    .push(("Docker-Content-Digest".into(), digest.to_owned()));
+                a.headers
+                    .push(("Content-Type".into(), "application/octet-stream".into()));
+                a.length = Some(data.len());
+                a.body = data.clone();
+                a
+            }
+            None => answer(404),
+        }
+    } else if let Some((repository, reference)) = rest.split_once("/manifests/") {
+        let key = (repository.to_owned(), reference.to_owned());
+        match method {
+            "PUT" => {
+                let digest = Digest::of_bytes(&body).to_string();
+                let media_type = "application/vnd.oci.image.manifest.v1+json".to_owned();
+                store.manifests.insert(
+                    (repository.to_owned(), digest.clone()),
+                    (media_type.clone(), body.clone()),
+                );
+                store.manifests.insert(key, (media_type, body));
+                let mut a = answer(201);
+                a.headers.push(("Docker-Content-Digest".into(), digest));
+                a
+            }
+            _ => match store.manifests.get(&key) {
+                Some((media_type, bytes)) => {
+                    let mut a = answer(200);
+                    a.headers.push(("Content-Type".into(), media_type.clone()));
+                    a.headers.push((
+                        "Docker-Content-Digest".into(),
+                        Digest::of_bytes(bytes).to_string(),
+                    ));
+                    a.length = Some(bytes.len());
+                    a.body = bytes.clone();
+                    a
+                }
+                None => answer(404),
+            },
+        }
+    } else {
+        answer(404)
+    }
+}
+
+/// The body of a request: by Content-Length, or chunked; at most 64 MiB.
+fn read_body(reader: &mut impl BufRead, head: &Head) -> io::Result<Vec<u8>> {
+    let chunked = head
+        .header("transfer-encoding")
+        .is_some_and(|v| v.to_ascii_lowercase().contains("chunked"));
+    let mut body = Vec::new();
+    if !chunked {
+        let length: u64 = head
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        reader.take(length.min(64 << 20)).read_to_end(&mut body)?;
+        return Ok(body);
+    }
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunk size"))?;
+        if size == 0 {
+            let mut trailer = String::new();
+            while reader.read_line(&mut trailer)? > 2 {
+                trailer.clear();
+            }
+            return Ok(body);
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        reader.read_exact(&mut body[start..])?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
+    }
+}
+
+fn respond(
+    reader: &mut BufReader<Box<dyn Stream>>,
+    hostility: &Hostility,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
+    respond_sized(reader, hostility, status, headers, body, None)
+}
+
+fn respond_sized(
+    reader: &mut BufReader<Box<dyn Stream>>,
+    hostility: &Hostility,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    length: Option<usize>,
+) -> io::Result<()> {
+    let mut head = format!("HTTP/1.1 {status} Fake\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n",
+        length.unwrap_or(body.len())
+    ));
+    let stream = reader.get_mut();
+    match hostility.dribble {
+        Some(interval) => {
+            for byte in head.as_bytes() {
+                stream.write_all(&[*byte])?;
+                stream.flush()?;
+                std::thread::sleep(interval);
+            }
+        }
+        None => stream.write_all(head.as_bytes())?,
+    }
+    stream.write_all(body)?;
+    stream.flush()
+}
+
+/// A manifest that never ends: `{"layers": [` and then padding, chunk after chunk.
+fn endless(reader: &mut BufReader<Box<dyn Stream>>) -> io::Result<()> {
+    let stream = reader.get_mut();
+    stream.write_all(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n\
+          Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    )?;
+    let chunk = vec![b' '; 64 * 1024];
+    let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+    stream.write_all(b"c\r\n{\"layers\": [\r\n")?;
+    // Up to 1 GiB: far past any limit, and an end even for a client that has none.
+    for _ in 0..(1 << 14) {
+        stream.write_all(&framed)?;
+    }
+    stream.write_all(b"0\r\n\r\n")?;
+    stream.flush()
+}
+
+/// A fresh CA, and a server config with a certificate it signed for 127.0.0.1.
+fn tls_config() -> (String, Arc<rustls::ServerConfig>) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (ca, cert, key) = crate::registry::tls_material();
+    let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    (ca, Arc::new(config))
+}
+
+/// Another origin: records every request's method, target and Authorization, answers 401 Basic.
+pub struct Recorder {
+    port: u16,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Recorder {
+    pub fn start() -> Recorder {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("cannot bind the recorder");
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let recorded = seen.clone();
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                let Ok(connection) = connection else { continue };
+                let recorded = recorded.clone();
+                std::thread::spawn(move || {
+                    let _ = record(connection, &recorded);
+                });
+            }
+        });
+        Recorder { port, seen }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn record(connection: TcpStream, seen: &Mutex<Vec<Seen>>) -> io::Result<()> {
+    connection.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut reader = BufReader::new(connection.try_clone()?);
+    let Some(head) = read_head(&mut reader)? else {
+        return Ok(());
+    };
+    let mut start = head.start.split(' ');
+    seen.lock().unwrap().push(Seen {
+        method: start.next().unwrap_or_default().to_owned(),
+        target: start.next().unwrap_or_default().to_owned(),
+        authorization: head.header("authorization").map(str::to_owned),
+        plain_on_tls: false,
+        headers: head.headers.clone(),
+    });
+    let mut connection = connection;
+    connection.write_all(
+        b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"elsewhere\"\r\n\
+          Content-Length: 0\r\nConnection: close\r\n\r\n",
+    )?;
+    // Drain what the client still sends, so closing does not reset the answer away.
+    let _ = io::copy(&mut reader.take(64 << 20), &mut io::sink());
+    Ok(())
+}

@@ -1,0 +1,319 @@
+//! Bad inputs from issue 8's table: each ends in one clear line that names the problem and
+//! the fix, a non-zero exit, no panic, and nothing half-written left behind.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use imgpack_e2e::*;
+
+/// Runs imgpack in `dir` with `args`; returns its one error line.
+fn fails_in(dir: &Path, args: &[&str]) -> String {
+    let output = imgpack()
+        .current_dir(dir)
+        .env("IMGPACK_CACHE_DIR", dir.join("cache"))
+        .env_remove("IMGPACK_REPO")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    let last = lines.last().copied().unwrap_or_default().to_owned();
+    assert!(last.starts_with("error: "), "{args:?}: {err}");
+    assert!(
+        last.len() < 450,
+        "{args:?}: a {}-character line: {last}",
+        last.len()
+    );
+    last
+}
+
+fn project() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_static_elf(&dir.path().join("app"), Arch::Amd64, b"bad inputs");
+    dir
+}
+
+#[test]
+fn flags_and_values_are_refused_with_the_reason() {
+    let dir = project();
+    let d = dir.path();
+    fn with<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["build", "--binary", "linux/amd64=app"][..], extra].concat()
+    }
+
+    let err = fails_in(d, &with(&["--entrypoint", "", "-o", "oci:out"]));
+    assert!(err.contains("names no program"), "{err}");
+    let err = fails_in(d, &with(&["--user", "postgres", "-o", "oci:out"]));
+    assert!(
+        err.contains("no user 'postgres'") && err.contains("nonroot"),
+        "{err}"
+    );
+    let err = fails_in(d, &with(&["--label", "a\nb=c", "-o", "oci:out"]));
+    assert!(
+        err.contains("control characters") && !err.contains("a\nb"),
+        "{err}"
+    );
+    let err = fails_in(
+        d,
+        &[
+            "build",
+            "--platform",
+            "linux/amd64,linux/x86_64",
+            "-o",
+            "oci:out",
+        ],
+    );
+    assert!(err.contains("linux/amd64 twice"), "{err}");
+    let err = fails_in(d, &["build", "--platform", "linux/arm/v9", "-o", "oci:out"]);
+    assert!(err.contains("v5, v6, v7"), "{err}");
+    for (flag, value) in [
+        ("--retry-timeout", "-1"),
+        ("--retry-timeout", "99999999999"),
+        ("--chunk-size", "18446744073709551615"),
+    ] {
+        let output = imgpack()
+            .current_dir(d)
+            .args(with(&[
+                "--push",
+                "127.0.0.1:9/a/b:v1",
+                &format!("{flag}={value}"),
+            ]))
+            .output()
+            .unwrap();
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {err}");
+        assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+    }
+    let err = fails_in(
+        d,
+        &with(&["--push", "Registry.example.com:abc/Team/App:v1"]),
+    );
+    assert!(err.contains("not a number"), "{err}");
+    let err = fails_in(d, &with(&["--push", "registry.example.com/Team/App:v1"]));
+    assert!(err.contains("lowercase (use team/app)"), "{err}");
+    assert!(!d.join("out").exists(), "an output was written");
+}
+
+#[test]
+fn a_fifo_or_pipe_as_binary_is_not_a_regular_file() {
+    let dir = project();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let err = fails_in(
+        dir.path(),
+        &["build", "--binary", "linux/amd64=fifo", "-o", "oci:out"],
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+    let err = fails_in(
+        dir.path(),
+        &[
+            "build",
+            "--binary",
+            "linux/amd64=/dev/stdin",
+            "-o",
+            "oci:out",
+        ],
+    );
+    assert!(err.contains("not a regular file"), "{err}");
+}
+
+#[test]
+fn docker_archive_paths_keep_their_colons() {
+    let dir = project();
+    let output = imgpack()
+        .current_dir(dir.path())
+        .args([
+            "build",
+            "--binary",
+            "linux/amd64=app",
+            "-o",
+            "docker-archive:my:image.tar",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(dir.path().join("my:image.tar").is_file());
+    assert!(!dir.path().join("my").exists());
+}
+
+#[test]
+fn resolve_of_a_directory_without_yaml_says_so() {
+    let dir = project();
+    std::fs::create_dir(dir.path().join("k8s")).unwrap();
+    std::fs::write(dir.path().join("k8s/README.md"), "not yaml").unwrap();
+    let err = fails_in(dir.path(), &["resolve", "-f", "k8s"]);
+    assert!(
+        err.contains("no .yaml, .yml or .json file in k8s") && err.contains("-R"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_changed_layout_blob_is_named_before_the_push() {
+    let dir = project();
+    let d = dir.path();
+    let output = imgpack()
+        .current_dir(d)
+        .args([
+            "build",
+            "--binary",
+            "linux/amd64=app",
+            "-o",
+            "oci:layout:v1",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    // Change the largest blob (a layer) without changing its size.
+    let blobs = d.join("layout/blobs/sha256");
+    let largest = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&largest).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&largest, &bytes).unwrap();
+    let registry = imgpack_e2e::fake_registry::FakeRegistry::start(Default::default());
+    let target = format!("{}/team/app:v1", registry.host());
+    let err = fails_in(d, &["push", "oci:layout:v1", &target]);
+    let name = largest.file_name().unwrap().to_str().unwrap();
+    assert!(err.contains("is corrupt") && err.contains(name), "{err}");
+    assert_eq!(
+        registry.count("PUT", "/manifests/"),
+        0,
+        "a manifest was pushed"
+    );
+}
+
+/// A plain HTTP server that answers every request 404, as a web server that is not a registry.
+fn not_a_registry() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut buffer = [0u8; 4096];
+            let _ = stream.read(&mut buffer);
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\nConnection: close\r\n\r\nnot found");
+        }
+    });
+    host
+}
+
+#[test]
+fn a_web_server_that_is_not_a_registry_is_named_as_such() {
+    let dir = project();
+    let host = not_a_registry();
+    let err = fails_in(
+        dir.path(),
+        &[
+            "build",
+            "--binary",
+            "linux/amd64=app",
+            "--push",
+            &format!("{host}/team/app:v1"),
+        ],
+    );
+    assert!(
+        err.contains("is not a registry") && err.contains("404"),
+        "{err}"
+    );
+    assert!(!err.contains("InvalidContentType"), "{err}");
+}
+
+#[test]
+fn config_file_problems_point_at_their_line_before_any_work() {
+    let dir = project();
+    let d = dir.path();
+    let cases = [
+        (
+            "name = \"x\"\nplatforms = [\"linux/amd64\"\ncompression = \"gzip\"\n",
+            "imgpack.toml:2: key `platforms`",
+        ),
+        (
+            "[[files]]\nsrc = \"missing\"\ndst = \"/a\"\n",
+            "imgpack.toml:1: [[files]] entry 1: src 'missing' does not exist",
+        ),
+        (
+            "name = \"x\"\n\n[[files]]\nsrc = \"app\"\ndst = \"/../etc/x\"\n",
+            "imgpack.toml:3: [[files]] entry 1: dst '/../etc/x' contains '..'",
+        ),
+        (
+            "[[files]]\nsrc = \"/etc/passwd\"\ndst = \"/etc/passwd\"\n",
+            "outside the project directory",
+        ),
+    ];
+    for (text, expected) in cases {
+        std::fs::write(d.join("imgpack.toml"), text).unwrap();
+        let err = fails_in(
+            d,
+            &["build", "--binary", "linux/amd64=app", "-o", "oci:out"],
+        );
+        assert!(err.contains(expected), "{text}: {err}");
+    }
+}
+
+#[test]
+fn an_interrupted_build_leaves_no_staging_directory() {
+    let dir = project();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // A staging directory a SIGKILLed run left behind (its pid is long gone).
+    std::fs::create_dir(tmp.join("imgpack-999999999-left")).unwrap();
+    // A build slowed down by a large binary, interrupted with SIGTERM.
+    let big = dir.path().join("big");
+    write_static_elf(&big, Arch::Amd64, b"big");
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(4 << 30)
+        .unwrap();
+    let child = imgpack()
+        .current_dir(dir.path())
+        .env("TMPDIR", &tmp)
+        .args(["build", "--binary", "linux/amd64=big", "-o", "oci:out"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let staging_prefix = format!("imgpack-{}-", child.id());
+    let has_staging = || {
+        std::fs::read_dir(&tmp).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&staging_prefix)
+        })
+    };
+    while !has_staging() && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(has_staging(), "the build made no staging directory");
+    assert!(
+        !tmp.join("imgpack-999999999-left").exists(),
+        "the killed run's directory is still there"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let left: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
