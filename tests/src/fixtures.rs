@@ -67,3 +67,28 @@ pub fn project(name: &'static str, work: &Path) -> Option<Project> {
     copy_project(&fixture, &dir);
     Some(Project { dir, env, name })
 }
+
+/// Checks /ping and /selfcheck of a running service fixture, asked through `get` (a path to
+/// the response): the zone's real offsets and the number of CA roots found in the image.
+pub fn check_service_with(get: impl Fn(&str) -> crate::http::Response, what: &str) {
+    let ping = get("/ping");
+    assert_eq!(ping.status, 200, "{what} /ping: {}", ping.text());
+    assert_eq!(
+        ping.json(),
+        serde_json::json!({"message": "pong"}),
+        "{what}"
+    );
+    let selfcheck = get("/selfcheck");
+    assert_eq!(
+        selfcheck.status,
+        200,
+        "{what} /selfcheck: {}",
+        selfcheck.text()
+    );
+    let check = selfcheck.json();
+    assert_eq!(check["zone"], "Europe/Berlin", "{what}: {check}");
+    assert_eq!(check["winter_offset"], 3600, "{what}: {check}");
+    assert_eq!(check["summer_offset"], 7200, "{what}: {check}");
+    let roots = check["roots"].as_u64().unwrap_or(0);
+    assert!(roots > 100, "{what}: only {roots} CA roots in the image");
+}

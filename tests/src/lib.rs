@@ -15,6 +15,7 @@ use serde_json::Value;
 pub use imgpack_platform::test_elf::ElfBuilder;
 pub use imgpack_platform::Arch;
 
+pub mod docker;
 pub mod fake_registry;
 pub mod fixtures;
 pub mod git_server;

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use imgpack_e2e::fixtures::{project, Project, SERVICES};
+use imgpack_e2e::fixtures::{check_service_with, project, Project, SERVICES};
 use imgpack_e2e::http::{free_port, get_when_up, Response};
 use imgpack_e2e::registry::{Registry, Setup};
 use imgpack_e2e::runtime::{prepare_for_runc, runc_allowed, unpack, Service};
@@ -33,29 +33,8 @@ fn get(port: u16, path: &str) -> Response {
     get_when_up(&format!("127.0.0.1:{port}"), path, SERVICE_PATIENCE)
 }
 
-/// /ping and /selfcheck as the fixtures define them: the zone's real offsets
-/// and the number of CA roots found in the image.
 fn check_service(port: u16, what: &str) {
-    let ping = get(port, "/ping");
-    assert_eq!(ping.status, 200, "{what} /ping: {}", ping.text());
-    assert_eq!(
-        ping.json(),
-        serde_json::json!({"message": "pong"}),
-        "{what}"
-    );
-    let selfcheck = get(port, "/selfcheck");
-    assert_eq!(
-        selfcheck.status,
-        200,
-        "{what} /selfcheck: {}",
-        selfcheck.text()
-    );
-    let check = selfcheck.json();
-    assert_eq!(check["zone"], "Europe/Berlin", "{what}: {check}");
-    assert_eq!(check["winter_offset"], 3600, "{what}: {check}");
-    assert_eq!(check["summer_offset"], 7200, "{what}: {check}");
-    let roots = check["roots"].as_u64().unwrap_or(0);
-    assert!(roots > 100, "{what}: only {roots} CA roots in the image");
+    check_service_with(|path| get(port, path), what);
 }
 
 /// Builds `fixture` for two platforms, pushes it, pulls it back and runs both platforms.

@@ -2,8 +2,11 @@
 //! image (built by `cargo xtask image`, imgpack packing itself) runs under
 //! runc as uid 65532 with a read-only root file system, only /tmp writable,
 //! credentials from a mounted docker config directory, and pushes an image
-//! built from a prebuilt binary to a registry on 127.0.0.1.
+//! built from a prebuilt binary to a registry on 127.0.0.1. The image holds
+//! linux/amd64 and linux/arm64: the arm64 imgpack from it, under qemu-user
+//! (an arm64 node), pushes an arm64 image with the same credentials.
 
+use std::path::Path;
 use std::process::Command;
 
 use imgpack_e2e::registry::{Registry, Setup};
@@ -13,7 +16,8 @@ use serde_json::{json, Value};
 
 #[test]
 fn imgpack_runs_as_a_rootless_read_only_job_and_pushes() {
-    for tool in ["skopeo", "umoci", "runc", "musl-gcc"] {
+    // python3 runs zig (PyPI ziglang), the C compiler of imgpack's musl builds.
+    for tool in ["skopeo", "umoci", "runc", "python3", "qemu-aarch64-static"] {
         if !have_tool(tool) {
             return;
         }
@@ -31,7 +35,8 @@ fn imgpack_runs_as_a_rootless_read_only_job_and_pushes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // imgpack's own image, as `cargo xtask image` makes it (a debug build keeps the test short).
+    // imgpack's own image, as `cargo xtask image` makes it. The dev profile keeps the test
+    // short (no LTO); `cargo xtask ci` has built both musl targets in it already (dist).
     let image_layout = d.join("imgpack-image");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
@@ -152,4 +157,100 @@ fn imgpack_runs_as_a_rootless_read_only_job_and_pushes() {
         ),
         stdout
     );
+
+    let image = format!("oci:{}:job", image_layout.display());
+    assert_eq!(
+        platforms_of(&image),
+        ["linux/amd64", "linux/arm64"],
+        "imgpack's image runs on amd64 and arm64 nodes"
+    );
+    let output = arm64_imgpack_pushes_under_qemu(&image, &secret, &input, &registry, d);
+    assert_no_secrets("the arm64 job", &output, &secret_forms("builder", password));
+    let pushed = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_eq!(
+        pushed,
+        format!(
+            "{}/team/app@{}",
+            registry.host(),
+            pushed_digest(&format!("{}/team/app:arm64", registry.host()), password)
+        )
+    );
+}
+
+/// The platforms of an image index, as skopeo reads them.
+fn platforms_of(image: &str) -> Vec<String> {
+    let raw = run_expect(
+        Command::new("skopeo").args(["inspect", "--raw", image]),
+        true,
+    );
+    let index: Value = serde_json::from_slice(&raw.stdout).unwrap();
+    index["manifests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("not an index: {index}"))
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["os"].as_str().unwrap(),
+                m["platform"]["architecture"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// Runs the arm64 imgpack of `image` under qemu-user with the job's
+/// credentials: it packs an arm64 binary and pushes it to team/app:arm64 over
+/// plain HTTP. `-L` puts the image's files first; the job reads host paths
+/// (the secret, the input) that the image lacks, which is why this is not
+/// the isolated arm64 runner of the service tests. Returns imgpack's output.
+fn arm64_imgpack_pushes_under_qemu(
+    image: &str,
+    secret: &Path,
+    input: &Path,
+    registry: &Registry,
+    d: &Path,
+) -> std::process::Output {
+    let bundle = unpack(image, &[], "arm64", d);
+    let rootfs = bundle.join("rootfs");
+    write_static_elf(
+        &input.join("app-arm64"),
+        Arch::Arm64,
+        b"the arm64 job's app",
+    );
+    let tmp = d.join("qemu-tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let output = Command::new("qemu-aarch64-static")
+        .arg("-L")
+        .arg(&rootfs)
+        .arg(rootfs.join("app/imgpack"))
+        .args(["build", "-q", "--binary"])
+        .arg(format!("linux/arm64={}", input.join("app-arm64").display()))
+        .arg("--push")
+        .arg(format!("{}/team/app:arm64", registry.host()))
+        .env_clear()
+        .env("DOCKER_CONFIG", secret)
+        .env("IMGPACK_TMPDIR", &tmp)
+        .env("IMGPACK_CACHE_DIR", tmp.join("cache"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the arm64 imgpack failed under qemu:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The digest of the manifest at `reference`, read back with skopeo.
+fn pushed_digest(reference: &str, password: &str) -> imgpack_blob::Digest {
+    let raw = run_expect(
+        Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", "--creds"])
+            .arg(format!("builder:{password}"))
+            .arg(format!("docker://{reference}")),
+        true,
+    );
+    imgpack_blob::Digest::of_bytes(&raw.stdout)
 }

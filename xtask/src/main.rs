@@ -1,12 +1,16 @@
 //! `cargo xtask ci`: install what the tests need, then format check, clippy and every test.
 //! `cargo xtask bench`: time and memory of imgpack against a shell pipeline doing the same work.
-//! `cargo xtask image`: imgpack as a static binary, packed into its own image by itself;
+//! `cargo xtask dist`: static release binaries for linux/amd64 and linux/arm64, man pages,
+//! completions and SHA256SUMS in target/dist.
+//! `cargo xtask image`: both binaries, packed into one two-platform image by imgpack itself;
 //! with `--toolchain go|rust`, a builder image holding a compiler too.
 
 mod bench;
+mod bench_docker;
 mod bench_push;
 mod builder_image;
 mod ci;
+mod dist;
 mod image;
 
 use std::path::{Path, PathBuf};
@@ -19,12 +23,13 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci::run_ci(),
         Some("bench") => bench::run(&args[1..]),
+        Some("dist") => dist::run_dist(&args[1..]),
         Some("image") if args.iter().any(|a| a == "--toolchain") => {
             builder_image::run_builder_image(&args[1..])
         }
         Some("image") => image::run_image(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask ci | bench | image");
+            eprintln!("usage: cargo xtask ci | bench | dist | image");
             return ExitCode::from(2);
         }
     };

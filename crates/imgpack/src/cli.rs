@@ -35,6 +35,10 @@ pub enum Command {
     /// Build and push every imgpack://PATH in Kubernetes YAML; print the YAML with the
     /// pushed REPOSITORY@sha256:… references in their place.
     Resolve(ResolveArgs),
+    /// Print a shell completion script: imgpack completion bash > /etc/bash_completion.d/imgpack
+    Completion(crate::ship::CompletionArgs),
+    /// Print the man page (roff): imgpack man | man -l -
+    Man(crate::ship::ManArgs),
 }
 
 #[derive(Args, Debug)]

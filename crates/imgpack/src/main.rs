@@ -14,6 +14,7 @@ mod git_source;
 mod outputs;
 mod registry;
 mod resolve;
+mod ship;
 mod staging;
 mod values;
 
@@ -29,6 +30,8 @@ fn main() -> ExitCode {
         cli::Command::Push(args) => registry::run_push(args),
         cli::Command::Login(args) => registry::run_login(args),
         cli::Command::Resolve(args) => resolve::run(args),
+        cli::Command::Completion(args) => ship::run_completion(args),
+        cli::Command::Man(args) => ship::run_man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
