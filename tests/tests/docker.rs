@@ -35,8 +35,12 @@ fn ready() -> bool {
 }
 
 /// A name no other test or helper running at the same time uses.
+/// A name no other test of this run uses: the tests of one binary share a
+/// process id and run in parallel, so a counter tells them apart.
 fn unique(what: &str) -> String {
-    format!("imgpack-e2e-{what}-{}", std::process::id())
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("imgpack-e2e-{what}-{}-{n}", std::process::id())
 }
 
 /// Builds fixtures/rust-hello (a copy under `work`) for `platforms` with `outputs`.
