@@ -1,4 +1,6 @@
-//! `cargo xtask bench [assemble] [--size-mb N] [--runs N]`: time and peak
+//! `cargo xtask bench …`: the whole suite, see `bench_suite`.
+//!
+//! `cargo xtask bench assemble [--size-mb N] [--runs N]`: time and peak
 //! memory of `imgpack build` around a large static binary, next to
 //! `tar --sort=name … | gzip -6 | sha256sum` on the same file, on the same
 //! machine. Speed is reported as a ratio to that reference, never asserted,
@@ -55,14 +57,14 @@ impl Row {
     }
 }
 
-/// `bench push …` runs the push benchmark; `bench assemble …` or plain
-/// `bench …` the build one.
+/// `bench push …`, `bench docker …` and `bench assemble …` run one benchmark;
+/// plain `bench …` the suite.
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("push") => crate::bench_push::run(&args[1..]),
         Some("docker") => crate::bench_docker::run(&args[1..]),
         Some("assemble") => run_assemble(&args[1..]),
-        _ => run_assemble(args),
+        _ => crate::bench_suite::run(args),
     }
 }
 

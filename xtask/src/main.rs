@@ -8,6 +8,7 @@
 mod bench;
 mod bench_docker;
 mod bench_push;
+mod bench_suite;
 mod builder_image;
 mod ci;
 mod dist;

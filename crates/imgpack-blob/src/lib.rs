@@ -7,12 +7,14 @@
 //! interrupted build never leaves a partial blob under a digest name.
 
 mod atomic;
+mod cache_dir;
 mod digest;
 mod json;
 mod store;
 mod writable;
 
 pub use atomic::{write_atomically, AtomicFile};
+pub use cache_dir::cache_dir;
 pub use digest::{Digest, DigestWriter};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};

@@ -88,10 +88,13 @@ impl BlobStore {
         }
         let from = source.path(&blob.digest);
         // A link to a temporary name, then a rename: the target never exists half-written.
+        // The name is unique per process and call: threads may import the same blob at once.
+        static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let temp_name = self.blob_dir.join(format!(
-            ".link-{}-{}",
+            ".link-{}-{}-{}",
             blob.digest.hex(),
-            std::process::id()
+            std::process::id(),
+            IMPORTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         let _ = fs::remove_file(&temp_name);
         if fs::hard_link(&from, &temp_name).is_ok() {
@@ -128,7 +131,7 @@ impl BlobStore {
     }
 }
 
-/// Removes the temporary files (`.partial-PID-*`, `.link-HEX-PID`) of writers
+/// Removes the temporary files (`.partial-PID-*`, `.link-HEX-PID-N`) of writers
 /// whose process is gone: what a killed run left behind. Files of live
 /// processes (another build sharing a cache) are left alone.
 fn sweep_dead_writers(blob_dir: &Path) {
@@ -141,7 +144,8 @@ fn sweep_dead_writers(blob_dir: &Path) {
         let pid = if let Some(rest) = name.strip_prefix(".partial-") {
             rest.split('-').next()
         } else if let Some(rest) = name.strip_prefix(".link-") {
-            rest.rsplit('-').next()
+            // .link-HEX-PID-N
+            rest.split('-').nth(1)
         } else {
             continue;
         };
@@ -252,7 +256,7 @@ mod tests {
         let blobs = dir.path().join("blobs/sha256");
         fs::write(blobs.join(".partial-999999999-abc"), b"half").unwrap();
         fs::write(
-            blobs.join(format!(".link-{}-999999999", "a".repeat(64))),
+            blobs.join(format!(".link-{}-999999999-0", "a".repeat(64))),
             b"",
         )
         .unwrap();

@@ -1,9 +1,13 @@
-//! Layer compression (`--compression`, `--compression-level`): gzip or zstd,
-//! with the fixed headers that keep the compressed bytes reproducible.
+//! Layer compression (`--compression`, `--compression-level`, `--threads`):
+//! gzip or zstd, with fixed headers and bytes that depend neither on the
+//! host nor on the number of threads.
 
 use std::io::{self, Write};
 
 use anyhow::{bail, Result};
+
+use crate::gzip::ParallelGzip;
+use crate::Workers;
 
 /// How layer tars are compressed. Same algorithm, level and library version
 /// give the same bytes, which is why the libraries are pinned exactly.
@@ -48,19 +52,29 @@ impl Compression {
         }
     }
 
-    pub(crate) fn encoder<W: Write>(self, inner: W) -> io::Result<Encoder<W>> {
+    /// The level: part of a layer's recipe, as the algorithm is.
+    pub fn level(self) -> i32 {
+        match self {
+            Compression::Gzip { level } => level as i32,
+            Compression::Zstd { level } => level,
+        }
+    }
+
+    /// A compressor on `workers`' threads. The bytes are the same for any
+    /// number of threads: gzip is cut into fixed blocks (see `gzip`), and
+    /// zstd always runs in its multithreaded mode, whose output depends on
+    /// the level and not on the worker count (its single-threaded mode,
+    /// 0 workers, gives other bytes, so it is never used).
+    pub(crate) fn encoder<W: Write>(self, inner: W, workers: &Workers) -> io::Result<Encoder<W>> {
         Ok(match self {
-            // No file name, mtime 0 and OS "unknown": nothing of the host in the header.
-            Compression::Gzip { level } => Encoder::Gzip(
-                flate2::GzBuilder::new()
-                    .mtime(0)
-                    .operating_system(255)
-                    .write(inner, flate2::Compression::new(level)),
-            ),
+            Compression::Gzip { level } => {
+                Encoder::Gzip(ParallelGzip::new(inner, level, workers.clone())?)
+            }
             Compression::Zstd { level } => {
                 let mut encoder = zstd::stream::write::Encoder::new(inner, level)?;
                 encoder.include_checksum(false)?;
                 encoder.include_contentsize(false)?;
+                encoder.multithread(workers.threads().get() as u32)?;
                 Encoder::Zstd(encoder)
             }
         })
@@ -68,7 +82,7 @@ impl Compression {
 }
 
 pub(crate) enum Encoder<W: Write> {
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::stream::write::Encoder<'static, W>),
 }
 
@@ -90,16 +104,20 @@ impl<W: Write> Write for Encoder<W> {
         }
     }
 
+    /// Never flushes the compressor: a flush ends a zstd job (or would cut a
+    /// gzip block) early, which would make the bytes depend on who flushed when.
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Encoder::Gzip(encoder) => encoder.flush(),
-            Encoder::Zstd(encoder) => encoder.flush(),
+            Encoder::Zstd(encoder) => encoder.get_mut().flush(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
     #[test]
@@ -125,9 +143,7 @@ mod tests {
         let input: Vec<u8> = (0..200_000u32)
             .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
             .collect();
-        let mut encoder = Compression::Gzip { level: 6 }.encoder(Vec::new()).unwrap();
-        encoder.write_all(&input).unwrap();
-        let compressed = encoder.finish().unwrap();
+        let compressed = compress(Compression::Gzip { level: 6 }, &input, 1);
         assert_eq!(&compressed[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
         assert_eq!(
             imgpack_blob::Digest::of_bytes(&compressed).to_string(),
@@ -136,6 +152,66 @@ mod tests {
         );
     }
 
+    /// zstd's bytes depend on libzstd's version and on its multithreaded mode being used.
+    #[test]
+    fn zstd_library_and_mode_are_the_pinned_ones() {
+        let input: Vec<u8> = (0..200_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
+            .collect();
+        let compressed = compress(Compression::Zstd { level: 3 }, &input, 1);
+        assert_eq!(
+            imgpack_blob::Digest::of_bytes(&compressed).to_string(),
+            GOLDEN_ZSTD_DIGEST,
+            "zstd output changed: was zstd-sys upgraded or its multithreaded mode (zstdmt) lost?"
+        );
+    }
+
+    fn compress(compression: Compression, input: &[u8], threads: usize) -> Vec<u8> {
+        let workers = Workers::new(std::num::NonZeroUsize::new(threads).unwrap()).unwrap();
+        let mut encoder = compression.encoder(Vec::new(), &workers).unwrap();
+        for chunk in input.chunks(100_003) {
+            encoder.write_all(chunk).unwrap();
+            encoder.flush().unwrap();
+        }
+        encoder.finish().unwrap()
+    }
+
+    /// zstd's multithreaded mode cuts the input into jobs whose size comes
+    /// from the level (4 windows: 8 MiB at level 3, 2 MiB at level 1), not
+    /// from the worker count. 20 MB is several jobs at both levels, so the
+    /// workers really do run at once.
+    #[test]
+    fn zstd_bytes_do_not_depend_on_the_worker_count() {
+        let input: Vec<u8> = (0..20_000_000u32)
+            .map(|i| ((i % 251) as u8 ^ (i / 997) as u8).wrapping_mul((i >> 16) as u8 | 1))
+            .collect();
+        for level in [1, 3] {
+            let one = compress(Compression::Zstd { level }, &input, 1);
+            for threads in [2, 8] {
+                assert!(
+                    compress(Compression::Zstd { level }, &input, threads) == one,
+                    "zstd level {level}: {threads} workers differ from 1"
+                );
+            }
+            let mut decoded = Vec::new();
+            zstd::stream::read::Decoder::new(&one[..])
+                .unwrap()
+                .read_to_end(&mut decoded)
+                .unwrap();
+            assert!(decoded == input);
+        }
+    }
+
+    #[test]
+    fn gzip_bytes_do_not_depend_on_the_thread_count() {
+        let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8 ^ (i / 997) as u8).collect();
+        let one = compress(Compression::Gzip { level: 6 }, &input, 1);
+        assert!(compress(Compression::Gzip { level: 6 }, &input, 2) == one);
+        assert!(compress(Compression::Gzip { level: 6 }, &input, 8) == one);
+    }
+
     const GOLDEN_GZIP_DIGEST: &str =
-        "sha256:66cbac4fefbce60b03d89db217d38d5a34ed7f3e294966229b3dd9cc06c13223";
+        "sha256:92debb0e9c574b7b2c75c025f8c3d2f9d5283c2ca06897174a9aaaa847270856";
+    const GOLDEN_ZSTD_DIGEST: &str =
+        "sha256:50c68c5346734fa89e6e931020beccda89186f761b051bbecb3fafbacbe2c2a0";
 }

@@ -3,22 +3,28 @@
 //! [`LayerContents`] describes what a layer holds; [`write_layer`] streams it
 //! as a sorted tar with fixed headers through the compressor into a blob,
 //! computing the uncompressed diffID and the compressed digest on the way.
-//! The modules below say what imgpack's four standard layers hold.
+//! [`LayerCache`] keeps finished layers by recipe, so an unchanged layer is
+//! not compressed again. The modules below say what imgpack's four standard
+//! layers hold.
 
 mod app;
+mod cache;
 mod certs;
 mod compression;
 mod contents;
 mod files;
+mod gzip;
 mod read;
 mod rootfs;
 mod tzdata;
+mod workers;
 mod writer;
 
 pub use app::{
     app_layer, app_path, common_app_name, derived_app_name, extra_app_name, validate_app_name,
     APP_DIR,
 };
+pub use cache::{parse_size, CacheUsage, CachedLayer, LayerCache, DEFAULT_MAX_SIZE};
 pub use certs::{ca_certs_layer, CaCerts, CA_BUNDLE_PATH};
 pub use compression::Compression;
 pub use contents::{Contents, Entry, EntryKind, LayerContents};
@@ -26,7 +32,8 @@ pub use files::{files_layer, FileSpec};
 pub use read::{diff_id, LayerPaths};
 pub use rootfs::{rootfs_has_name, rootfs_layer, NONROOT_GID, NONROOT_UID};
 pub use tzdata::{tzdata_layer, Tzdata, ZONEINFO_DIR};
-pub use writer::{write_layer, Layer};
+pub use workers::{available_threads, Workers};
+pub use writer::{write_layer, Layer, LayerOptions};
 
 /// A layer's contents with the one line the image history records for it.
 pub struct DescribedContents {

@@ -279,12 +279,12 @@ fn trim_nul(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{write_layer, Compression, Contents, LayerContents};
+    use crate::{write_layer, LayerOptions, Compression, Contents, LayerContents};
     use imgpack_blob::BlobStore;
     use std::fs::File;
 
     fn layer(store: &BlobStore, contents: &LayerContents) -> File {
-        let layer = write_layer(store, contents, Compression::Gzip { level: 1 }, 0).unwrap();
+        let layer = write_layer(store, contents, &LayerOptions::single_threaded(Compression::Gzip { level: 1 }, 0)).unwrap();
         store.open_blob(&layer.blob.digest).unwrap()
     }
 
@@ -338,7 +338,7 @@ mod tests {
         contents
             .add_file("etc/hostname", Contents::Bytes(b"x"[..].into()), 0o644)
             .unwrap();
-        let layer = write_layer(&store, &contents, Compression::Zstd { level: 1 }, 0).unwrap();
+        let layer = write_layer(&store, &contents, &LayerOptions::single_threaded(Compression::Zstd { level: 1 }, 0)).unwrap();
         let mut paths = LayerPaths::default();
         paths
             .add_layer(store.open_blob(&layer.blob.digest).unwrap(), "x+zstd")

@@ -7,7 +7,28 @@ use std::io::{self, Read};
 use anyhow::{Context, Result};
 use imgpack_blob::{BlobInfo, BlobStore, Digest, DigestWriter};
 
-use crate::{Compression, Contents, Entry, EntryKind, LayerContents};
+use crate::{Compression, Contents, Entry, EntryKind, LayerContents, Workers};
+
+/// How layers are written: everything but the contents that decides their bytes
+/// (compression, time), and the threads that compress them (which does not).
+#[derive(Clone, Debug)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// The modification time of every entry (`SOURCE_DATE_EPOCH`, else 0).
+    pub mtime: u64,
+    pub workers: Workers,
+}
+
+impl LayerOptions {
+    /// Compression on the caller's thread only: for tests and small layers.
+    pub fn single_threaded(compression: Compression, mtime: u64) -> Self {
+        Self {
+            compression,
+            mtime,
+            workers: Workers::single(),
+        }
+    }
+}
 
 /// A written layer: the compressed blob and the digest of its uncompressed tar.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,16 +46,16 @@ pub struct Layer {
 pub fn write_layer(
     store: &BlobStore,
     contents: &LayerContents,
-    compression: Compression,
-    mtime: u64,
+    options: &LayerOptions,
 ) -> Result<Layer> {
     let blob = store.writer()?;
-    let encoder = compression
-        .encoder(blob)
+    let encoder = options
+        .compression
+        .encoder(blob, &options.workers)
         .context("cannot start the compressor")?;
     let mut tar = tar::Builder::new(DigestWriter::new(encoder));
     for (path, entry) in contents.entries() {
-        append_entry(&mut tar, path, entry, mtime)
+        append_entry(&mut tar, path, entry, options.mtime)
             .with_context(|| format!("cannot add /{path} to the layer"))?;
     }
     let (encoder, diff_id, _) = tar
@@ -47,7 +68,7 @@ pub fn write_layer(
     Ok(Layer {
         blob: blob.commit()?,
         diff_id,
-        compression,
+        compression: options.compression,
     })
 }
 
@@ -166,7 +187,7 @@ mod tests {
             Compression::Gzip { level: 6 },
             Compression::Zstd { level: 3 },
         ] {
-            let layer = write_layer(&store, &sample_contents(dir.path()), compression, 0).unwrap();
+            let layer = write_layer(&store, &sample_contents(dir.path()), &LayerOptions::single_threaded(compression, 0)).unwrap();
             let blob = std::fs::read(store.path(&layer.blob.digest)).unwrap();
             assert_eq!(Digest::of_bytes(&blob), layer.blob.digest);
             assert_eq!(blob.len() as u64, layer.blob.size);
@@ -181,8 +202,7 @@ mod tests {
         let layer = write_layer(
             &store,
             &sample_contents(dir.path()),
-            Compression::Gzip { level: 1 },
-            1_700_000_000,
+            &LayerOptions::single_threaded(Compression::Gzip { level: 1 }, 1_700_000_000),
         )
         .unwrap();
         let tar = unpack(&store, &layer);
@@ -224,12 +244,7 @@ mod tests {
         let second = tempfile::tempdir().unwrap();
         let write = |dir: &std::path::Path| {
             let store = BlobStore::open(dir.join("store")).unwrap();
-            write_layer(
-                &store,
-                &sample_contents(dir),
-                Compression::Gzip { level: 6 },
-                0,
-            )
+            write_layer(&store, &sample_contents(dir), &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 0))
             .unwrap()
         };
         assert_eq!(write(first.path()), write(second.path()));
@@ -243,7 +258,7 @@ mod tests {
         contents
             .add_file("app/api", Contents::File(dir.path().join("gone")), 0o755)
             .unwrap();
-        let err = write_layer(&store, &contents, Compression::Gzip { level: 6 }, 0).unwrap_err();
+        let err = write_layer(&store, &contents, &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 0)).unwrap_err();
         assert!(format!("{err:#}").contains("gone"), "{err:#}");
         assert_eq!(
             std::fs::read_dir(store.root().join("blobs/sha256"))

@@ -78,14 +78,7 @@ pub(crate) fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 pub(crate) fn cache_dir() -> Option<PathBuf> {
-    let var = |name| {
-        std::env::var_os(name)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("IMGPACK_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|dir| dir.join("imgpack")))
-        .or_else(|| var("HOME").map(|home| home.join(".cache/imgpack")))
+    imgpack_blob::cache_dir()
 }
 
 #[cfg(test)]

@@ -39,6 +39,25 @@ pub enum Command {
     Completion(crate::ship::CompletionArgs),
     /// Print the man page (roff): imgpack man | man -l -
     Man(crate::ship::ManArgs),
+    /// Show the size of imgpack's cache (layers, base images); prune it.
+    Cache(CacheArgs),
+}
+
+/// `imgpack cache`: shows the cache; `--prune` or `--clear` also shrink its layers.
+#[derive(Args, Debug)]
+pub struct CacheArgs {
+    /// Drop the least recently used layers until the layer cache fits in --max-size.
+    #[arg(long, conflicts_with = "clear")]
+    pub prune: bool,
+
+    /// The size --prune prunes to, e.g. 2GiB or 500MB; default: IMGPACK_CACHE_MAX_SIZE,
+    /// else 10GiB.
+    #[arg(long, value_name = "SIZE", requires = "prune")]
+    pub max_size: Option<String>,
+
+    /// Drop every cached layer (base images stay).
+    #[arg(long)]
+    pub clear: bool,
 }
 
 #[derive(Args, Debug)]
@@ -334,6 +353,15 @@ pub struct BuildArgs {
     /// Compression level: gzip 0-9 (default 6), zstd 1-22 (default 3).
     #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+
+    /// Threads that compress layers (1-256); the same bytes for any count (also
+    /// IMGPACK_THREADS); default: the CPUs this process may use, cgroup limits included.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: Option<u16>,
+
+    /// Write every layer again instead of taking unchanged ones from the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
 
     /// Directory for intermediate blobs (default: the system temporary directory).
     #[arg(long, value_name = "DIR", env = TMPDIR_ENV)]

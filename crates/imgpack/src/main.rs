@@ -7,6 +7,7 @@
 //! imgpack-registry).
 
 mod build;
+mod cache;
 mod cli;
 mod config;
 mod git;
@@ -32,6 +33,7 @@ fn main() -> ExitCode {
         cli::Command::Resolve(args) => resolve::run(args),
         cli::Command::Completion(args) => ship::run_completion(args),
         cli::Command::Man(args) => ship::run_man(args),
+        cli::Command::Cache(args) => cache::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

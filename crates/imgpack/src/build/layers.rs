@@ -9,7 +9,7 @@ use imgpack_blob::BlobStore;
 use imgpack_image::{BaseLayers, LayerSet};
 use imgpack_layer::{
     app_layer, ca_certs_layer, extra_app_name, files_layer, rootfs_layer, tzdata_layer,
-    write_layer, DescribedContents, Layer, LayerPaths,
+    write_layer, DescribedContents, Layer, LayerCache, LayerOptions, LayerPaths, Workers,
 };
 use imgpack_platform::{check_binary, inspect_elf, Binary, BinaryError};
 
@@ -82,6 +82,10 @@ fn check_binary_for(
     )
 }
 
+fn status_warning(message: &str) {
+    eprintln!("imgpack: warning: {message}");
+}
+
 /// The three platform-independent layers are written once and shared by
 /// every platform (same digest, stored and uploaded once); the app layers
 /// are written in parallel, one per platform.
@@ -124,14 +128,26 @@ pub(super) fn write_layers(
         })
         .collect::<Result<Vec<_>>>()?;
 
-    let write = |described: &DescribedContents| -> Result<(Layer, String)> {
-        let layer = write_layer(
-            store,
-            &described.contents,
-            plan.compression,
-            plan.settings.epoch,
-        )?;
-        Ok((layer, described.description.clone()))
+    // One pool for every layer written at once: --threads busy cores at most.
+    let options = LayerOptions {
+        compression: plan.compression,
+        mtime: plan.settings.epoch,
+        workers: Workers::new(plan.threads)?,
+    };
+    let cache = plan
+        .cache
+        .as_ref()
+        .map(|cache| LayerCache::open(&cache.dir))
+        .transpose()?;
+    let write = |described: &DescribedContents| -> Result<(Layer, String, &'static str)> {
+        let (layer, from) = match &cache {
+            Some(cache) => {
+                let cached = cache.layer(store, &described.contents, &options)?;
+                (cached.layer, if cached.hit { "cached" } else { "written" })
+            }
+            None => (write_layer(store, &described.contents, &options)?, "written"),
+        };
+        Ok((layer, described.description.clone(), from))
     };
     let (shared, apps) = thread::scope(|scope| {
         let apps: Vec<_> = app_contents
@@ -153,15 +169,28 @@ pub(super) fn write_layers(
         (shared, apps)
     });
     let (shared, apps) = (shared?, apps?);
-    for (layer, description) in shared.iter().chain(&apps) {
+    if let (Some(cache), Some(cache_plan)) = (&cache, &plan.cache) {
+        // Pruning only costs a listing; a failure costs disk space, not the build.
+        if let Err(err) = cache.prune(cache_plan.max_size) {
+            status_warning(&format!("cannot prune the layer cache: {err:#}"));
+        }
+    }
+    for (layer, description, from) in shared.iter().chain(&apps) {
         status(
             plan,
             &format!(
-                "layer {} ({} bytes): {description}",
+                "layer {} ({} bytes, {from}): {description}",
                 layer.blob.digest, layer.blob.size
             ),
         );
     }
+    let without_source = |written: Vec<(Layer, String, &str)>| -> Vec<(Layer, String)> {
+        written
+            .into_iter()
+            .map(|(layer, description, _)| (layer, description))
+            .collect()
+    };
+    let (shared, apps) = (without_source(shared), without_source(apps));
     Ok(binaries
         .iter()
         .zip(apps)

@@ -2,6 +2,7 @@
 //! anything is compiled or written.
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -35,9 +36,52 @@ pub(crate) struct BuildPlan {
     pub(super) tzdata: Tzdata,
     pub(super) zones: Option<Vec<String>>,
     pub(super) compression: Compression,
+    /// `--threads`: how many threads compress layers.
+    pub(super) threads: NonZeroUsize,
+    /// The layer cache's directory and size bound; `None` with `--no-cache`.
+    pub(super) cache: Option<CachePlan>,
     pub(super) settings: ImageSettings,
     pub(super) tmpdir: Option<PathBuf>,
     pub(super) quiet: bool,
+}
+
+pub(super) struct CachePlan {
+    pub(super) dir: PathBuf,
+    pub(super) max_size: u64,
+}
+
+/// Environment variable that sets `--threads`.
+const THREADS_ENV: &str = "IMGPACK_THREADS";
+
+/// `--threads`, else `IMGPACK_THREADS`, else the CPUs this process may use.
+fn threads(flag: Option<u16>) -> Result<NonZeroUsize> {
+    let given = match flag {
+        Some(threads) => Some(usize::from(threads)),
+        None => match std::env::var(THREADS_ENV) {
+            Ok(text) if !text.is_empty() => Some(
+                text.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=256).contains(n))
+                    .with_context(|| {
+                        format!("{THREADS_ENV}={text} is not a thread count: use 1 to 256")
+                    })?,
+            ),
+            _ => None,
+        },
+    };
+    Ok(given
+        .and_then(NonZeroUsize::new)
+        .unwrap_or_else(imgpack_layer::available_threads))
+}
+
+/// The layer cache, unless `--no-cache`; a build without any cache directory
+/// (no HOME) simply builds without it.
+fn cache_plan(no_cache: bool) -> Result<Option<CachePlan>> {
+    if no_cache {
+        return Ok(None);
+    }
+    let max_size = crate::cache::max_size()?;
+    Ok(imgpack_blob::cache_dir().map(|dir| CachePlan { dir, max_size }))
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
@@ -199,6 +243,8 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         ),
         zones: args.zones,
         compression,
+        threads: threads(args.threads)?,
+        cache: cache_plan(args.no_cache)?,
         settings,
         tmpdir: args.tmpdir,
         quiet: args.quiet,

@@ -1,0 +1,569 @@
+//! The layer cache: finished layers (compressed blob, diffID, size) kept under
+//! the digest of their complete recipe, so an unchanged layer costs one hash
+//! of its inputs instead of a compression.
+//!
+//! Layout, under `<cache dir>/layers` (private to the user, 0700):
+//! `blobs/sha256/<hex>` the compressed blobs (a [`BlobStore`]), and
+//! `entries/<recipe hex>` one small text file per recipe naming its blob.
+//! Every file appears by an atomic rename, so several imgpack processes can
+//! share the cache: the worst a race does is write the same entry twice. An
+//! entry's modification time is its last use, which pruning goes by.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use imgpack_blob::{BlobInfo, BlobStore, Digest, DigestWriter};
+
+use crate::writer::LayerOptions;
+use crate::{write_layer, Contents, EntryKind, Layer, LayerContents};
+
+/// Part of every recipe: bump it whenever imgpack writes the same contents as
+/// other bytes (tar headers, block size, compressor settings), so old entries
+/// are never used for the new format.
+const LAYER_FORMAT: &str = "imgpack layer format 2 (tar gnu, gzip 128 KiB blocks, zstd mt)";
+/// The libraries that decide the compressed bytes, as pinned in Cargo.toml
+/// (a test checks this against Cargo.lock).
+const COMPRESSION_LIBRARIES: &str = "flate2 1.1.11, zlib-rs 0.6.8, zstd-sys 2.1.3+zstd.1.5.7";
+/// The first line of an entry file.
+const ENTRY_HEADER: &str = "imgpack layer cache entry 1";
+
+/// The default bound on the layers' total size (`IMGPACK_CACHE_MAX_SIZE`).
+pub const DEFAULT_MAX_SIZE: u64 = 10 << 30;
+
+/// Finished layers by recipe; see the module documentation.
+#[derive(Clone, Debug)]
+pub struct LayerCache {
+    store: BlobStore,
+    entries: PathBuf,
+}
+
+/// What a build got from [`LayerCache::layer`]: the layer and whether it was in the cache.
+#[derive(Debug)]
+pub struct CachedLayer {
+    pub layer: Layer,
+    pub hit: bool,
+}
+
+/// The cache's size: entries and the bytes of their blobs.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct CacheUsage {
+    pub entries: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+impl LayerCache {
+    /// Opens (creating it, owner-only) the layer cache in `cache_dir`.
+    pub fn open(cache_dir: &Path) -> Result<Self> {
+        let root = cache_dir.join("layers");
+        let entries = root.join("entries");
+        // Layers may hold private code: like the base images, the owner's only
+        // (directories that already exist are left as they are).
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&entries)
+            .with_context(|| format!("cannot create the layer cache {}", entries.display()))?;
+        Ok(Self {
+            store: BlobStore::open(&root)?,
+            entries,
+        })
+    }
+
+    /// The layer `contents` makes with `options`: from the cache when an
+    /// intact entry has its recipe, else written into `store` and cached.
+    pub fn layer(
+        &self,
+        store: &BlobStore,
+        contents: &LayerContents,
+        options: &LayerOptions,
+    ) -> Result<CachedLayer> {
+        let recipe = Recipe::of(contents, options)?;
+        if let Some(layer) = self.lookup(&recipe.key, store, options)? {
+            return Ok(CachedLayer { layer, hit: true });
+        }
+        let layer = write_layer(store, contents, options)?;
+        // A file that changed while it was read would file the layer under
+        // the wrong recipe: then the layer is used but not cached.
+        if recipe.sources_unchanged() {
+            self.insert(&recipe.key, &layer, store)?;
+        }
+        Ok(CachedLayer { layer, hit: false })
+    }
+
+    /// The cached layer of `key`, brought into `store` and checked there (its
+    /// digest and size), so a damaged or half-pruned entry is dropped and
+    /// rebuilt, never used.
+    fn lookup(&self, key: &Digest, store: &BlobStore, options: &LayerOptions) -> Result<Option<Layer>> {
+        let path = self.entry_path(key);
+        let Ok(text) = fs::read_to_string(&path) else {
+            return Ok(None);
+        };
+        let Some((blob, diff_id)) = parse_entry(&text) else {
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        };
+        if !self.store.contains(&blob.digest) || store.import(&self.store, &blob).is_err() {
+            // Pruned, or damaged (a copy checks the digest): rebuilt, and cached again.
+            let _ = fs::remove_file(self.store.path(&blob.digest));
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        }
+        let staged = store.path(&blob.digest);
+        if digest_of_file(&staged)? != blob {
+            // A hard link shares the damage: drop all three names of it.
+            let _ = fs::remove_file(&staged);
+            let _ = fs::remove_file(self.store.path(&blob.digest));
+            let _ = fs::remove_file(&path);
+            return Ok(None);
+        }
+        // Last use, for pruning; a read-only cache still serves.
+        let _ = File::options()
+            .append(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(SystemTime::now()));
+        Ok(Some(Layer {
+            blob,
+            diff_id,
+            compression: options.compression,
+        }))
+    }
+
+    fn insert(&self, key: &Digest, layer: &Layer, from: &BlobStore) -> Result<()> {
+        self.store
+            .import(from, &layer.blob)
+            .context("cannot copy a layer into the cache")?;
+        let text = format!(
+            "{ENTRY_HEADER}\nblob {}\nsize {}\ndiff_id {}\n",
+            layer.blob.digest, layer.blob.size, layer.diff_id
+        );
+        imgpack_blob::write_atomically(&self.entry_path(key), text.as_bytes(), 0o600)
+    }
+
+    fn entry_path(&self, key: &Digest) -> PathBuf {
+        self.entries.join(key.hex())
+    }
+
+    /// Entries and blob bytes now in the cache.
+    pub fn usage(&self) -> Result<CacheUsage> {
+        let entries = self.list_entries()?;
+        let blobs = self.list_blobs()?;
+        Ok(CacheUsage {
+            entries: entries.len(),
+            blobs: blobs.len(),
+            bytes: blobs.iter().map(|(_, size)| size).sum(),
+        })
+    }
+
+    /// Drops the least recently used entries until the blobs take at most
+    /// `max_bytes`, then every blob no entry names. Returns the usage after.
+    pub fn prune(&self, max_bytes: u64) -> Result<CacheUsage> {
+        let mut entries = self.list_entries()?;
+        // Oldest use first.
+        entries.sort_by_key(|entry| entry.used);
+        let blob_sizes: std::collections::BTreeMap<String, u64> =
+            self.list_blobs()?.into_iter().collect();
+        let size_of = |entries: &[ListedEntry]| -> u64 {
+            let named: BTreeSet<&str> = entries.iter().filter_map(|e| e.blob.as_deref()).collect();
+            named.iter().filter_map(|hex| blob_sizes.get(*hex)).sum()
+        };
+        let mut keep = entries.len();
+        while keep > 0 && size_of(&entries[entries.len() - keep..]) > max_bytes {
+            keep -= 1;
+        }
+        let (dropped, kept) = entries.split_at(entries.len() - keep);
+        for entry in dropped {
+            let _ = fs::remove_file(&entry.path);
+        }
+        let named: BTreeSet<&str> = kept.iter().filter_map(|e| e.blob.as_deref()).collect();
+        for hex in blob_sizes.keys().filter(|hex| !named.contains(hex.as_str())) {
+            let _ = fs::remove_file(self.store.root().join("blobs/sha256").join(hex));
+        }
+        self.usage()
+    }
+
+    fn list_entries(&self) -> Result<Vec<ListedEntry>> {
+        let mut listed = Vec::new();
+        for entry in read_dir(&self.entries)? {
+            let path = entry.path();
+            let Ok(metadata) = entry.metadata() else { continue };
+            let blob = fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| parse_entry(&text))
+                .map(|(blob, _)| blob.digest.hex().to_owned());
+            listed.push(ListedEntry {
+                used: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                path,
+                blob,
+            });
+        }
+        Ok(listed)
+    }
+
+    fn list_blobs(&self) -> Result<Vec<(String, u64)>> {
+        let dir = self.store.root().join("blobs/sha256");
+        let mut blobs = Vec::new();
+        for entry in read_dir(&dir)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(metadata) = entry.metadata() {
+                blobs.push((name, metadata.len()));
+            }
+        }
+        Ok(blobs)
+    }
+}
+
+struct ListedEntry {
+    path: PathBuf,
+    used: SystemTime,
+    /// The hex digest of its blob; `None` for an unreadable entry.
+    blob: Option<String>,
+}
+
+/// The directory's entries, without the temporary files (`.name`) of writers.
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    let listing = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    Ok(listing
+        .flatten()
+        .filter(|entry| !entry.file_name().to_string_lossy().starts_with('.'))
+        .collect())
+}
+
+fn parse_entry(text: &str) -> Option<(BlobInfo, Digest)> {
+    let mut lines = text.lines();
+    if lines.next()? != ENTRY_HEADER {
+        return None;
+    }
+    let mut field = |name: &str| lines.next()?.strip_prefix(name)?.strip_prefix(' ');
+    let digest = Digest::parse(field("blob")?)?;
+    let size = field("size")?.parse().ok()?;
+    let diff_id = Digest::parse(field("diff_id")?)?;
+    Some((BlobInfo { digest, size }, diff_id))
+}
+
+fn digest_of_file(path: &Path) -> Result<BlobInfo> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = DigestWriter::new(io::sink());
+    io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
+    let (_, digest, size) = hasher.finish();
+    Ok(BlobInfo { digest, size })
+}
+
+/// A layer's complete recipe, hashed: what decides its bytes, and nothing else
+/// (the thread count does not).
+struct Recipe {
+    key: Digest,
+    /// Size and modification time of each source file when it was hashed.
+    sources: Vec<(PathBuf, Option<(u64, SystemTime)>)>,
+}
+
+impl Recipe {
+    fn of(contents: &LayerContents, options: &LayerOptions) -> Result<Self> {
+        let mut hasher = DigestWriter::new(io::sink());
+        let mut sources = Vec::new();
+        let field = |hasher: &mut DigestWriter<io::Sink>, value: &[u8]| {
+            // Length-prefixed, so no two recipes write the same stream.
+            hasher.write_all(&(value.len() as u64).to_le_bytes())?;
+            hasher.write_all(value)
+        };
+        field(&mut hasher, LAYER_FORMAT.as_bytes())?;
+        field(&mut hasher, COMPRESSION_LIBRARIES.as_bytes())?;
+        let compression = options.compression;
+        field(&mut hasher, compression.name().as_bytes())?;
+        field(&mut hasher, &compression.level().to_le_bytes())?;
+        field(&mut hasher, &options.mtime.to_le_bytes())?;
+        for (path, entry) in contents.entries() {
+            field(&mut hasher, path.as_bytes())?;
+            field(&mut hasher, &entry.mode.to_le_bytes())?;
+            field(&mut hasher, &entry.uid.to_le_bytes())?;
+            field(&mut hasher, &entry.gid.to_le_bytes())?;
+            let (kind, value): (&[u8], Vec<u8>) = match &entry.kind {
+                EntryKind::Dir => (b"dir", Vec::new()),
+                EntryKind::Symlink(target) => (b"symlink", target.as_bytes().to_vec()),
+                EntryKind::HardLink(target) => (b"link", target.as_bytes().to_vec()),
+                EntryKind::File(Contents::Bytes(bytes)) => {
+                    (b"file", Digest::of_bytes(bytes).to_string().into_bytes())
+                }
+                EntryKind::File(Contents::File(source)) => {
+                    let before = file_stamp(source);
+                    let digest = digest_of_file(source)?;
+                    sources.push((source.clone(), before));
+                    (b"file", format!("{} {}", digest.digest, digest.size).into_bytes())
+                }
+            };
+            field(&mut hasher, kind)?;
+            field(&mut hasher, &value)?;
+        }
+        let (_, key, _) = hasher.finish();
+        Ok(Self { key, sources })
+    }
+
+    fn sources_unchanged(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|(path, stamp)| stamp.is_some() && file_stamp(path) == *stamp)
+    }
+}
+
+fn file_stamp(path: &Path) -> Option<(u64, SystemTime)> {
+    let metadata = fs::metadata(path).ok()?;
+    Some((metadata.len(), metadata.modified().ok()?))
+}
+
+/// `10GiB`, `500MB`, `1.5G`, `0`: a size in bytes (K, M, G, T are powers of
+/// 1024 with or without `iB`; `KB`, `MB`… powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => bail!("bad size '{text}': use a number with an optional unit, such as 500MiB or 10GB"),
+    };
+    let Ok(number) = number.parse::<f64>() else {
+        bail!("bad size '{text}': use a number with an optional unit, such as 500MiB or 10GB");
+    };
+    Ok((number * multiplier as f64) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+
+    use super::*;
+    use crate::{tzdata_layer, Compression, Tzdata, Workers};
+
+    struct Setup {
+        dir: tempfile::TempDir,
+        binary: PathBuf,
+    }
+
+    impl Setup {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let binary = dir.path().join("api");
+            let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
+            fs::write(&binary, bytes).unwrap();
+            Self { dir, binary }
+        }
+
+        fn cache(&self) -> LayerCache {
+            LayerCache::open(&self.dir.path().join("cache")).unwrap()
+        }
+
+        /// A new build's store: nothing carries over between builds but the cache.
+        fn store(&self, name: &str) -> BlobStore {
+            BlobStore::open(self.dir.path().join(name)).unwrap()
+        }
+
+        fn contents(&self, mode: u32) -> LayerContents {
+            let mut contents = LayerContents::new();
+            contents
+                .add_file("app/api", Contents::File(self.binary.clone()), mode)
+                .unwrap();
+            contents
+        }
+    }
+
+    fn options(compression: Compression) -> LayerOptions {
+        LayerOptions::single_threaded(compression, 0)
+    }
+
+    const GZIP: Compression = Compression::Gzip { level: 6 };
+
+    #[test]
+    fn an_unchanged_layer_comes_from_the_cache_into_a_new_store() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let first = cache.layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP)).unwrap();
+        assert!(!first.hit);
+        let store = setup.store("b");
+        let second = cache.layer(&store, &setup.contents(0o755), &options(GZIP)).unwrap();
+        assert!(second.hit);
+        assert_eq!(second.layer, first.layer);
+        assert_eq!(digest_of_file(&store.path(&first.layer.blob.digest)).unwrap(), first.layer.blob);
+        // More threads, same bytes: the thread count is not part of the recipe.
+        let threaded = LayerOptions {
+            workers: Workers::new(NonZeroUsize::new(4).unwrap()).unwrap(),
+            ..options(GZIP)
+        };
+        assert!(cache.layer(&setup.store("c"), &setup.contents(0o755), &threaded).unwrap().hit);
+        assert_eq!(cache.usage().unwrap(), CacheUsage { entries: 1, blobs: 1, bytes: first.layer.blob.size });
+    }
+
+    #[test]
+    fn any_change_to_the_recipe_is_a_new_layer() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let store = setup.store("s");
+        let build = |contents: &LayerContents, options: &LayerOptions| cache.layer(&store, contents, options).unwrap();
+        let original = build(&setup.contents(0o755), &options(GZIP));
+
+        let mode = build(&setup.contents(0o700), &options(GZIP));
+        let level = build(&setup.contents(0o755), &options(Compression::Gzip { level: 5 }));
+        let zstd = build(&setup.contents(0o755), &options(Compression::Zstd { level: 3 }));
+        let time = build(&setup.contents(0o755), &LayerOptions::single_threaded(GZIP, 1));
+        for changed in [&mode, &level, &zstd, &time] {
+            assert!(!changed.hit);
+            assert_ne!(changed.layer.blob.digest, original.layer.blob.digest);
+        }
+
+        // One byte of the binary, same size and (as far as a coarse clock goes) same time.
+        let mut bytes = fs::read(&setup.binary).unwrap();
+        bytes[123_456] ^= 1;
+        fs::write(&setup.binary, bytes).unwrap();
+        let edited = build(&setup.contents(0o755), &options(GZIP));
+        assert!(!edited.hit);
+        assert_ne!(edited.layer.diff_id, original.layer.diff_id);
+        assert!(build(&setup.contents(0o755), &options(GZIP)).hit);
+    }
+
+    #[test]
+    fn a_new_tzdata_version_is_a_new_layer() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let store = setup.store("s");
+        let zoneinfo = |name: &str, tzif: &[u8]| {
+            let dir = setup.dir.path().join(name);
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("UTC"), tzif).unwrap();
+            tzdata_layer(&Tzdata::Dir(dir), None).unwrap().unwrap().contents
+        };
+        // Two releases of the same zone: the same name, other transitions.
+        let old = zoneinfo("2025a", &tzif(0));
+        let new = zoneinfo("2025b", &tzif(3600));
+        let first = cache.layer(&store, &old, &options(GZIP)).unwrap();
+        assert!(cache.layer(&store, &old, &options(GZIP)).unwrap().hit);
+        let second = cache.layer(&store, &new, &options(GZIP)).unwrap();
+        assert!(!second.hit);
+        assert_ne!(first.layer.diff_id, second.layer.diff_id);
+    }
+
+    /// A minimal version-1 TZif file with one zone type at `offset` seconds.
+    fn tzif(offset: i32) -> Vec<u8> {
+        let mut bytes = b"TZif".to_vec();
+        bytes.push(0);
+        bytes.extend([0u8; 15]);
+        // isutcnt, isstdcnt, leapcnt, timecnt, typecnt, charcnt
+        for count in [0u32, 0, 0, 0, 1, 4] {
+            bytes.extend(count.to_be_bytes());
+        }
+        bytes.extend(offset.to_be_bytes());
+        bytes.extend([0u8, 0]);
+        bytes.extend(b"UTC\0");
+        bytes
+    }
+
+    #[test]
+    fn a_damaged_entry_is_rebuilt_not_used() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let first = cache.layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP)).unwrap();
+        let cached_blob = setup.dir.path().join("cache/layers/blobs/sha256").join(first.layer.blob.digest.hex());
+        let mut bytes = fs::read(&cached_blob).unwrap();
+        bytes[100] ^= 0xff;
+        fs::write(&cached_blob, bytes).unwrap();
+
+        let store = setup.store("b");
+        let rebuilt = cache.layer(&store, &setup.contents(0o755), &options(GZIP)).unwrap();
+        assert!(!rebuilt.hit);
+        assert_eq!(rebuilt.layer, first.layer);
+        assert_eq!(digest_of_file(&store.path(&first.layer.blob.digest)).unwrap(), first.layer.blob);
+        // And cached again, intact.
+        assert!(cache.layer(&setup.store("c"), &setup.contents(0o755), &options(GZIP)).unwrap().hit);
+
+        // An entry file that is not one is a miss too.
+        for entry in read_dir(&setup.dir.path().join("cache/layers/entries")).unwrap() {
+            fs::write(entry.path(), "garbage").unwrap();
+        }
+        assert!(!cache.layer(&setup.store("d"), &setup.contents(0o755), &options(GZIP)).unwrap().hit);
+    }
+
+    #[test]
+    fn builds_sharing_the_cache_at_once_agree() {
+        let setup = Setup::new();
+        let layers: Vec<Layer> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..6)
+                .map(|n| {
+                    let setup = &setup;
+                    scope.spawn(move || {
+                        // Each its own handle, as separate processes have.
+                        let cache = setup.cache();
+                        cache.layer(&setup.store(&format!("s{n}")), &setup.contents(0o755), &options(GZIP)).unwrap().layer
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(layers.windows(2).all(|pair| pair[0] == pair[1]));
+        let cache = setup.cache();
+        assert_eq!(cache.usage().unwrap().entries, 1);
+        assert!(cache.layer(&setup.store("last"), &setup.contents(0o755), &options(GZIP)).unwrap().hit);
+    }
+
+    #[test]
+    fn pruning_drops_the_least_recently_used_first() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let store = setup.store("s");
+        let mut sizes = Vec::new();
+        for mode in [0o700, 0o750, 0o755] {
+            sizes.push(cache.layer(&store, &setup.contents(mode), &options(GZIP)).unwrap().layer.blob.size);
+            // Entry times are compared: keep them apart on coarse clocks.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // Use the oldest again: now 0o750 is the least recently used.
+        assert!(cache.layer(&store, &setup.contents(0o700), &options(GZIP)).unwrap().hit);
+        let usage = cache.prune(sizes[0] + sizes[2]).unwrap();
+        assert_eq!(usage.entries, 2);
+        assert_eq!(usage.bytes, sizes[0] + sizes[2]);
+        assert!(!cache.layer(&store, &setup.contents(0o750), &options(GZIP)).unwrap().hit);
+        assert_eq!(cache.prune(0).unwrap(), CacheUsage::default());
+    }
+
+    #[test]
+    fn the_cache_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let setup = Setup::new();
+        setup.cache();
+        for dir in ["cache", "cache/layers", "cache/layers/entries"] {
+            let mode = fs::metadata(setup.dir.path().join(dir)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700, "{dir}");
+        }
+    }
+
+    #[test]
+    fn the_pinned_libraries_are_the_ones_in_the_recipe() {
+        let lock = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+        for library in COMPRESSION_LIBRARIES.split(", ") {
+            let (name, version) = library.split_once(' ').unwrap();
+            let entry = format!("name = \"{name}\"\nversion = \"{version}\"");
+            assert!(lock.contains(&entry), "Cargo.lock has no {library}: update COMPRESSION_LIBRARIES (and LAYER_FORMAT if bytes change)");
+        }
+    }
+
+    #[test]
+    fn sizes_parse_with_units() {
+        assert_eq!(parse_size("10GiB").unwrap(), 10 << 30);
+        assert_eq!(parse_size("500MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("5 parsecs").is_err());
+    }
+}
