@@ -621,20 +621,20 @@ fn golden_digests() {
 }
 
 const GOLDEN_INDEX: &str =
-    "sha256:ff478b75a1daac3f5359c0eac1e17b802f8cc708a2c5404e34f1644bea5655ac";
+    "sha256:c8334fad0b4075be6f4764a7a4df1df06ce85cae8fb5676f5d07cfa96484a44d";
 const GOLDEN_ZSTD: &str = "sha256:a84bb9b31e66bc6532dfb073a59670cf3fda3bc847597d5437e933dffd1885c1";
 const GOLDEN_DOCKER: &str =
-    "sha256:6596899c4da9c2f4f66e34398252792c099b04eb6a5e67088165ad877cb80f62";
+    "sha256:f50d4a6ca4fb7ee60748edf5a28a6507c8e641394de054c606b77e9e6420dfcb";
 const GOLDEN_EPOCH: &str =
-    "sha256:2c1cfb374bb265a8c810057e771505664e0e4231f13085ff2029a8d261ebbf33";
+    "sha256:36e4ed7a6f5202508e6a0590624c7e0d9864d9a0e6d540909899f456990c5dc3";
 const GOLDEN_FILES: &str =
-    "sha256:df76fe67a136e94679c6fe08abef4a7411a9b5a3ded2d66787854c6a7fbd8bcc";
+    "sha256:37b49730c44b85e5ae012e7eda04552ab713edc412c7546058d806257757c04f";
 const GOLDEN_OCI_ARCHIVE: &str =
-    "sha256:6dc961009c981550c314db79a0be6cd39b0c2af60af943fb71cdc552753f2020";
+    "sha256:fe9739e0897154dd9c639f71463cb4c638b68fae6e6feba02fd7eacb56ee035a";
 const GOLDEN_DOCKER_ARCHIVE: &str =
-    "sha256:ef59b728f176d0137cef6586ce3ec115e220a6b80cb20c491979dbab34f530f1";
+    "sha256:fa0379b48e5a4a422e7ad94ab15e0908fdddc4d7976d72feba2f1e1bcf3b8ae0";
 const GOLDEN_ON_BASE: &str =
-    "sha256:d86e8a2cee7f72688c65dd8fd8dc00503cf0f58996b07fb79357da365ecf09ac";
+    "sha256:4d1db331e72ae69e85a3ef1e216e7f2fbfa1e2734a98dec66b05c5d072c17a61";
 
 #[test]
 fn bad_input_gets_one_clear_line() {

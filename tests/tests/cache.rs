@@ -58,25 +58,54 @@ fn thread_counts_give_the_same_image() {
                 let output = build(
                     d,
                     &cache,
-                    &["--no-cache", "--threads", threads, "--compression", compression, "-o", &layout],
+                    &[
+                        "--no-cache",
+                        "--threads",
+                        threads,
+                        "--compression",
+                        compression,
+                        "-o",
+                        &layout,
+                    ],
                 );
-                assert_eq!(cached_and_written(&output).0, 0, "--no-cache used the cache");
+                assert_eq!(
+                    cached_and_written(&output).0,
+                    0,
+                    "--no-cache used the cache"
+                );
                 printed_digest(&output)
             })
             .collect();
-        assert!(digests.iter().all(|d| *d == digests[0]), "{compression}: {digests:?}");
+        assert!(
+            digests.iter().all(|d| *d == digests[0]),
+            "{compression}: {digests:?}"
+        );
     }
     // IMGPACK_THREADS is --threads too.
-    let output = run_expect(build_in(d, &cache, &["--no-cache", "-o", "oci:env"]).env("IMGPACK_THREADS", "3"), true);
-    let gzip_one = build(d, &cache, &["--no-cache", "--threads", "1", "-o", "oci:again"]);
+    let output = run_expect(
+        build_in(d, &cache, &["--no-cache", "-o", "oci:env"]).env("IMGPACK_THREADS", "3"),
+        true,
+    );
+    let gzip_one = build(
+        d,
+        &cache,
+        &["--no-cache", "--threads", "1", "-o", "oci:again"],
+    );
     assert_eq!(printed_digest(&output), printed_digest(&gzip_one));
-    let err = one_error_line(build_in(d, &cache, &["-o", "oci:bad"]).env("IMGPACK_THREADS", "many"));
-    assert!(err.contains("IMGPACK_THREADS=many is not a thread count"), "{err}");
+    let err =
+        one_error_line(build_in(d, &cache, &["-o", "oci:bad"]).env("IMGPACK_THREADS", "many"));
+    assert!(
+        err.contains("IMGPACK_THREADS=many is not a thread count"),
+        "{err}"
+    );
 
     // The multi-block gzip layers are plain gzip to other readers: GNU gzip, and Go's reader.
     let layout = Layout::new(d.join("gzip-8"));
     let app_layer = app_layer_digest(&layout);
-    let blob = layout.dir.join("blobs/sha256").join(app_layer.strip_prefix("sha256:").unwrap());
+    let blob = layout
+        .dir
+        .join("blobs/sha256")
+        .join(app_layer.strip_prefix("sha256:").unwrap());
     assert!(std::fs::metadata(&blob).unwrap().len() > 3 * 128 * 1024 / 10);
     let status = Command::new("gzip")
         .arg("-t")
@@ -93,7 +122,10 @@ fn thread_counts_give_the_same_image() {
 fn app_layer_digest(layout: &Layout) -> String {
     let manifest = layout.json(layout.index()["manifests"][0]["digest"].as_str().unwrap());
     let layers = manifest["layers"].as_array().unwrap();
-    layers.last().unwrap()["digest"].as_str().unwrap().to_owned()
+    layers.last().unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Go's compress/gzip (what skopeo, umoci and containerd use) reads the
@@ -120,7 +152,11 @@ fn go_reads_gzip(dir: &Path, blob: &Path) {
     );
     let go_digest = String::from_utf8(output.stdout).unwrap().trim().to_owned();
     let mut tar = Vec::new();
-    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(blob).unwrap()), &mut tar).unwrap();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::File::open(blob).unwrap()),
+        &mut tar,
+    )
+    .unwrap();
     assert_eq!(go_digest, imgpack_blob::Digest::of_bytes(&tar).to_string());
 }
 
@@ -136,7 +172,10 @@ fn unchanged_layers_come_from_the_cache_and_changed_ones_are_written() {
     assert_eq!(cached_and_written(&again), (4, 0), "{}", stderr(&again));
     assert_eq!(printed_digest(&again), printed_digest(&first));
     // The layout is complete and every blob matches its name.
-    assert_eq!(Layout::new(d.join("again")).verified_blobs(), Layout::new(d.join("first")).verified_blobs());
+    assert_eq!(
+        Layout::new(d.join("again")).verified_blobs(),
+        Layout::new(d.join("first")).verified_blobs()
+    );
 
     let no_cache = build(d, &cache, &["--no-cache", "-o", "oci:no-cache"]);
     assert_eq!(cached_and_written(&no_cache), (0, 4));
@@ -154,17 +193,36 @@ fn unchanged_layers_come_from_the_cache_and_changed_ones_are_written() {
     // The compression level and a SOURCE_DATE_EPOCH are part of every layer's recipe.
     let level = build(d, &cache, &["--compression-level", "5", "-o", "oci:level"]);
     assert_eq!(cached_and_written(&level), (0, 4));
-    let epoch = run_expect(build_in(d, &cache, &["-o", "oci:epoch"]).env("SOURCE_DATE_EPOCH", "1700000000"), true);
+    let epoch = run_expect(
+        build_in(d, &cache, &["-o", "oci:epoch"]).env("SOURCE_DATE_EPOCH", "1700000000"),
+        true,
+    );
     assert_eq!(cached_and_written(&epoch), (0, 4));
 
     // imgpack cache shows it; --clear empties it; the next build writes everything.
-    let shown = run_expect(imgpack().env("IMGPACK_CACHE_DIR", &cache).arg("cache"), true);
+    let shown = run_expect(
+        imgpack().env("IMGPACK_CACHE_DIR", &cache).arg("cache"),
+        true,
+    );
     let shown = String::from_utf8(shown.stdout).unwrap();
     assert!(shown.contains("layers: 13 entries"), "{shown}");
-    run_expect(imgpack().env("IMGPACK_CACHE_DIR", &cache).args(["cache", "--clear"]), true);
-    let shown = run_expect(imgpack().env("IMGPACK_CACHE_DIR", &cache).arg("cache"), true);
-    assert!(String::from_utf8(shown.stdout).unwrap().contains("layers: 0 entries, 0 B"));
-    assert_eq!(cached_and_written(&build(d, &cache, &["-o", "oci:after"])), (0, 4));
+    run_expect(
+        imgpack()
+            .env("IMGPACK_CACHE_DIR", &cache)
+            .args(["cache", "--clear"]),
+        true,
+    );
+    let shown = run_expect(
+        imgpack().env("IMGPACK_CACHE_DIR", &cache).arg("cache"),
+        true,
+    );
+    assert!(String::from_utf8(shown.stdout)
+        .unwrap()
+        .contains("layers: 0 entries, 0 B"));
+    assert_eq!(
+        cached_and_written(&build(d, &cache, &["-o", "oci:after"])),
+        (0, 4)
+    );
 }
 
 #[test]
@@ -175,7 +233,9 @@ fn a_damaged_cache_entry_is_rebuilt_not_used() {
     let cache = d.join("cache");
     let first = build(d, &cache, &["-o", "oci:first"]);
     let app_layer = app_layer_digest(&Layout::new(d.join("first")));
-    let cached = cache.join("layers/blobs/sha256").join(app_layer.strip_prefix("sha256:").unwrap());
+    let cached = cache
+        .join("layers/blobs/sha256")
+        .join(app_layer.strip_prefix("sha256:").unwrap());
     let mut bytes = std::fs::read(&cached).unwrap();
     bytes[1000] ^= 0x55;
     // The blob may be a hard link shared with the first layout: write a new file.
@@ -186,7 +246,11 @@ fn a_damaged_cache_entry_is_rebuilt_not_used() {
     assert_eq!(cached_and_written(&second), (3, 1), "{}", stderr(&second));
     assert_eq!(printed_digest(&second), printed_digest(&first));
     Layout::new(d.join("second")).verified_blobs();
-    assert_eq!(file_digest(&cached).to_string(), app_layer, "the entry was not written again");
+    assert_eq!(
+        file_digest(&cached).to_string(),
+        app_layer,
+        "the entry was not written again"
+    );
 }
 
 #[test]
@@ -197,11 +261,15 @@ fn builds_sharing_a_cache_at_once_agree() {
     let cache = d.join("cache");
     let children: Vec<_> = (0..4)
         .map(|n| {
-            build_in(d, &cache, &["--threads", "2", "-o", &format!("oci:out-{n}")])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            build_in(
+                d,
+                &cache,
+                &["--threads", "2", "-o", &format!("oci:out-{n}")],
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
     let digests: Vec<String> = children

@@ -115,7 +115,12 @@ impl Route<'_> {
     }
 
     fn peak_mib(&self) -> f64 {
-        self.samples.iter().map(|s| s.max_rss_kib).max().unwrap_or(0) as f64 / 1024.0
+        self.samples
+            .iter()
+            .map(|s| s.max_rss_kib)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0
     }
 }
 
@@ -159,7 +164,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let build_out = temp.0.join("assembly");
     let mut routes: Vec<Route> = Vec::new();
     let reference = add(&mut routes, "tar | gzip -6 | sha256sum", None, || {
-        timed(Command::new("bash").args(["-c", bench_reference_script(), "bash"]).arg(&inputs.context).arg(APP))
+        timed(
+            Command::new("bash")
+                .args(["-c", bench_reference_script(), "bash"])
+                .arg(&inputs.context)
+                .arg(APP),
+        )
     });
     let assemble = |threads: Option<usize>| {
         let imgpack = &imgpack;
@@ -168,7 +178,11 @@ pub fn run(args: &[String]) -> Result<()> {
         let no_cache = features.no_cache;
         move || {
             let _ = fs::remove_dir_all(build_out);
-            let mut command = imgpack_build(imgpack, &inputs.binary, &inputs.scratch.join("assembly-cache"));
+            let mut command = imgpack_build(
+                imgpack,
+                &inputs.binary,
+                &inputs.scratch.join("assembly-cache"),
+            );
             command.arg(format!("--output=oci:{}", build_out.display()));
             if no_cache {
                 command.arg("--no-cache");
@@ -180,31 +194,59 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
     if features.threads {
-        add(&mut routes, "imgpack build, 1 thread", Some((reference, "")), assemble(Some(1)));
+        add(
+            &mut routes,
+            "imgpack build, 1 thread",
+            Some((reference, "")),
+            assemble(Some(1)),
+        );
         if cpus > 2 {
-            add(&mut routes, "imgpack build, 2 threads", Some((reference, "")), assemble(Some(2)));
+            add(
+                &mut routes,
+                "imgpack build, 2 threads",
+                Some((reference, "")),
+                assemble(Some(2)),
+            );
         }
-        add(&mut routes, &format!("imgpack build, {cpus} threads (all)"), Some((reference, "≤ 0.25")), assemble(None));
+        add(
+            &mut routes,
+            &format!("imgpack build, {cpus} threads (all)"),
+            Some((reference, "≤ 0.25")),
+            assemble(None),
+        );
     } else {
-        add(&mut routes, "imgpack build", Some((reference, "≤ 0.25")), assemble(None));
+        add(
+            &mut routes,
+            "imgpack build",
+            Some((reference, "≤ 0.25")),
+            assemble(None),
+        );
     }
 
-    let buildah_route = add(&mut routes, "buildah bud + buildah push", None, || buildah.build_and_push(&inputs.context));
-    add(&mut routes, "imgpack build --push", Some((buildah_route, "≤ 0.4")), || {
-        let registry = start_registry()?;
-        let cache = inputs.scratch.join("fresh-cache");
-        let _ = fs::remove_dir_all(&cache);
-        let target = format!("{}/bench/app:v1", registry.host());
-        let mut command = imgpack_build(&imgpack, &inputs.binary, &cache);
-        command.args(["--push", &target]);
-        if features.no_cache {
-            command.arg("--no-cache");
-        }
-        timed(&mut command)
+    let buildah_route = add(&mut routes, "buildah bud + buildah push", None, || {
+        buildah.build_and_push(&inputs.context)
     });
+    add(
+        &mut routes,
+        "imgpack build --push",
+        Some((buildah_route, "≤ 0.4")),
+        || {
+            let registry = start_registry()?;
+            let cache = inputs.scratch.join("fresh-cache");
+            let _ = fs::remove_dir_all(&cache);
+            let target = format!("{}/bench/app:v1", registry.host());
+            let mut command = imgpack_build(&imgpack, &inputs.binary, &cache);
+            command.args(["--push", &target]);
+            if features.no_cache {
+                command.arg("--no-cache");
+            }
+            timed(&mut command)
+        },
+    );
 
     let noop = |no_cache: bool| {
-        let (imgpack, inputs, noop_cache, noop_target) = (&imgpack, &inputs, &noop_cache, &noop_target);
+        let (imgpack, inputs, noop_cache, noop_target) =
+            (&imgpack, &inputs, &noop_cache, &noop_target);
         move || {
             let mut command = imgpack_build(imgpack, &inputs.binary, noop_cache);
             command.args(["--push", noop_target]);
@@ -215,35 +257,62 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     };
     if features.no_cache {
-        let full = add(&mut routes, "no-op rebuild + push, --no-cache", None, noop(true));
-        add(&mut routes, "no-op rebuild + push (layer cache)", Some((full, "≤ 0.1")), noop(false));
+        let full = add(
+            &mut routes,
+            "no-op rebuild + push, --no-cache",
+            None,
+            noop(true),
+        );
+        add(
+            &mut routes,
+            "no-op rebuild + push (layer cache)",
+            Some((full, "≤ 0.1")),
+            noop(false),
+        );
     } else {
-        add(&mut routes, "no-op rebuild + push (no cache)", None, noop(false));
+        add(
+            &mut routes,
+            "no-op rebuild + push (no cache)",
+            None,
+            noop(false),
+        );
     }
 
     let skopeo = add(&mut routes, "skopeo copy --all", None, || {
         let registry = start_registry()?;
         timed(
             Command::new("skopeo")
-                .args(["copy", "-q", "--all", "--dest-tls-verify=false", &inputs.push_source])
+                .args([
+                    "copy",
+                    "-q",
+                    "--all",
+                    "--dest-tls-verify=false",
+                    &inputs.push_source,
+                ])
                 .arg(format!("docker://{}/bench/push:v1", registry.host())),
         )
     });
-    add(&mut routes, "imgpack push", Some((skopeo, "≤ 0.7")), || {
-        let registry = start_registry()?;
-        let cache = inputs.scratch.join("push-cache");
-        let _ = fs::remove_dir_all(&cache);
-        timed(
-            Command::new(&imgpack)
-                .args(["push", "-q", &inputs.push_source])
-                .arg(format!("{}/bench/push:v1", registry.host()))
-                .env("IMGPACK_CACHE_DIR", &cache),
-        )
-    });
+    add(
+        &mut routes,
+        "imgpack push",
+        Some((skopeo, "≤ 0.7")),
+        || {
+            let registry = start_registry()?;
+            let cache = inputs.scratch.join("push-cache");
+            let _ = fs::remove_dir_all(&cache);
+            timed(
+                Command::new(&imgpack)
+                    .args(["push", "-q", &inputs.push_source])
+                    .arg(format!("{}/bench/push:v1", registry.host()))
+                    .env("IMGPACK_CACHE_DIR", &cache),
+            )
+        },
+    );
 
     for round in 1..=options.runs {
         for route in &mut routes {
-            let sample = (route.run)().with_context(|| format!("{} (round {round})", route.name))?;
+            let sample =
+                (route.run)().with_context(|| format!("{} (round {round})", route.name))?;
             eprintln!(
                 "xtask: round {round}/{}: {}: {:.2} s, {:.1} MiB",
                 options.runs,
@@ -402,7 +471,9 @@ impl Buildah {
 
     fn command(&self) -> Command {
         let mut command = Command::new("buildah");
-        command.args(["--storage-driver", "vfs"]).envs(self.env.iter().map(|(k, v)| (k, v)));
+        command
+            .args(["--storage-driver", "vfs"])
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
@@ -422,7 +493,12 @@ impl Buildah {
             )?;
             Ok(build.then(push))
         });
-        let _ = self.command().args(["rmi", "-a", "-f"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .command()
+            .args(["rmi", "-a", "-f"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         result
     }
 }
@@ -442,8 +518,13 @@ fn check_tools() -> Result<()> {
     }
     // A bench-only tool, so `cargo xtask ci` does not install it: the bench does.
     if !crate::on_path("buildah") {
-        crate::run(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "buildah"]))
-            .context("buildah is missing and apt-get could not install it: apt-get install buildah")?;
+        crate::run(Command::new("apt-get").args([
+            "install",
+            "-y",
+            "--no-install-recommends",
+            "buildah",
+        ]))
+        .context("buildah is missing and apt-get could not install it: apt-get install buildah")?;
     }
     Ok(())
 }
@@ -453,7 +534,10 @@ fn start_registry() -> Result<Registry> {
 }
 
 fn run_quiet(command: &mut Command) -> Result<()> {
-    let output = command.stdin(Stdio::null()).output().with_context(|| format!("cannot start {command:?}"))?;
+    let output = command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
     ensure!(
         output.status.success(),
         "{command:?} failed with {}:\n{}",
@@ -492,7 +576,11 @@ fn wait_with_rusage(pid: u32) -> Result<(ExitStatus, u64)> {
     // SAFETY: rusage is plain data, and wait4 writes it whole for a child we started.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    ensure!(waited == pid as libc::pid_t, "wait4 failed: {}", std::io::Error::last_os_error());
+    ensure!(
+        waited == pid as libc::pid_t,
+        "wait4 failed: {}",
+        std::io::Error::last_os_error()
+    );
     // ru_maxrss is in KiB on Linux.
     Ok((ExitStatus::from_raw(status), usage.ru_maxrss as u64))
 }
@@ -536,7 +624,11 @@ impl Report<'_> {
     fn ratio(&self, route: &Route) -> Option<(f64, &str, &'static str)> {
         let (index, target) = route.compared_with?;
         let reference = &self.routes[index];
-        Some((route.median() / reference.median().max(0.001), reference.name.as_str(), target))
+        Some((
+            route.median() / reference.median().max(0.001),
+            reference.name.as_str(),
+            target,
+        ))
     }
 
     fn context(&self) -> String {
@@ -560,7 +652,11 @@ impl Report<'_> {
             .iter()
             .map(|route| {
                 let (ratio, against, target) = match self.ratio(route) {
-                    Some((ratio, against, target)) => (format!("{ratio:.2}×"), against.to_owned(), target.to_owned()),
+                    Some((ratio, against, target)) => (
+                        format!("{ratio:.2}×"),
+                        against.to_owned(),
+                        target.to_owned(),
+                    ),
                     None => (String::new(), String::new(), String::new()),
                 };
                 [
@@ -575,12 +671,24 @@ impl Report<'_> {
             .collect()
     }
 
-    const HEADERS: [&'static str; 6] = ["Route", "Median s", "Peak MiB", "Compared with", "Ratio", "Target"];
+    const HEADERS: [&'static str; 6] = [
+        "Route",
+        "Median s",
+        "Peak MiB",
+        "Compared with",
+        "Ratio",
+        "Target",
+    ];
 
     fn table(&self) -> String {
         let mut out = format!(
             "{:<40} {:>9} {:>9}  {:<32} {:>7} {:>7}\n",
-            Self::HEADERS[0], Self::HEADERS[1], Self::HEADERS[2], Self::HEADERS[3], Self::HEADERS[4], Self::HEADERS[5]
+            Self::HEADERS[0],
+            Self::HEADERS[1],
+            Self::HEADERS[2],
+            Self::HEADERS[3],
+            Self::HEADERS[4],
+            Self::HEADERS[5]
         );
         for row in self.rows() {
             out.push_str(&format!(
@@ -593,7 +701,10 @@ impl Report<'_> {
 
     fn markdown(&self) -> String {
         let mut out = String::new();
-        out.push_str(&format!("Generated by `cargo xtask bench`: {}.\n\n", self.context()));
+        out.push_str(&format!(
+            "Generated by `cargo xtask bench`: {}.\n\n",
+            self.context()
+        ));
         out.push_str(&format!("| {} |\n", Self::HEADERS.join(" | ")));
         out.push_str("|---|--:|--:|---|--:|--:|\n");
         for row in self.rows() {
@@ -610,7 +721,10 @@ impl Report<'_> {
         let compared: Vec<(&Route, f64, &'static str)> = self
             .routes
             .iter()
-            .filter_map(|route| self.ratio(route).map(|(ratio, _, target)| (route, ratio, target)))
+            .filter_map(|route| {
+                self.ratio(route)
+                    .map(|(ratio, _, target)| (route, ratio, target))
+            })
             .collect();
         let (label_width, bar_width, row_height) = (300.0, 400.0, 28.0);
         let max_ratio = compared.iter().map(|(_, r, _)| *r).fold(1.2f64, f64::max);
@@ -652,14 +766,20 @@ impl Report<'_> {
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Replaces what is between the markers of `page` with `section`.
 fn update_docs_page(page: &Path, section: &str) -> Result<()> {
-    let text = fs::read_to_string(page).with_context(|| format!("cannot read {}", page.display()))?;
+    let text =
+        fs::read_to_string(page).with_context(|| format!("cannot read {}", page.display()))?;
     let (Some(begin), Some(end)) = (text.find(BEGIN_MARKER), text.find(END_MARKER)) else {
-        bail!("{} has no {BEGIN_MARKER} … {END_MARKER} section", page.display());
+        bail!(
+            "{} has no {BEGIN_MARKER} … {END_MARKER} section",
+            page.display()
+        );
     };
     let updated = format!(
         "{}{BEGIN_MARKER}\n{section}{}",

@@ -99,7 +99,12 @@ impl LayerCache {
     /// The cached layer of `key`, brought into `store` and checked there (its
     /// digest and size), so a damaged or half-pruned entry is dropped and
     /// rebuilt, never used.
-    fn lookup(&self, key: &Digest, store: &BlobStore, options: &LayerOptions) -> Result<Option<Layer>> {
+    fn lookup(
+        &self,
+        key: &Digest,
+        store: &BlobStore,
+        options: &LayerOptions,
+    ) -> Result<Option<Layer>> {
         let path = self.entry_path(key);
         let Ok(text) = fs::read_to_string(&path) else {
             return Ok(None);
@@ -181,7 +186,10 @@ impl LayerCache {
             let _ = fs::remove_file(&entry.path);
         }
         let named: BTreeSet<&str> = kept.iter().filter_map(|e| e.blob.as_deref()).collect();
-        for hex in blob_sizes.keys().filter(|hex| !named.contains(hex.as_str())) {
+        for hex in blob_sizes
+            .keys()
+            .filter(|hex| !named.contains(hex.as_str()))
+        {
             let _ = fs::remove_file(self.store.root().join("blobs/sha256").join(hex));
         }
         self.usage()
@@ -191,7 +199,9 @@ impl LayerCache {
         let mut listed = Vec::new();
         for entry in read_dir(&self.entries)? {
             let path = entry.path();
-            let Ok(metadata) = entry.metadata() else { continue };
+            let Ok(metadata) = entry.metadata() else {
+                continue;
+            };
             let blob = fs::read_to_string(&path)
                 .ok()
                 .and_then(|text| parse_entry(&text))
@@ -293,7 +303,10 @@ impl Recipe {
                     let before = file_stamp(source);
                     let digest = digest_of_file(source)?;
                     sources.push((source.clone(), before));
-                    (b"file", format!("{} {}", digest.digest, digest.size).into_bytes())
+                    (
+                        b"file",
+                        format!("{} {}", digest.digest, digest.size).into_bytes(),
+                    )
                 }
             };
             field(&mut hasher, kind)?;
@@ -357,7 +370,9 @@ mod tests {
         fn new() -> Self {
             let dir = tempfile::tempdir().unwrap();
             let binary = dir.path().join("api");
-            let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8 ^ (i >> 12) as u8).collect();
+            let bytes: Vec<u8> = (0..300_000u32)
+                .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+                .collect();
             fs::write(&binary, bytes).unwrap();
             Self { dir, binary }
         }
@@ -390,20 +405,39 @@ mod tests {
     fn an_unchanged_layer_comes_from_the_cache_into_a_new_store() {
         let setup = Setup::new();
         let cache = setup.cache();
-        let first = cache.layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP)).unwrap();
+        let first = cache
+            .layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP))
+            .unwrap();
         assert!(!first.hit);
         let store = setup.store("b");
-        let second = cache.layer(&store, &setup.contents(0o755), &options(GZIP)).unwrap();
+        let second = cache
+            .layer(&store, &setup.contents(0o755), &options(GZIP))
+            .unwrap();
         assert!(second.hit);
         assert_eq!(second.layer, first.layer);
-        assert_eq!(digest_of_file(&store.path(&first.layer.blob.digest)).unwrap(), first.layer.blob);
+        assert_eq!(
+            digest_of_file(&store.path(&first.layer.blob.digest)).unwrap(),
+            first.layer.blob
+        );
         // More threads, same bytes: the thread count is not part of the recipe.
         let threaded = LayerOptions {
             workers: Workers::new(NonZeroUsize::new(4).unwrap()).unwrap(),
             ..options(GZIP)
         };
-        assert!(cache.layer(&setup.store("c"), &setup.contents(0o755), &threaded).unwrap().hit);
-        assert_eq!(cache.usage().unwrap(), CacheUsage { entries: 1, blobs: 1, bytes: first.layer.blob.size });
+        assert!(
+            cache
+                .layer(&setup.store("c"), &setup.contents(0o755), &threaded)
+                .unwrap()
+                .hit
+        );
+        assert_eq!(
+            cache.usage().unwrap(),
+            CacheUsage {
+                entries: 1,
+                blobs: 1,
+                bytes: first.layer.blob.size
+            }
+        );
     }
 
     #[test]
@@ -411,13 +445,24 @@ mod tests {
         let setup = Setup::new();
         let cache = setup.cache();
         let store = setup.store("s");
-        let build = |contents: &LayerContents, options: &LayerOptions| cache.layer(&store, contents, options).unwrap();
+        let build = |contents: &LayerContents, options: &LayerOptions| {
+            cache.layer(&store, contents, options).unwrap()
+        };
         let original = build(&setup.contents(0o755), &options(GZIP));
 
         let mode = build(&setup.contents(0o700), &options(GZIP));
-        let level = build(&setup.contents(0o755), &options(Compression::Gzip { level: 5 }));
-        let zstd = build(&setup.contents(0o755), &options(Compression::Zstd { level: 3 }));
-        let time = build(&setup.contents(0o755), &LayerOptions::single_threaded(GZIP, 1));
+        let level = build(
+            &setup.contents(0o755),
+            &options(Compression::Gzip { level: 5 }),
+        );
+        let zstd = build(
+            &setup.contents(0o755),
+            &options(Compression::Zstd { level: 3 }),
+        );
+        let time = build(
+            &setup.contents(0o755),
+            &LayerOptions::single_threaded(GZIP, 1),
+        );
         for changed in [&mode, &level, &zstd, &time] {
             assert!(!changed.hit);
             assert_ne!(changed.layer.blob.digest, original.layer.blob.digest);
@@ -442,7 +487,10 @@ mod tests {
             let dir = setup.dir.path().join(name);
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("UTC"), tzif).unwrap();
-            tzdata_layer(&Tzdata::Dir(dir), None).unwrap().unwrap().contents
+            tzdata_layer(&Tzdata::Dir(dir), None)
+                .unwrap()
+                .unwrap()
+                .contents
         };
         // Two releases of the same zone: the same name, other transitions.
         let old = zoneinfo("2025a", &tzif(0));
@@ -473,25 +521,46 @@ mod tests {
     fn a_damaged_entry_is_rebuilt_not_used() {
         let setup = Setup::new();
         let cache = setup.cache();
-        let first = cache.layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP)).unwrap();
-        let cached_blob = setup.dir.path().join("cache/layers/blobs/sha256").join(first.layer.blob.digest.hex());
+        let first = cache
+            .layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP))
+            .unwrap();
+        let cached_blob = setup
+            .dir
+            .path()
+            .join("cache/layers/blobs/sha256")
+            .join(first.layer.blob.digest.hex());
         let mut bytes = fs::read(&cached_blob).unwrap();
         bytes[100] ^= 0xff;
         fs::write(&cached_blob, bytes).unwrap();
 
         let store = setup.store("b");
-        let rebuilt = cache.layer(&store, &setup.contents(0o755), &options(GZIP)).unwrap();
+        let rebuilt = cache
+            .layer(&store, &setup.contents(0o755), &options(GZIP))
+            .unwrap();
         assert!(!rebuilt.hit);
         assert_eq!(rebuilt.layer, first.layer);
-        assert_eq!(digest_of_file(&store.path(&first.layer.blob.digest)).unwrap(), first.layer.blob);
+        assert_eq!(
+            digest_of_file(&store.path(&first.layer.blob.digest)).unwrap(),
+            first.layer.blob
+        );
         // And cached again, intact.
-        assert!(cache.layer(&setup.store("c"), &setup.contents(0o755), &options(GZIP)).unwrap().hit);
+        assert!(
+            cache
+                .layer(&setup.store("c"), &setup.contents(0o755), &options(GZIP))
+                .unwrap()
+                .hit
+        );
 
         // An entry file that is not one is a miss too.
         for entry in read_dir(&setup.dir.path().join("cache/layers/entries")).unwrap() {
             fs::write(entry.path(), "garbage").unwrap();
         }
-        assert!(!cache.layer(&setup.store("d"), &setup.contents(0o755), &options(GZIP)).unwrap().hit);
+        assert!(
+            !cache
+                .layer(&setup.store("d"), &setup.contents(0o755), &options(GZIP))
+                .unwrap()
+                .hit
+        );
     }
 
     #[test]
@@ -504,7 +573,14 @@ mod tests {
                     scope.spawn(move || {
                         // Each its own handle, as separate processes have.
                         let cache = setup.cache();
-                        cache.layer(&setup.store(&format!("s{n}")), &setup.contents(0o755), &options(GZIP)).unwrap().layer
+                        cache
+                            .layer(
+                                &setup.store(&format!("s{n}")),
+                                &setup.contents(0o755),
+                                &options(GZIP),
+                            )
+                            .unwrap()
+                            .layer
                     })
                 })
                 .collect();
@@ -513,7 +589,12 @@ mod tests {
         assert!(layers.windows(2).all(|pair| pair[0] == pair[1]));
         let cache = setup.cache();
         assert_eq!(cache.usage().unwrap().entries, 1);
-        assert!(cache.layer(&setup.store("last"), &setup.contents(0o755), &options(GZIP)).unwrap().hit);
+        assert!(
+            cache
+                .layer(&setup.store("last"), &setup.contents(0o755), &options(GZIP))
+                .unwrap()
+                .hit
+        );
     }
 
     #[test]
@@ -523,16 +604,33 @@ mod tests {
         let store = setup.store("s");
         let mut sizes = Vec::new();
         for mode in [0o700, 0o750, 0o755] {
-            sizes.push(cache.layer(&store, &setup.contents(mode), &options(GZIP)).unwrap().layer.blob.size);
+            sizes.push(
+                cache
+                    .layer(&store, &setup.contents(mode), &options(GZIP))
+                    .unwrap()
+                    .layer
+                    .blob
+                    .size,
+            );
             // Entry times are compared: keep them apart on coarse clocks.
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         // Use the oldest again: now 0o750 is the least recently used.
-        assert!(cache.layer(&store, &setup.contents(0o700), &options(GZIP)).unwrap().hit);
+        assert!(
+            cache
+                .layer(&store, &setup.contents(0o700), &options(GZIP))
+                .unwrap()
+                .hit
+        );
         let usage = cache.prune(sizes[0] + sizes[2]).unwrap();
         assert_eq!(usage.entries, 2);
         assert_eq!(usage.bytes, sizes[0] + sizes[2]);
-        assert!(!cache.layer(&store, &setup.contents(0o750), &options(GZIP)).unwrap().hit);
+        assert!(
+            !cache
+                .layer(&store, &setup.contents(0o750), &options(GZIP))
+                .unwrap()
+                .hit
+        );
         assert_eq!(cache.prune(0).unwrap(), CacheUsage::default());
     }
 
@@ -542,14 +640,18 @@ mod tests {
         let setup = Setup::new();
         setup.cache();
         for dir in ["cache", "cache/layers", "cache/layers/entries"] {
-            let mode = fs::metadata(setup.dir.path().join(dir)).unwrap().permissions().mode();
+            let mode = fs::metadata(setup.dir.path().join(dir))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o700, "{dir}");
         }
     }
 
     #[test]
     fn the_pinned_libraries_are_the_ones_in_the_recipe() {
-        let lock = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+        let lock =
+            fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
         for library in COMPRESSION_LIBRARIES.split(", ") {
             let (name, version) = library.split_once(' ').unwrap();
             let entry = format!("name = \"{name}\"\nversion = \"{version}\"");

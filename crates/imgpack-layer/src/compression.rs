@@ -204,7 +204,9 @@ mod tests {
 
     #[test]
     fn gzip_bytes_do_not_depend_on_the_thread_count() {
-        let input: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8 ^ (i / 997) as u8).collect();
+        let input: Vec<u8> = (0..1_000_000u32)
+            .map(|i| (i % 251) as u8 ^ (i / 997) as u8)
+            .collect();
         let one = compress(Compression::Gzip { level: 6 }, &input, 1);
         assert!(compress(Compression::Gzip { level: 6 }, &input, 2) == one);
         assert!(compress(Compression::Gzip { level: 6 }, &input, 8) == one);

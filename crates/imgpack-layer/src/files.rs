@@ -333,7 +333,7 @@ mod tests {
     use imgpack_blob::BlobStore;
 
     use super::*;
-    use crate::{write_layer, LayerOptions, Compression, Entry, EntryKind};
+    use crate::{write_layer, Compression, Entry, EntryKind, LayerOptions};
 
     fn spec(src: &str, dst: &str) -> FileSpec {
         FileSpec {
@@ -505,7 +505,11 @@ mod tests {
             let config = spec("config.toml", "/etc/app/");
             let layer = files_layer(&[static_spec, config], &root).unwrap().unwrap();
             let store = BlobStore::open(dir.path().join("store")).unwrap();
-            let written = write_layer(&store, &layer.contents, &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 1_700_000_000))
+            let written = write_layer(
+                &store,
+                &layer.contents,
+                &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 1_700_000_000),
+            )
             .unwrap();
             (written, layer.description)
         };

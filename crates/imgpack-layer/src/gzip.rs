@@ -193,7 +193,10 @@ mod tests {
     fn sample(len: usize) -> Vec<u8> {
         // Text-like with long repeats, so blocks refer back into their dictionary.
         (0..len)
-            .map(|i| b"the quick brown fox jumps over the lazy dog 0123456789\n"[(i * 7 / 5) % 55] ^ ((i / 40_000) as u8 & 3))
+            .map(|i| {
+                b"the quick brown fox jumps over the lazy dog 0123456789\n"[(i * 7 / 5) % 55]
+                    ^ ((i / 40_000) as u8 & 3)
+            })
             .collect()
     }
 
@@ -221,14 +224,25 @@ mod tests {
         let input = sample(3 * BLOCK_SIZE + 12_345);
         let one = compress(&input, 6, 1, 1 << 20);
         for (threads, chunk) in [(2, 4096), (8, 777), (3, BLOCK_SIZE)] {
-            assert_eq!(compress(&input, 6, threads, chunk), one, "{threads} threads");
+            assert_eq!(
+                compress(&input, 6, threads, chunk),
+                one,
+                "{threads} threads"
+            );
         }
         assert_eq!(gunzip(&one), input);
     }
 
     #[test]
     fn every_level_and_edge_size_round_trips() {
-        for len in [0, 1, BLOCK_SIZE - 1, BLOCK_SIZE, BLOCK_SIZE + 1, 2 * BLOCK_SIZE] {
+        for len in [
+            0,
+            1,
+            BLOCK_SIZE - 1,
+            BLOCK_SIZE,
+            BLOCK_SIZE + 1,
+            2 * BLOCK_SIZE,
+        ] {
             let input = sample(len);
             for level in [0, 1, 6, 9] {
                 let gzip = compress(&input, level, 2, 50_000);
@@ -257,6 +271,10 @@ mod tests {
         input.extend_from_slice(&noise);
         let compressed = compress(&input, 6, 2, 1 << 20);
         assert_eq!(gunzip(&compressed), input);
-        assert!(compressed.len() < noise.len() + 2_000, "{} bytes", compressed.len());
+        assert!(
+            compressed.len() < noise.len() + 2_000,
+            "{} bytes",
+            compressed.len()
+        );
     }
 }

@@ -279,12 +279,17 @@ fn trim_nul(bytes: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{write_layer, LayerOptions, Compression, Contents, LayerContents};
+    use crate::{write_layer, Compression, Contents, LayerContents, LayerOptions};
     use imgpack_blob::BlobStore;
     use std::fs::File;
 
     fn layer(store: &BlobStore, contents: &LayerContents) -> File {
-        let layer = write_layer(store, contents, &LayerOptions::single_threaded(Compression::Gzip { level: 1 }, 0)).unwrap();
+        let layer = write_layer(
+            store,
+            contents,
+            &LayerOptions::single_threaded(Compression::Gzip { level: 1 }, 0),
+        )
+        .unwrap();
         store.open_blob(&layer.blob.digest).unwrap()
     }
 
@@ -338,7 +343,12 @@ mod tests {
         contents
             .add_file("etc/hostname", Contents::Bytes(b"x"[..].into()), 0o644)
             .unwrap();
-        let layer = write_layer(&store, &contents, &LayerOptions::single_threaded(Compression::Zstd { level: 1 }, 0)).unwrap();
+        let layer = write_layer(
+            &store,
+            &contents,
+            &LayerOptions::single_threaded(Compression::Zstd { level: 1 }, 0),
+        )
+        .unwrap();
         let mut paths = LayerPaths::default();
         paths
             .add_layer(store.open_blob(&layer.blob.digest).unwrap(), "x+zstd")

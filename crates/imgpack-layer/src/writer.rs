@@ -187,7 +187,12 @@ mod tests {
             Compression::Gzip { level: 6 },
             Compression::Zstd { level: 3 },
         ] {
-            let layer = write_layer(&store, &sample_contents(dir.path()), &LayerOptions::single_threaded(compression, 0)).unwrap();
+            let layer = write_layer(
+                &store,
+                &sample_contents(dir.path()),
+                &LayerOptions::single_threaded(compression, 0),
+            )
+            .unwrap();
             let blob = std::fs::read(store.path(&layer.blob.digest)).unwrap();
             assert_eq!(Digest::of_bytes(&blob), layer.blob.digest);
             assert_eq!(blob.len() as u64, layer.blob.size);
@@ -244,7 +249,11 @@ mod tests {
         let second = tempfile::tempdir().unwrap();
         let write = |dir: &std::path::Path| {
             let store = BlobStore::open(dir.join("store")).unwrap();
-            write_layer(&store, &sample_contents(dir), &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 0))
+            write_layer(
+                &store,
+                &sample_contents(dir),
+                &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 0),
+            )
             .unwrap()
         };
         assert_eq!(write(first.path()), write(second.path()));
@@ -258,7 +267,12 @@ mod tests {
         contents
             .add_file("app/api", Contents::File(dir.path().join("gone")), 0o755)
             .unwrap();
-        let err = write_layer(&store, &contents, &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 0)).unwrap_err();
+        let err = write_layer(
+            &store,
+            &contents,
+            &LayerOptions::single_threaded(Compression::Gzip { level: 6 }, 0),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("gone"), "{err:#}");
         assert_eq!(
             std::fs::read_dir(store.root().join("blobs/sha256"))

@@ -145,7 +145,10 @@ pub(super) fn write_layers(
                 let cached = cache.layer(store, &described.contents, &options)?;
                 (cached.layer, if cached.hit { "cached" } else { "written" })
             }
-            None => (write_layer(store, &described.contents, &options)?, "written"),
+            None => (
+                write_layer(store, &described.contents, &options)?,
+                "written",
+            ),
         };
         Ok((layer, described.description.clone(), from))
     };
