@@ -142,29 +142,56 @@ impl Authenticator {
         Ok(Some(header))
     }
 
-    /// Records the challenge of a 401. A token is forgotten only when the refused
-    /// request carried one: requests sent before any challenge was known all come
+    /// Records the challenge of a 401 and says whether sending the request
+    /// again can help. A token is forgotten only when the refused request
+    /// carried one: requests sent before any challenge was known all come
     /// back 401, and must not throw away the token the first of them fetched.
+    ///
+    /// Like docker and skopeo, a 401 without a usable challenge falls back to
+    /// the one the registry gave before (on the `GET /v2/` ping or an earlier
+    /// request): some registries challenge only there. With none known at all,
+    /// imgpack cannot tell how to authenticate, and says so instead of guessing.
     pub(crate) async fn challenged(
         &self,
         www_authenticate: Option<&str>,
         scopes: &[String],
         sent_credentials: bool,
-    ) -> Result<()> {
-        let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
-            bail!(
-                "registry {} answered 401 without a usable WWW-Authenticate challenge",
-                self.registry
-            );
-        };
-        if let Challenge::Bearer { realm, .. } = &challenge {
-            self.check_realm(realm)?;
+    ) -> Result<bool> {
+        if let Some(challenge) = www_authenticate.and_then(parse_challenge) {
+            if let Challenge::Bearer { realm, .. } = &challenge {
+                self.check_realm(realm)?;
+            }
+            *self.challenge.lock().await = Some(challenge);
+            if sent_credentials {
+                self.tokens.lock().await.remove(&scopes.join(" "));
+            }
+            return Ok(true);
         }
-        *self.challenge.lock().await = Some(challenge);
-        if sent_credentials {
-            self.tokens.lock().await.remove(&scopes.join(" "));
+        let known = self.challenge.lock().await.clone();
+        match known {
+            // A refused token may have expired early or been revoked: one fresh one is worth a try.
+            Some(Challenge::Bearer { .. }) if sent_credentials => {
+                self.tokens.lock().await.remove(&scopes.join(" "));
+                Ok(true)
+            }
+            // Basic credentials refused (or none to send): the same request would be refused again.
+            Some(_) => Ok(false),
+            None => match www_authenticate {
+                Some(other) => bail!(
+                    "registry {} asks for an authentication imgpack does not speak \
+                     (WWW-Authenticate: {}); imgpack answers Basic and Bearer challenges",
+                    self.registry,
+                    printable(other)
+                ),
+                None => bail!(
+                    "registry {} requires authentication but sent no WWW-Authenticate challenge, \
+                     neither on GET /v2/ nor on the refused request, so imgpack cannot tell \
+                     whether it wants Basic credentials or a Bearer token: the registry breaks \
+                     the distribution spec here; ask its operator",
+                    self.registry
+                ),
+            },
         }
-        Ok(())
     }
 
     /// A realm is an http(s) URL, and HTTPS when the registry is.
