@@ -401,13 +401,11 @@ fn route(
         data.extend_from_slice(&body);
         match method {
             "PATCH" => {
+                let range = format!("0-{}", data.len().saturating_sub(1));
                 store.chunks.entry(id).or_default().push(body.len());
                 let mut a = answer(quirks.patch_status.unwrap_or(202));
                 a.headers.push(("Location".into(), path.to_owned()));
-                a.headers.push((
-                    "Range".into(),
-                    format!("0-{}", data.len().saturating_sub(1)),
-                ));
+                a.headers.push(("Range".into(), range));
                 a
             }
             "PUT" => {

@@ -39,15 +39,15 @@ fn registries() -> Option<Vec<Registry>> {
         .collect()
 }
 
-/// A docker config dir holding `password` for `hosts`.
-fn docker_config(dir: &Path, hosts: &[String], password: &str) -> PathBuf {
+/// A docker config dir `name` holding `password` for `hosts`.
+fn docker_config(dir: &Path, name: &str, hosts: &[String], password: &str) -> PathBuf {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
     let auths: serde_json::Map<String, serde_json::Value> = hosts
         .iter()
         .map(|host| (host.clone(), json!({ "auth": auth })))
         .collect();
-    let config = dir.join(format!("docker-{password}"));
+    let config = dir.join(name);
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
         config.join("config.json"),
@@ -139,7 +139,7 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
         let host = proxy.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let config = docker_config(d, &[host.clone()], PASSWORD);
+        let config = docker_config(d, "docker", &[host.clone()], PASSWORD);
         write_static_elf(&d.join("app"), Arch::Amd64, name.as_bytes());
         let push = |tag: &str| {
             let mut command = imgpack_in(d, Some(&config));
@@ -207,7 +207,7 @@ fn a_base_image_is_pulled_from_both_registries() {
         let host = registry.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let config = docker_config(d, &[host.clone()], PASSWORD);
+        let config = docker_config(d, "docker", &[host.clone()], PASSWORD);
         write_static_elf(&d.join("base-app"), Arch::Amd64, b"the base's own binary");
         ok(imgpack_in(d, Some(&config)).args([
             "build",
@@ -258,7 +258,7 @@ fn a_two_platform_index_is_pushed_or_refused_before_any_tag() {
         let host = registry.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let config = docker_config(d, &[host.clone()], PASSWORD);
+        let config = docker_config(d, "docker", &[host.clone()], PASSWORD);
         write_static_elf(&d.join("app-amd64"), Arch::Amd64, b"amd64 index");
         write_static_elf(&d.join("app-arm64"), Arch::Arm64, b"arm64 index");
         let target = format!("{host}/team/multi:v1");
@@ -343,7 +343,7 @@ fn login_a_wrong_password_and_no_credentials_on_both_registries() {
         );
 
         // A wrong stored password: refused, naming the source, not a challenge puzzle.
-        let wrong = docker_config(d, &[host.clone()], WRONG_PASSWORD);
+        let wrong = docker_config(d, "docker-wrong", &[host.clone()], WRONG_PASSWORD);
         let err = error_line(&push(Some(&wrong), "wrong"));
         assert!(
             err.contains("401")

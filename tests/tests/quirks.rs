@@ -187,11 +187,11 @@ fn pushes_and_base_pulls_need_nothing_beyond_the_spec() {
     let output = imgpack_in(d, &host, true)
         .args(["build", "-q", "--binary", "linux/amd64=on-base"])
         .args(["--base", &format!("{host}/team/app:v1")])
-        .args(["--output", "oci:on-base:v1"])
+        .args(["--output", "oci:built:v1"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    let built = Layout::new(d.join("on-base"));
+    let built = Layout::new(d.join("built"));
     let manifest = &built.manifests(&built.entry("v1"))[0];
     assert_eq!(
         manifest["annotations"]["org.opencontainers.image.base.digest"],
