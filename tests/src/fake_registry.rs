@@ -297,8 +297,8 @@ fn serve(tcp: TcpStream, shared: &Shared) -> io::Result<()> {
         let given = head.header("authorization").and_then(basic_credentials);
         if given.as_ref() != Some(&(user.clone(), password.clone())) {
             let quirks = &hostility.quirks;
-            let challenges = !quirks.no_challenge
-                && (target == "/v2/" || !quirks.challenge_only_on_ping);
+            let challenges =
+                !quirks.no_challenge && (target == "/v2/" || !quirks.challenge_only_on_ping);
             let challenge = [("WWW-Authenticate", "Basic realm=\"fake-registry\"")];
             let headers: &[(&str, &str)] = if challenges { &challenge } else { &[] };
             return respond(&mut reader, &hostility, 401, headers, b"{}");

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::http::{free_port, request};
-use crate::{have_tool, tools_required, workspace_root};
 use crate::token_server::TokenServer;
+use crate::{have_tool, tools_required, workspace_root};
 
 /// The user the [`Setup::Token`] token server accepts.
 pub const TOKEN_USER: &str = "tokenuser";
@@ -139,7 +139,11 @@ impl Registry {
         }
     }
 
-    fn start_container_registry(bin: &Path, user: &str, password: &str) -> Result<Registry, String> {
+    fn start_container_registry(
+        bin: &Path,
+        user: &str,
+        password: &str,
+    ) -> Result<Registry, String> {
         let dir = tempfile::Builder::new()
             .prefix("imgpack-container-registry-")
             .tempdir()
@@ -447,7 +451,9 @@ fn wait_ready(
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let output = std::fs::read_to_string(log).unwrap_or_default();
-            if output.contains("address already in use") || output.contains("Address already in use") {
+            if output.contains("address already in use")
+                || output.contains("Address already in use")
+            {
                 return Ok(Startup::PortTaken);
             }
             return Err(format!(

@@ -39,19 +39,15 @@ fn registries() -> Option<Vec<Registry>> {
         .collect()
 }
 
-/// A docker config dir `name` holding `password` for `hosts`.
-fn docker_config(dir: &Path, name: &str, hosts: &[String], password: &str) -> PathBuf {
+/// A docker config dir `name` holding `password` for `host`.
+fn docker_config(dir: &Path, name: &str, host: &str, password: &str) -> PathBuf {
     use base64::Engine as _;
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{password}"));
-    let auths: serde_json::Map<String, serde_json::Value> = hosts
-        .iter()
-        .map(|host| (host.clone(), json!({ "auth": auth })))
-        .collect();
     let config = dir.join(name);
     std::fs::create_dir_all(&config).unwrap();
     std::fs::write(
         config.join("config.json"),
-        json!({ "auths": auths }).to_string(),
+        json!({ "auths": { host: { "auth": auth } } }).to_string(),
     )
     .unwrap();
     config
@@ -139,7 +135,7 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
         let host = proxy.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let config = docker_config(d, "docker", &[host.clone()], PASSWORD);
+        let config = docker_config(d, "docker", &host, PASSWORD);
         write_static_elf(&d.join("app"), Arch::Amd64, name.as_bytes());
         let push = |tag: &str| {
             let mut command = imgpack_in(d, Some(&config));
@@ -176,7 +172,11 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
         // The same image again: every blob is found, nothing goes up.
         proxy.reset_counts();
         ok(&mut push("v1"));
-        assert!(uploaded(&proxy).is_empty(), "{name}: {:?}", proxy.requests());
+        assert!(
+            uploaded(&proxy).is_empty(),
+            "{name}: {:?}",
+            proxy.requests()
+        );
         assert_eq!(proxy.count("POST", "/blobs/uploads/"), 0, "{name}");
         assert_eq!(proxy.count("PATCH", ""), 0, "{name}");
 
@@ -207,7 +207,7 @@ fn a_base_image_is_pulled_from_both_registries() {
         let host = registry.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let config = docker_config(d, "docker", &[host.clone()], PASSWORD);
+        let config = docker_config(d, "docker", &host, PASSWORD);
         write_static_elf(&d.join("base-app"), Arch::Amd64, b"the base's own binary");
         ok(imgpack_in(d, Some(&config)).args([
             "build",
@@ -239,7 +239,11 @@ fn a_base_image_is_pulled_from_both_registries() {
         let base_layers = base_manifest["layers"].as_array().unwrap();
         let layers = manifest["layers"].as_array().unwrap();
         assert_eq!(layers.len(), base_layers.len() + 1, "{name}: {manifest}");
-        assert_eq!(&layers[..base_layers.len()], base_layers.as_slice(), "{name}");
+        assert_eq!(
+            &layers[..base_layers.len()],
+            base_layers.as_slice(),
+            "{name}"
+        );
         assert_eq!(
             manifest["annotations"]["org.opencontainers.image.base.digest"],
             base.entry("v1")["digest"],
@@ -258,12 +262,19 @@ fn a_two_platform_index_is_pushed_or_refused_before_any_tag() {
         let host = registry.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let config = docker_config(d, "docker", &[host.clone()], PASSWORD);
+        let config = docker_config(d, "docker", &host, PASSWORD);
         write_static_elf(&d.join("app-amd64"), Arch::Amd64, b"amd64 index");
         write_static_elf(&d.join("app-arm64"), Arch::Arm64, b"arm64 index");
         let target = format!("{host}/team/multi:v1");
         let output = imgpack_in(d, Some(&config))
-            .args(["build", "-q", "--output", "oci:layout:v1", "--push", &target])
+            .args([
+                "build",
+                "-q",
+                "--output",
+                "oci:layout:v1",
+                "--push",
+                &target,
+            ])
             .args(["--binary", "linux/amd64=app-amd64"])
             .args(["--binary", "linux/arm64=app-arm64"])
             .output()
@@ -338,12 +349,13 @@ fn login_a_wrong_password_and_no_credentials_on_both_registries() {
         // on every request (distribution); either way one line naming where imgpack looked.
         let err = error_line(&push(None, "none"));
         assert!(
-            err.contains(&format!("registry {host} refused")) && err.contains("no credentials found"),
+            err.contains(&format!("registry {host} refused"))
+                && err.contains("no credentials found"),
             "{name}: {err}"
         );
 
         // A wrong stored password: refused, naming the source, not a challenge puzzle.
-        let wrong = docker_config(d, "docker-wrong", &[host.clone()], WRONG_PASSWORD);
+        let wrong = docker_config(d, "docker-wrong", &host, WRONG_PASSWORD);
         let err = error_line(&push(Some(&wrong), "wrong"));
         assert!(
             err.contains("401")
@@ -384,7 +396,14 @@ fn login_a_wrong_password_and_no_credentials_on_both_registries() {
         assert!(accepted.status.success(), "{name}: {}", stderr(&accepted));
         let output = push(Some(&saved), "v1");
         assert!(output.status.success(), "{name}: {}", stderr(&output));
-        assert!(registry.manifest_digest("team/auth", "v1").is_some(), "{name}");
-        assert_eq!(registry.manifest_digest("team/auth", "wrong"), None, "{name}");
+        assert!(
+            registry.manifest_digest("team/auth", "v1").is_some(),
+            "{name}"
+        );
+        assert_eq!(
+            registry.manifest_digest("team/auth", "wrong"),
+            None,
+            "{name}"
+        );
     }
 }

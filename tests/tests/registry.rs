@@ -689,10 +689,7 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
         certs_size > 20_000,
         "the certificates layer is {certs_size} bytes"
     );
-    assert!(
-        big_size > LARGE_BLOB,
-        "the app layer is {big_size} bytes"
-    );
+    assert!(big_size > LARGE_BLOB, "the app layer is {big_size} bytes");
     let certs_hex = leak(certs.trim_start_matches("sha256:"));
 
     let post_500 = proxy.add_fault(Fault::Status {
@@ -863,10 +860,7 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
     // Built first without a registry, to know the large layer's digest.
     ok(imgpack_in(d).args(build));
     let (big, big_size) = layer(&Layout::new(d.join("layout")), "v1", 3);
-    assert!(
-        big_size > LARGE_BLOB,
-        "the app layer is {big_size} bytes"
-    );
+    assert!(big_size > LARGE_BLOB, "the app layer is {big_size} bytes");
 
     proxy.add_fault(Fault::Throttle {
         method: "PATCH",

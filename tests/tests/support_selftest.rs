@@ -229,11 +229,24 @@ fn container_registry_takes_a_push_and_has_the_quirks_the_fake_plays() {
         true,
     );
     assert_eq!(digest_of(&raw), digest);
-    assert_eq!(registry.manifest_digest("test/app", "v1"), Some(digest.clone()));
+    assert_eq!(
+        registry.manifest_digest("test/app", "v1"),
+        Some(digest.clone())
+    );
     // One password, any user name; a wrong password is refused.
     let other_user = "mallory:s3cret pass";
-    inspect_raw(&["--tls-verify=false", "--creds", other_user], &host, "test/app:v1", true);
-    inspect_raw(&["--tls-verify=false", "--creds", "alice:wrong"], &host, "test/app:v1", false);
+    inspect_raw(
+        &["--tls-verify=false", "--creds", other_user],
+        &host,
+        "test/app:v1",
+        true,
+    );
+    inspect_raw(
+        &["--tls-verify=false", "--creds", "alice:wrong"],
+        &host,
+        "test/app:v1",
+        false,
+    );
 
     // The challenge comes with the ping only; every other 401 is bare.
     let ping = request(&host, "GET", "/v2/", &[], b"");
@@ -250,7 +263,13 @@ fn container_registry_takes_a_push_and_has_the_quirks_the_fake_plays() {
     let encoded = base64::engine::general_purpose::STANDARD.encode(creds);
     let auth = format!("Authorization: Basic {encoded}");
     // No Docker-Content-Digest on a manifest, no tags/list.
-    let manifest = request(&host, "GET", "/v2/test/app/manifests/v1", &[&auth, MANIFEST_ACCEPT], b"");
+    let manifest = request(
+        &host,
+        "GET",
+        "/v2/test/app/manifests/v1",
+        &[&auth, MANIFEST_ACCEPT],
+        b"",
+    );
     assert_eq!(manifest.status, 200);
     assert_eq!(manifest.header("docker-content-digest"), None);
     let tags = request(&host, "GET", "/v2/test/app/tags/list", &[&auth], b"");
@@ -278,7 +297,10 @@ fn container_registry_takes_a_push_and_has_the_quirks_the_fake_plays() {
         &host,
         "PUT",
         "/v2/test/app/manifests/multi",
-        &[&auth, "Content-Type: application/vnd.oci.image.index.v1+json"],
+        &[
+            &auth,
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+        ],
         index.to_string().as_bytes(),
     );
     assert_eq!(put_index.status, 400);
@@ -296,7 +318,10 @@ fn container_registry_takes_a_push_and_has_the_quirks_the_fake_plays() {
         b"",
     );
     assert_eq!(mount.status, 202);
-    let session = mount.header("location").expect("an upload session").to_owned();
+    let session = mount
+        .header("location")
+        .expect("an upload session")
+        .to_owned();
     let monolithic = request(
         &host,
         "PUT",

@@ -450,7 +450,9 @@ impl RegistryClient {
         let status = response.status();
         if status == StatusCode::BAD_REQUEST || status == StatusCode::METHOD_NOT_ALLOWED {
             let what = format!("putting manifest {reference} ({media_type})");
-            return Ok(DigestPut::TagsOnly(self.status_error(response, &what).await));
+            return Ok(DigestPut::TagsOnly(
+                self.status_error(response, &what).await,
+            ));
         }
         self.manifest_stored(response, &reference, bytes, media_type)
             .await
