@@ -194,6 +194,22 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
         theirs.verified_blobs();
         assert_eq!(theirs.entry("v1")["digest"], digest.as_str(), "{name}");
         assert_eq!(blobs_of(&theirs, "v1"), blobs, "{name}");
+
+        // A one-part repository name: distribution takes it; container-registry routes only
+        // two-part names, and its 404 is explained in one line.
+        let mut one_part = imgpack_in(d, Some(&config));
+        one_part.args(["build", "-q", "--binary", "linux/amd64=app"]);
+        one_part.args(["--push", &format!("{host}/app:v1")]);
+        match registry.implementation() {
+            Implementation::Distribution => drop(ok(&mut one_part)),
+            Implementation::ContainerRegistry => {
+                let err = one_error_line(&mut one_part);
+                assert!(
+                    err.contains("404") && err.contains("it has no repository app to push to"),
+                    "{name}: {err}"
+                );
+            }
+        }
     }
 }
 

@@ -306,7 +306,16 @@ impl RegistryClient {
             .await?;
         // The spec says 202; any success with a Location opens a session.
         if !response.status().is_success() {
-            return Err(self.status_error(response, "starting an upload").await);
+            let not_found = response.status() == StatusCode::NOT_FOUND;
+            let mut err = self.status_error(response, "starting an upload").await;
+            if not_found {
+                err.message.push_str(&format!(
+                    ": it has no repository {repository} to push to (some registries want an \
+                     existing project, or names of a fixed depth such as namespace/name); check \
+                     the repository name"
+                ));
+            }
+            return Err(err);
         }
         // OCI distribution 1.1: chunks must be at least this long (a bad value is ignored).
         let min_chunk = header(&response, "OCI-Chunk-Min-Length")
