@@ -363,6 +363,49 @@ mod tests {
         assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
     }
 
+    fn authenticator() -> Authenticator {
+        let clients = Clients::new(&crate::TransportOptions::default(), false).unwrap();
+        let base = Url::parse("http://127.0.0.1:5000/").unwrap();
+        Authenticator::new(clients, base, "127.0.0.1:5000", Credentials::default())
+    }
+
+    #[tokio::test]
+    async fn a_bare_401_falls_back_to_the_challenge_known_before() {
+        let scopes = ["repository:a/b:pull,push".to_owned()];
+        // Nothing known: no guess, one line saying no challenge came.
+        let auth = authenticator();
+        let err = auth.challenged(None, &scopes, false).await.unwrap_err();
+        assert!(
+            format!("{err}").contains("sent no WWW-Authenticate challenge"),
+            "{err}"
+        );
+        let err = auth
+            .challenged(Some("Negotiate abc"), &scopes, false)
+            .await
+            .unwrap_err();
+        assert!(format!("{err}").contains("Negotiate abc"), "{err}");
+        // The ping's Basic challenge: a bare 401 is the credentials' refusal, not worth a retry.
+        assert!(auth
+            .challenged(Some(r#"Basic realm="r""#), &[], false)
+            .await
+            .unwrap());
+        assert!(!auth.challenged(None, &scopes, true).await.unwrap());
+        assert!(!auth.challenged(None, &scopes, false).await.unwrap());
+        assert_eq!(*auth.challenge.lock().await, Some(Challenge::Basic));
+        // A Bearer challenge known: a bare 401 to a token drops it and tries once more.
+        let realm = r#"Bearer realm="http://127.0.0.1:9/token",service="s""#;
+        assert!(auth.challenged(Some(realm), &[], false).await.unwrap());
+        auth.tokens.lock().await.insert(
+            scopes.join(" "),
+            Token {
+                value: "t".into(),
+                expires_at: Instant::now() + Duration::from_secs(60),
+            },
+        );
+        assert!(auth.challenged(None, &scopes, true).await.unwrap());
+        assert!(auth.tokens.lock().await.is_empty());
+    }
+
     #[test]
     fn tokens_are_refreshed_before_they_expire() {
         let fresh = Token {
