@@ -8,7 +8,7 @@
 //! - the no-op rebuild + push of the same binary (cache warm, registry has it)
 //!   against the same with `--no-cache`;
 //! - `imgpack push` of a two-platform layout against `skopeo copy --all`;
-//! - the peak memory of each (wait4's `ru_maxrss`).
+//! - the peak memory of each (GNU time's `%M`, the wait4 `ru_maxrss` of the command).
 //!
 //! It prints one table of medians and ratios and writes it, with an SVG chart
 //! and the machine's CPUs, into docs/benchmarks.md (between markers) and
@@ -16,10 +16,10 @@
 //! the ratios. `--imgpack PATH` times another imgpack binary (an older
 //! release, for a before/after); routes it has no flags for are left out.
 
-use std::fs::{self, File};
-use std::os::unix::process::ExitStatusExt;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -504,6 +504,9 @@ impl Buildah {
 }
 
 fn check_tools() -> Result<()> {
+    if !Path::new("/usr/bin/time").is_file() {
+        bail!("/usr/bin/time (GNU time) is missing: apt-get install time");
+    }
     for (tool, package) in [
         ("bash", "bash"),
         ("tar", "tar"),
@@ -548,41 +551,51 @@ fn run_quiet(command: &mut Command) -> Result<()> {
 }
 
 /// Runs `command` (output discarded, stderr kept for errors) and measures its
-/// wall time and, through wait4, the peak RSS of it and its waited-for children.
+/// wall time and its peak RSS. The peak comes from GNU time (`%M`, its child's
+/// wait4 `ru_maxrss`), not from this process's own wait4: a child of this
+/// large process inherits its high-water mark at exec, so every figure would
+/// read at least this process's size.
 fn timed(command: &mut Command) -> Result<Sample> {
-    let stderr = tempfile::tempfile()?;
-    let start = Instant::now();
-    let child = command
+    let mut stderr = tempfile::tempfile()?;
+    let rss_file = tempfile::NamedTempFile::new()?;
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped
+        .args(["-f", "%M", "-o"])
+        .arg(rss_file.path())
+        .arg(command.get_program())
+        .args(command.get_args())
+        .envs(
+            command
+                .get_envs()
+                .filter_map(|(key, value)| Some((key, value?))),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(stderr.try_clone()?)
-        .spawn()
+        .stderr(stderr.try_clone()?);
+    if let Some(dir) = command.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    let start = Instant::now();
+    let status = wrapped
+        .status()
         .with_context(|| format!("cannot start {command:?}"))?;
-    let (status, max_rss_kib) = wait_with_rusage(child.id())?;
     let seconds = start.elapsed().as_secs_f64();
     if !status.success() {
         let mut text = String::new();
-        std::io::Read::read_to_string(&mut File::from(stderr), &mut text).ok();
+        stderr.seek(SeekFrom::Start(0))?;
+        stderr.read_to_string(&mut text).ok();
         bail!("{command:?} failed with {status}:\n{text}");
     }
+    let rss = fs::read_to_string(rss_file.path())?;
+    let max_rss_kib = rss
+        .lines()
+        .rev()
+        .find_map(|line| line.trim().parse().ok())
+        .with_context(|| format!("no peak RSS from /usr/bin/time: {rss}"))?;
     Ok(Sample {
         seconds,
         max_rss_kib,
     })
-}
-
-fn wait_with_rusage(pid: u32) -> Result<(ExitStatus, u64)> {
-    let mut status = 0;
-    // SAFETY: rusage is plain data, and wait4 writes it whole for a child we started.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
-    ensure!(
-        waited == pid as libc::pid_t,
-        "wait4 failed: {}",
-        std::io::Error::last_os_error()
-    );
-    // ru_maxrss is in KiB on Linux.
-    Ok((ExitStatus::from_raw(status), usage.ru_maxrss as u64))
 }
 
 struct Machine {
@@ -747,7 +760,7 @@ impl Report<'_> {
                 label_width + ratio * scale + 6.0,
                 y + 14.0
             ));
-            if let Some(value) = target.trim_start_matches("≤ ").parse::<f64>().ok() {
+            if let Ok(value) = target.trim_start_matches("≤ ").parse::<f64>() {
                 let x = label_width + value * scale;
                 svg.push_str(&format!(
                     "<line x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"{:.0}\" y2=\"{:.0}\" stroke=\"#c03030\" stroke-width=\"2\"/>\n",
