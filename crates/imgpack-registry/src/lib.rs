@@ -33,8 +33,10 @@ mod push;
 mod reference;
 mod retry;
 mod runtime;
+mod signatures;
 mod sink;
 mod transport;
+mod verify;
 
 pub use auth::{parse_challenge, Challenge};
 pub use base::resolve_base;
@@ -47,5 +49,7 @@ pub use manifest::{parse_document, Descriptor, Document, LAYER_TYPES};
 pub use push::{push_image, PushOptions};
 pub use reference::ImageRef;
 pub use retry::RetryPolicy;
+pub use signatures::read_signatures;
 pub use sink::RegistrySink;
 pub use transport::{connect, TransportOptions};
+pub use verify::{verify_signatures, Checked, Verification};

@@ -8,10 +8,12 @@ use anyhow::{Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
 use imgpack_blob::Digest;
 use imgpack_image::{BlobRef, Image};
+use imgpack_sign::Signer;
 
 use crate::client::{verify_local_blob, Mount};
 use crate::progress::Reporter;
 use crate::retry::with_retries;
+use crate::signatures::sign_manifests;
 use crate::{BlobLocations, ImageRef, RegistryClient};
 
 /// How many other repositories are tried as mount sources before uploading.
@@ -41,19 +43,22 @@ enum Outcome {
     Uploaded,
 }
 
-/// Pushes `image` to `target` and its extra `tags`; returns the root digest.
+/// Pushes `image` to `target` and its extra `tags`, signed by `signer` if
+/// given; returns the root digest.
 ///
 /// Order: every blob (skipped when present, mounted from another repository
 /// of the registry where imgpack pushed it before, else uploaded), then each
-/// platform's manifest by digest, then the index by digest, then the tags.
-/// A tag never points at anything missing, and an interrupted push is
-/// finished by running it again: what is there is skipped.
+/// platform's manifest by digest, then the index by digest, then the
+/// signatures of each, then the tags. A tag never points at anything
+/// missing or, with a signer, unsigned, and an interrupted push is finished
+/// by running it again: what is there is skipped.
 pub async fn push_image(
     client: &RegistryClient,
     target: &ImageRef,
     tags: &[String],
     image: &Image,
     options: &PushOptions,
+    signer: Option<&dyn Signer>,
 ) -> Result<Digest> {
     let reporter = Reporter::new(options.quiet);
     let locations = Mutex::new(BlobLocations::load());
@@ -81,6 +86,19 @@ pub async fn push_image(
             &reporter,
         )
         .await?;
+    }
+    if let Some(signer) = signer {
+        let mut digests: Vec<Digest> = image
+            .manifests
+            .iter()
+            .map(|m| m.manifest.digest().clone())
+            .collect();
+        if image.is_index() {
+            digests.push(image.root.digest().clone());
+        }
+        let identity = target.repository_ref();
+        sign_manifests(client, repository, &identity, &digests, signer, &image.store, &reporter)
+            .await?;
     }
     for tag in std::iter::once(target.tag()).chain(tags.iter().map(String::as_str)) {
         put_manifest(client, repository, tag, image, &image.root, &reporter).await?;

@@ -39,6 +39,8 @@ struct Section {
     ca_certs: Option<String>,
     tzdata: Option<String>,
     zones: Option<Vec<String>>,
+    /// The key pushes are signed with (`--sign-key`), relative to the file.
+    sign_key: Option<String>,
     go: Option<GoSection>,
     rust: Option<RustSection>,
     files: Option<Vec<FilesEntry>>,
@@ -406,6 +408,9 @@ impl Config {
         set(&mut args.ca_certs, &s.ca_certs);
         set(&mut args.tzdata, &s.tzdata);
         set(&mut args.zones, &s.zones);
+        if args.from_file.sign_key.is_none() {
+            args.from_file.sign_key = s.sign_key.as_ref().map(|key| self.dir().join(key));
+        }
         self.fill_files(args, s)?;
         if !args.binaries.is_empty() {
             return Ok(());

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
@@ -10,6 +11,7 @@ use imgpack_image::{Format, ImageSettings};
 use imgpack_layer::{CaCerts, Compression, Tzdata, CA_BUNDLE_PATH};
 use imgpack_platform::{Binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
+use imgpack_sign::Signer;
 
 use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
@@ -49,6 +51,8 @@ pub(super) struct PushPlan {
     pub(super) flags: PushFlags,
     /// Blobs uploaded at once (`--jobs`).
     pub(super) jobs: usize,
+    /// Signs the pushed manifests (`--sign-key`), unlocked when planning.
+    pub(super) signer: Option<Arc<dyn Signer>>,
 }
 
 impl PushPlan {
@@ -56,7 +60,7 @@ impl PushPlan {
     pub(super) fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
         match (&self.reference, &self.repository) {
             (Some(reference), _) => {
-                registry_sink(reference, &self.tags, &self.flags, self.jobs, quiet)
+                registry_sink(reference, &self.tags, &self.flags, self.jobs, quiet, self.signer.clone())
             }
             (None, Some(repository)) => {
                 let (first, rest) = self
@@ -64,7 +68,7 @@ impl PushPlan {
                     .split_first()
                     .map_or(("latest", &[][..]), |(f, r)| (f.as_str(), r));
                 let target = format!("{}/{app_name}:{first}", repository.trim_end_matches('/'));
-                registry_sink(&target, rest, &self.flags, self.jobs, quiet)
+                registry_sink(&target, rest, &self.flags, self.jobs, quiet, self.signer.clone())
             }
             (None, None) => unreachable!("checked when planning"),
         }
@@ -116,6 +120,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
             push_plan(
                 reference,
                 repository,
+                args.from_file.sign_key.as_deref(),
                 &args.push_flags,
                 args.parallelism.jobs(),
                 git.as_ref(),
@@ -216,6 +221,7 @@ fn project_dir(inputs: &Inputs) -> PathBuf {
 fn push_plan(
     reference: &str,
     file_repository: Option<&str>,
+    file_sign_key: Option<&Path>,
     flags: &PushFlags,
     jobs: usize,
     git: Option<&GitInfo>,
@@ -226,6 +232,7 @@ fn push_plan(
         .iter()
         .map(|tag| expand_tag(tag, git))
         .collect::<Result<Vec<_>>>()?;
+    let signer = crate::sign::load_signer(flags.sign_key.as_deref(), file_sign_key)?;
     let plan = if reference.is_empty() {
         // Like a flag, the environment wins over the config file.
         let repository = std::env::var("IMGPACK_REPO")
@@ -239,6 +246,7 @@ fn push_plan(
             tags,
             flags: flags.clone(),
             jobs,
+            signer: signer.clone(),
         }
     } else {
         let reference = expand_reference(reference, git)?;
@@ -248,6 +256,7 @@ fn push_plan(
             tags,
             flags: flags.clone(),
             jobs,
+            signer: signer.clone(),
         }
     };
     // Parse now (with a stand-in for the name the build will give), so a bad
@@ -396,6 +405,7 @@ fn check_push_flags_unused(flags: &PushFlags, pulls_base: bool) -> Result<()> {
     let given = [
         ("--tag", !flags.tags.is_empty()),
         ("--image-refs", flags.image_refs.is_some()),
+        ("--sign-key", flags.sign_key.is_some()),
         // A base image is pulled from a registry too.
         (
             "--insecure-registry",
