@@ -38,6 +38,20 @@ pub(crate) struct BuildPlan {
     pub(super) settings: ImageSettings,
     pub(super) tmpdir: Option<PathBuf>,
     pub(super) quiet: bool,
+    /// SBOM and provenance (`--sbom`, `--provenance`).
+    pub(super) attest: AttestPlan,
+}
+
+/// What is attached to each platform manifest of a push or an OCI layout output.
+pub(crate) struct AttestPlan {
+    pub(super) sbom: Option<imgpack_attest::SbomFormat>,
+    pub(super) provenance: bool,
+    /// Signs the provenance's DSSE envelope (`--sign-key`); `None` leaves it unsigned.
+    pub(super) signer: Option<Box<dyn imgpack_attest::DsseSigner + Send + Sync>>,
+    /// The flags and settings that shaped the build, for the provenance.
+    pub(super) parameters: serde_json::Value,
+    /// When the build started (RFC 3339): SOURCE_DATE_EPOCH when set, so the provenance is reproducible.
+    pub(super) started_on: String,
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
@@ -81,6 +95,7 @@ pub(super) enum Inputs {
 
 pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
+    let attest = super::attest::attest_plan(&args, &inputs)?;
     let platforms: Vec<Platform> = match &inputs {
         Inputs::Prebuilt(binaries) => binaries.iter().map(|b| b.platform.clone()).collect(),
         Inputs::Source(request) => request.platforms.clone(),
@@ -200,6 +215,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         zones: args.zones,
         compression,
         settings,
+        attest,
         tmpdir: args.tmpdir,
         quiet: args.quiet,
     })
