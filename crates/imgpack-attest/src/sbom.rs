@@ -264,7 +264,7 @@ fn go_component(ids: &mut IdMaker, module: &GoModule) -> Component {
     // A module replaced by another module is that module; one replaced by a
     // directory keeps its required version, and the comment says where it came from.
     let (linked, comment) = match module.replace.as_deref() {
-        Some(replacement) if !replacement.version.is_empty() => (
+        Some(replacement) if !is_directory(replacement) => (
             replacement,
             Some(format!("replaces {} {}", module.path, module.version)),
         ),
@@ -308,6 +308,13 @@ fn crate_component(ids: &mut IdMaker, krate: &Crate) -> Component {
             _ => None,
         },
     }
+}
+
+/// A replacement by a directory (`=> ../lib`, which Go records with no
+/// version or `(devel)`), as opposed to one by another module version.
+fn is_directory(replacement: &GoModule) -> bool {
+    replacement.path.starts_with(['.', '/'])
+        || matches!(replacement.version.as_str(), "" | "(devel)")
 }
 
 /// `pkg:golang/github.com/gin-gonic/gin@v1.8.1` (no version for `(devel)`).
@@ -552,7 +559,7 @@ mod tests {
     fn input() -> SbomInput {
         let mut go = parse_modinfo(
             "path\texample.com/app\nmod\texample.com/app\t(devel)\t\n\
-             dep\texample.com/lib\tv0.0.0-00010101000000-000000000000\t\n=>\t../lib\t\t\n\
+             dep\texample.com/lib\tv0.0.0-00010101000000-000000000000\t\n=>\t../lib\t(devel)\t\n\
              dep\tgolang.org/x/text\tv0.3.7\th1:olpwvP2KacW1ZWvsR7uQhoyTYvKAupfQrRGBFM352Gk=\n",
         )
         .unwrap();
