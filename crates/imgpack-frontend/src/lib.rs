@@ -17,6 +17,7 @@ use anyhow::Result;
 use imgpack_platform::{Arch, Binary, Platform};
 
 pub use detect::{check_project_dir, detect_lang, Lang};
+pub use rust::musl_target;
 
 #[derive(Clone, Debug, Default)]
 pub struct GoOptions {

@@ -418,6 +418,20 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RequestError> {
+        self.put_manifest_with_subject(repository, reference, bytes, media_type)
+            .await
+            .map(drop)
+    }
+
+    /// [`Self::put_manifest`], returning the `OCI-Subject` header of the answer:
+    /// a registry with the referrers API names the subject of an artifact manifest there.
+    pub(crate) async fn put_manifest_with_subject(
+        &self,
+        repository: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Option<String>, RequestError> {
         let url = self.endpoint(&format!("v2/{repository}/manifests/{reference}"));
         let body = bytes.to_vec();
         let response = self
@@ -433,7 +447,8 @@ impl RegistryClient {
             let what = format!("putting manifest {reference} ({media_type})");
             return Err(self.status_error(response, &what).await);
         }
-        check_digest(&self.registry, &response, &Digest::of_bytes(bytes))
+        check_digest(&self.registry, &response, &Digest::of_bytes(bytes))?;
+        Ok(header(&response, "OCI-Subject"))
     }
 
     /// Checks that the credentials are accepted for `GET /v2/` (what `docker login` does).

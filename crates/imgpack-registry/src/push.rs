@@ -87,6 +87,32 @@ pub async fn push_image(
         )
         .await?;
     }
+    // Referrers after their subjects, before the tags: a tag appears only
+    // once the image's SBOM and provenance can be found from it.
+    if !image.referrers.is_empty() {
+        let blobs = push_blob_list(
+            client,
+            target,
+            image,
+            image.referrers.iter().flat_map(|r| &r.blobs).collect(),
+            options,
+            &reporter,
+            &locations,
+        )
+        .await;
+        blobs?;
+        match crate::referrers::push_referrers(client, repository, image, &reporter).await? {
+            Some(crate::ReferrersSupport::Api) => reporter.line(&format!(
+                "attached {} referrers (referrers API)",
+                image.referrers.len()
+            )),
+            Some(crate::ReferrersSupport::TagFallback) => reporter.line(&format!(
+                "attached {} referrers (sha256-<digest> referrers tags)",
+                image.referrers.len()
+            )),
+            None => {}
+        }
+    }
     if let Some(signer) = signer {
         let mut digests: Vec<Digest> = image
             .manifests
@@ -97,8 +123,16 @@ pub async fn push_image(
             digests.push(image.root.digest().clone());
         }
         let identity = target.repository_ref();
-        sign_manifests(client, repository, &identity, &digests, signer, &image.store, &reporter)
-            .await?;
+        sign_manifests(
+            client,
+            repository,
+            &identity,
+            &digests,
+            signer,
+            &image.store,
+            &reporter,
+        )
+        .await?;
     }
     for tag in std::iter::once(target.tag()).chain(tags.iter().map(String::as_str)) {
         put_manifest(client, repository, tag, image, &image.root, &reporter).await?;
@@ -115,7 +149,34 @@ async fn push_blobs(
     reporter: &Reporter,
     locations: &Mutex<BlobLocations>,
 ) -> Result<()> {
-    futures_util::stream::iter(image.layer_and_config_blobs())
+    push_blob_list(
+        client,
+        target,
+        image,
+        image.layer_and_config_blobs(),
+        options,
+        reporter,
+        locations,
+    )
+    .await
+}
+
+/// Pushes `blobs` of `image`'s store, `options.jobs` at once.
+async fn push_blob_list(
+    client: &RegistryClient,
+    target: &ImageRef,
+    image: &Image,
+    blobs: Vec<&BlobRef>,
+    options: &PushOptions,
+    reporter: &Reporter,
+    locations: &Mutex<BlobLocations>,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let blobs: Vec<&BlobRef> = blobs
+        .into_iter()
+        .filter(|blob| seen.insert(blob.digest().clone()))
+        .collect();
+    futures_util::stream::iter(blobs)
         .map(|blob| push_blob(client, target, image, blob, reporter, locations))
         .buffer_unordered(options.jobs.max(1))
         .try_collect::<Vec<()>>()

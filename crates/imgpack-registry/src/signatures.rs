@@ -6,9 +6,7 @@
 use anyhow::{Context, Result};
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
 use imgpack_sign::cosign::{MANIFEST_MEDIA_TYPE, MAX_PAYLOAD_SIZE};
-use imgpack_sign::{
-    signature_tag, simple_signing_payload, SignatureImage, SignatureLayer, Signer,
-};
+use imgpack_sign::{signature_tag, simple_signing_payload, SignatureImage, SignatureLayer, Signer};
 use indicatif::ProgressBar;
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
@@ -59,7 +57,10 @@ pub(crate) async fn sign_manifests(
             push_small_blob(client, repository, store, blob, reporter).await?;
         }
         let manifest = image.manifest(&config);
-        let what = format!("pushing signature {tag} to {}/{repository}", client.registry());
+        let what = format!(
+            "pushing signature {tag} to {}/{repository}",
+            client.registry()
+        );
         with_retries(&client.retry, reporter, &what, || {
             client.put_manifest(repository, &tag, &manifest, MANIFEST_MEDIA_TYPE)
         })
@@ -111,7 +112,11 @@ pub async fn read_signatures(
         return Ok(Vec::new());
     };
     let mut signed = Vec::new();
-    for layer in image.layers.into_iter().filter(SignatureLayer::is_simple_signing) {
+    for layer in image
+        .layers
+        .into_iter()
+        .filter(SignatureLayer::is_simple_signing)
+    {
         if layer.blob.size > MAX_PAYLOAD_SIZE {
             // Not a payload cosign would write; never read.
             continue;
@@ -153,7 +158,10 @@ impl RegistryClient {
                 return Err(self.status_error(response, &what).await);
             }
         }
-        let name = format!("the signature manifest {repository}:{tag} from registry {}", self.registry);
+        let name = format!(
+            "the signature manifest {repository}:{tag} from registry {}",
+            self.registry
+        );
         let bytes = read_limited(response, DOCUMENT_LIMIT, &name).await?;
         SignatureImage::parse(&bytes)
             .map(Some)
@@ -162,13 +170,25 @@ impl RegistryClient {
 
     /// A small blob, read whole: at most its descriptor's size, and only
     /// when it hashes to its digest.
-    async fn small_blob(&self, repository: &str, blob: &BlobInfo) -> Result<Vec<u8>, RequestError> {
+    pub(crate) async fn small_blob(
+        &self,
+        repository: &str,
+        blob: &BlobInfo,
+    ) -> Result<Vec<u8>, RequestError> {
         let url = self.endpoint(&format!("v2/{repository}/blobs/{}", blob.digest));
         let response = self
-            .send(&[pull_scope(repository)], Method::GET, url, Timing::Short, Ok)
+            .send(
+                &[pull_scope(repository)],
+                Method::GET,
+                url,
+                Timing::Short,
+                Ok,
+            )
             .await?;
         if response.status() != StatusCode::OK {
-            return Err(self.status_error(response, "fetching a signature payload").await);
+            return Err(self
+                .status_error(response, "fetching a signature payload")
+                .await);
         }
         let name = format!("blob {} from registry {}", blob.digest, self.registry);
         let bytes = read_limited(response, blob.size, &name).await?;

@@ -30,7 +30,15 @@ impl Sink for RegistrySink {
             let credentials = find_credentials(&self.target.credential_keys());
             let client = connect(self.target.api_host(), &self.transport, credentials).await?;
             let signer = self.signer.as_deref();
-            push_image(&client, &self.target, &self.tags, image, &self.options, signer).await?;
+            push_image(
+                &client,
+                &self.target,
+                &self.tags,
+                image,
+                &self.options,
+                signer,
+            )
+            .await?;
             Ok(())
         })
     }

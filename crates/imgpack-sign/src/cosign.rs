@@ -268,6 +268,9 @@ mod tests {
     #[test]
     fn the_tag_is_cosigns() {
         let digest = Digest::of_bytes(b"m");
-        assert_eq!(signature_tag(&digest), format!("sha256-{}.sig", digest.hex()));
+        assert_eq!(
+            signature_tag(&digest),
+            format!("sha256-{}.sig", digest.hex())
+        );
     }
 }

@@ -108,7 +108,9 @@ pub(crate) fn open(body: &[u8], password: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
     let plaintext = XSalsa20Poly1305::new(key.as_slice().into())
         .decrypt(nonce.as_slice().into(), ciphertext.as_slice())
         .map_err(|_| {
-            anyhow::anyhow!("wrong password (it comes from IMGPACK_SIGN_PASSWORD or COSIGN_PASSWORD)")
+            anyhow::anyhow!(
+                "wrong password (it comes from IMGPACK_SIGN_PASSWORD or COSIGN_PASSWORD)"
+            )
         })?;
     Ok(Zeroizing::new(plaintext))
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
 use p256::ecdsa::{Signature as EcdsaSignature, SigningKey, VerifyingKey};
-use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use p256::pkcs8::{
+    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
+};
 use zeroize::Zeroizing;
 
 use crate::envelope;
@@ -140,7 +142,8 @@ impl std::fmt::Debug for PublicKey {
 impl PublicKey {
     pub fn load(path: &Path) -> Result<Self> {
         let text = read_key_file(path)?;
-        Self::from_pem(&text).with_context(|| format!("cannot use the public key {}", path.display()))
+        Self::from_pem(&text)
+            .with_context(|| format!("cannot use the public key {}", path.display()))
     }
 
     pub fn from_pem(text: &str) -> Result<Self> {
@@ -155,9 +158,8 @@ impl PublicKey {
                 envelope::printable(other)
             ),
         }
-        let key = VerifyingKey::from_public_key_der(block.contents()).map_err(|_| {
-            anyhow::anyhow!("it does not hold an ECDSA P-256 public key")
-        })?;
+        let key = VerifyingKey::from_public_key_der(block.contents())
+            .map_err(|_| anyhow::anyhow!("it does not hold an ECDSA P-256 public key"))?;
         Ok(Self { key })
     }
 
@@ -193,7 +195,12 @@ fn read_key_file(path: &Path) -> Result<String> {
     let mut text = String::new();
     file.take(KEY_FILE_LIMIT + 1)
         .read_to_string(&mut text)
-        .with_context(|| format!("cannot read the key file {}: it is not text", path.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot read the key file {}: it is not text",
+                path.display()
+            )
+        })?;
     if text.len() as u64 > KEY_FILE_LIMIT {
         bail!("{} is too large to be a key file", path.display());
     }
@@ -251,12 +258,18 @@ mod tests {
 
     #[test]
     fn an_encrypted_key_without_a_password_says_where_it_goes() {
-        let pem = PrivateKey::generate().unwrap().to_encrypted_pem("x").unwrap();
+        let pem = PrivateKey::generate()
+            .unwrap()
+            .to_encrypted_pem("x")
+            .unwrap();
         let missing = || -> Result<Zeroizing<String>> { bail!("no password: COSIGN_PASSWORD") };
         let err = format!("{:#}", PrivateKey::from_pem(&pem, missing).unwrap_err());
         assert!(err.contains("COSIGN_PASSWORD"), "{err}");
         let wrong = || Ok(Zeroizing::new("y".to_owned()));
         let err = format!("{:#}", PrivateKey::from_pem(&pem, wrong).unwrap_err());
-        assert!(err.contains("wrong password") && !err.contains('\n'), "{err}");
+        assert!(
+            err.contains("wrong password") && !err.contains('\n'),
+            "{err}"
+        );
     }
 }

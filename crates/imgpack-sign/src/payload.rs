@@ -75,6 +75,9 @@ mod tests {
         );
         assert_eq!(String::from_utf8(payload.clone()).unwrap(), expected);
         let parsed = SimpleSigning::parse(&payload).unwrap();
-        assert_eq!(parsed.critical.image.docker_manifest_digest, digest.to_string());
+        assert_eq!(
+            parsed.critical.image.docker_manifest_digest,
+            digest.to_string()
+        );
     }
 }

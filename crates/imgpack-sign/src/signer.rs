@@ -61,7 +61,11 @@ impl KeySigner {
 
 impl Signer for KeySigner {
     fn describe(&self) -> String {
-        format!("key {} ({})", self.source, self.key.public_key().fingerprint())
+        format!(
+            "key {} ({})",
+            self.source,
+            self.key.public_key().fingerprint()
+        )
     }
 
     fn sign(&self, payload: &[u8]) -> Result<Signature> {
@@ -93,10 +97,9 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Unsigned => write!(f, "has no signature"),
-            Refusal::OtherKey { signatures } => write!(
-                f,
-                "has {signatures} signature(s), none made with this key"
-            ),
+            Refusal::OtherKey { signatures } => {
+                write!(f, "has {signatures} signature(s), none made with this key")
+            }
             Refusal::OtherRepository { signed_for } => write!(
                 f,
                 "is signed with this key for another repository, {signed_for}"
@@ -181,7 +184,8 @@ mod tests {
         let theirs = KeySigner::new(PrivateKey::generate().unwrap(), "theirs");
         let key = ours.public_key().unwrap();
         let (repo, digest) = ("reg/team/app", Digest::of_bytes(b"m"));
-        let check = |layers: &[(SignatureLayer, Vec<u8>)]| check_signatures(layers, &key, repo, &digest);
+        let check =
+            |layers: &[(SignatureLayer, Vec<u8>)]| check_signatures(layers, &key, repo, &digest);
 
         assert_eq!(check(&[]), Err(Refusal::Unsigned));
         assert_eq!(check(&[signed(&ours, repo, &digest)]), Ok(1));

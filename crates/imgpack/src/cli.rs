@@ -207,6 +207,15 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
 
+    /// Also require an SBOM attached to every platform manifest.
+    #[arg(long)]
+    pub sbom: bool,
+
+    /// Also require a provenance attestation on every platform manifest, its DSSE envelope
+    /// signed with the key.
+    #[arg(long)]
+    pub provenance: bool,
+
     #[command(flatten)]
     pub registry: RegistryArgs,
 
@@ -374,6 +383,17 @@ pub struct BuildArgs {
     /// Compression level: gzip 0-9 (default 6), zstd 1-22 (default 3).
     #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
+
+    /// SBOM attached to each platform manifest of a push or an oci:/oci-archive: output: spdx
+    /// (default, SPDX 2.3 JSON), cyclonedx (CycloneDX 1.6 JSON) or none.
+    #[arg(long, value_name = "FORMAT")]
+    pub sbom: Option<String>,
+
+    /// SLSA provenance attached to each platform manifest of a push or an oci:/oci-archive:
+    /// output: --provenance=true (default) or --provenance=false.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub provenance: Option<bool>,
 
     /// Directory for intermediate blobs (default: the system temporary directory).
     #[arg(long, value_name = "DIR", env = TMPDIR_ENV)]

@@ -36,6 +36,8 @@ struct Section {
     format: Option<String>,
     compression: Option<String>,
     compression_level: Option<i32>,
+    sbom: Option<String>,
+    provenance: Option<bool>,
     ca_certs: Option<String>,
     tzdata: Option<String>,
     zones: Option<Vec<String>>,
@@ -263,6 +265,11 @@ impl Config {
             imgpack_layer::Compression::from_name(name, s.compression_level)
                 .with_context(|| at("compression_level"))?;
         }
+        if let Some(sbom) = &s.sbom {
+            imgpack_attest::SbomFormat::parse(sbom)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| at("sbom"))?;
+        }
         if let Some(name) = &s.name {
             imgpack_layer::validate_app_name(name).with_context(|| at("name"))?;
         }
@@ -405,6 +412,8 @@ impl Config {
         set(&mut args.format, &s.format);
         set(&mut args.compression, &s.compression);
         set(&mut args.compression_level, &s.compression_level);
+        set(&mut args.sbom, &s.sbom);
+        set(&mut args.provenance, &s.provenance);
         set(&mut args.ca_certs, &s.ca_certs);
         set(&mut args.tzdata, &s.tzdata);
         set(&mut args.zones, &s.zones);

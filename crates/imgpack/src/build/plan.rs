@@ -40,6 +40,20 @@ pub(crate) struct BuildPlan {
     pub(super) settings: ImageSettings,
     pub(super) tmpdir: Option<PathBuf>,
     pub(super) quiet: bool,
+    /// SBOM and provenance (`--sbom`, `--provenance`).
+    pub(super) attest: AttestPlan,
+}
+
+/// What is attached to each platform manifest of a push or an OCI layout output.
+pub(crate) struct AttestPlan {
+    pub(super) sbom: Option<imgpack_attest::SbomFormat>,
+    pub(super) provenance: bool,
+    /// Signs the provenance's DSSE envelope (`--sign-key`); `None` leaves it unsigned.
+    pub(super) signer: Option<Box<dyn imgpack_attest::DsseSigner + Send + Sync>>,
+    /// The flags and settings that shaped the build, for the provenance.
+    pub(super) parameters: serde_json::Value,
+    /// When the build started (RFC 3339): SOURCE_DATE_EPOCH when set, so the provenance is reproducible.
+    pub(super) started_on: String,
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
@@ -59,16 +73,28 @@ impl PushPlan {
     /// The registry sink, now that the image's name is known.
     pub(super) fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
         match (&self.reference, &self.repository) {
-            (Some(reference), _) => {
-                registry_sink(reference, &self.tags, &self.flags, self.jobs, quiet, self.signer.clone())
-            }
+            (Some(reference), _) => registry_sink(
+                reference,
+                &self.tags,
+                &self.flags,
+                self.jobs,
+                quiet,
+                self.signer.clone(),
+            ),
             (None, Some(repository)) => {
                 let (first, rest) = self
                     .tags
                     .split_first()
                     .map_or(("latest", &[][..]), |(f, r)| (f.as_str(), r));
                 let target = format!("{}/{app_name}:{first}", repository.trim_end_matches('/'));
-                registry_sink(&target, rest, &self.flags, self.jobs, quiet, self.signer.clone())
+                registry_sink(
+                    &target,
+                    rest,
+                    &self.flags,
+                    self.jobs,
+                    quiet,
+                    self.signer.clone(),
+                )
             }
             (None, None) => unreachable!("checked when planning"),
         }
@@ -85,6 +111,7 @@ pub(super) enum Inputs {
 
 pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
+    let mut attest = super::attest::attest_plan(&args, &inputs)?;
     let platforms: Vec<Platform> = match &inputs {
         Inputs::Prebuilt(binaries) => binaries.iter().map(|b| b.platform.clone()).collect(),
         Inputs::Source(request) => request.platforms.clone(),
@@ -187,6 +214,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         annotations: annotations(&args.annotation, format, &inputs, git.as_ref())?,
         epoch: source_date_epoch()?,
     };
+    // `--sign-key` signs the provenance's DSSE envelope too.
+    attest.signer = push
+        .as_ref()
+        .and_then(|push| push.signer.clone())
+        .map(crate::sign::dsse_signer);
     Ok(BuildPlan {
         more_paths: args.from_file.more_paths.clone(),
         files: args.from_file.files.clone(),
@@ -205,6 +237,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         zones: args.zones,
         compression,
         settings,
+        attest,
         tmpdir: args.tmpdir,
         quiet: args.quiet,
     })

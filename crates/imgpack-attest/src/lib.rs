@@ -1,0 +1,33 @@
+//! Supply-chain attestations attached to images: SBOMs (SPDX 2.3 or
+//! CycloneDX 1.6, from what the binaries really link), SLSA provenance, and
+//! the DSSE envelopes that carry (and may sign) in-toto statements.
+//!
+//! Everything here turns inputs into bytes; attaching the bytes to an image
+//! as OCI 1.1 referrers is imgpack-image's, pushing them the sinks'.
+
+pub mod cargo;
+pub mod dsse;
+pub mod gobuild;
+pub mod provenance;
+pub mod sbom;
+
+pub use cargo::{cargo_graph, read_auditable, CargoSelection, Crate, CrateGraph};
+pub use dsse::{envelope, pae, DsseSigner, Envelope, EnvelopeSignature};
+pub use gobuild::{read_go_buildinfo, GoBuildInfo, GoModule};
+pub use provenance::{
+    provenance_statement, ProvenanceInput, ResolvedDependency, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE,
+    PREDICATE_TYPE_ANNOTATION, SLSA_PREDICATE_TYPE,
+};
+pub use sbom::{sbom, BinaryPart, ImagePart, Linked, PartKind, SbomFormat, SbomInput};
+
+/// What a binary links, read from the file: Go build information, else a
+/// cargo-auditable list, else nothing known.
+pub fn linked_of_binary(bytes: &[u8]) -> Result<Linked, String> {
+    if let Some(info) = read_go_buildinfo(bytes)? {
+        return Ok(Linked::Go(info));
+    }
+    if let Some(graph) = read_auditable(bytes)? {
+        return Ok(Linked::Rust(graph));
+    }
+    Ok(Linked::Unknown)
+}
