@@ -61,9 +61,7 @@ impl SignatureLayer {
             (BUNDLE_ANNOTATION, &signature.bundle),
         ];
         for (name, value) in extras {
-            if let Some(value) = value {
-                annotations.insert(name.to_owned(), value.clone());
-            }
+            annotations.extend(value.clone().map(|value| (name.to_owned(), value)));
         }
         Self {
             blob: payload,

@@ -111,7 +111,9 @@ impl PrivateKey {
         let der = self.key.to_pkcs8_der().context("cannot encode the key")?;
         let body = envelope::seal(der.as_bytes(), password.as_bytes())?;
         let block = pem::Pem::new(SIGSTORE_KEY_LABEL, body);
-        Ok(Zeroizing::new(pem::encode(&block)))
+        // LF line ends, as cosign writes its keys.
+        let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+        Ok(Zeroizing::new(pem::encode_config(&block, config)))
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -219,7 +221,8 @@ mod tests {
     fn an_encrypted_key_round_trips_and_signs() {
         let key = PrivateKey::generate().unwrap();
         let pem = key.to_encrypted_pem("pw").unwrap();
-        assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----"));
+        assert!(pem.starts_with("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n"));
+        assert!(!pem.contains('\r'));
         let again = PrivateKey::from_pem(&pem, || Ok(Zeroizing::new("pw".into()))).unwrap();
         assert_eq!(again.public_key(), key.public_key());
         let signature = again.sign(b"payload");

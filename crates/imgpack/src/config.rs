@@ -580,6 +580,19 @@ mod tests {
     }
 
     #[test]
+    fn sign_key_is_relative_to_the_file_and_kept_apart_from_the_flag() {
+        let (dir, config) = load_text("sign_key = \"keys/ci.key\"\n");
+        let config = config.unwrap().unwrap();
+        let build = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
+        assert_eq!(
+            build.from_file.sign_key,
+            Some(dir.path().join("keys/ci.key"))
+        );
+        // The flag stays unset: the environment (IMGPACK_SIGN_KEY) goes between the two.
+        assert!(build.push_flags.sign_key.is_none());
+    }
+
+    #[test]
     fn push_and_compiler_settings_apply_only_where_they_mean_something() {
         let text = "tags = [\"v1\"]\nlang = \"rust\"\n[rust]\nbin = \"server\"\n";
         let (_dir, config) = load_text(text);
