@@ -75,9 +75,12 @@ pub(crate) async fn push_referrers(
         }
     }
     if support == ReferrersSupport::TagFallback {
-        for (subject, descriptors) in by_subject(&image.referrers) {
-            update_referrers_tag(client, repository, &subject, &descriptors, reporter).await?;
-        }
+        // One tag per subject, updated at once: each waits out its own settle pause.
+        let groups = by_subject(&image.referrers);
+        let updates = groups.iter().map(|(subject, descriptors)| {
+            update_referrers_tag(client, repository, subject, descriptors, reporter)
+        });
+        futures_util::future::try_join_all(updates).await?;
     }
     Ok(Some(support))
 }
