@@ -116,7 +116,7 @@ fn read_varint_string<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], String> {
 /// Go frames the module text with 16 bytes on each side (runtime/debug's `modinfo`).
 fn strip_sentinels(modinfo: &[u8]) -> &[u8] {
     let len = modinfo.len();
-    if len >= 2 * SENTINEL_LEN + 1 && modinfo[len - SENTINEL_LEN - 1] == b'\n' {
+    if len > 2 * SENTINEL_LEN && modinfo[len - SENTINEL_LEN - 1] == b'\n' {
         &modinfo[SENTINEL_LEN..len - SENTINEL_LEN]
     } else {
         modinfo
