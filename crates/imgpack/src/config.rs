@@ -294,12 +294,18 @@ impl Config {
             );
         }
         let src = self.dir().join(&entry.src);
-        let Ok(real) = src.canonicalize() else {
-            bail!(
+        let real = match src.canonicalize() {
+            Ok(real) => real,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
                 "src '{}' does not exist (it is relative to {})",
                 entry.src,
                 self.dir().display()
-            );
+            ),
+            Err(err) => bail!(
+                "cannot read src '{}' ({err}; it is relative to {}): make it readable by this user",
+                entry.src,
+                self.dir().display()
+            ),
         };
         let project = self.dir().canonicalize().unwrap_or_else(|_| self.dir());
         if !real.starts_with(&project) && entry.allow_outside_project != Some(true) {

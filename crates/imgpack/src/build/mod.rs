@@ -4,6 +4,7 @@
 
 mod layers;
 mod plan;
+mod users;
 
 use layers::{resolve_base_for, write_layers};
 pub(crate) use plan::NoRepository;
@@ -76,6 +77,11 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let (binaries, extras) = compile(&plan, staging.path())?;
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
     let base = resolve_base_for(&plan, &binaries, &store)?;
+    if let (Some(user), Some(base)) = (&plan.settings.user, &base) {
+        for platform_base in base {
+            users::check_user_in_base(user, platform_base, &store)?;
+        }
+    }
     let sets = write_layers(
         &plan,
         &binaries,

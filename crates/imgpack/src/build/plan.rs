@@ -451,7 +451,8 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<Binary>> {
 }
 
 /// `--user NAME[:GROUP]` on imgpack's own root file system must name a user
-/// (and group) its /etc/passwd has; a base image's users are the base's business.
+/// (and group) its /etc/passwd has; on a base, the base's files are read once
+/// it is pulled (`users::check_user_in_base`).
 fn check_user_in_rootfs(user: &str, has_base: bool) -> Result<String> {
     let user = check_user(user)?;
     if has_base {
