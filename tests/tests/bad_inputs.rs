@@ -27,7 +27,10 @@ fn fails_in(dir: &Path, args: &[&str]) -> String {
 
 /// Runs `command`; returns its one error line.
 fn fails_with(command: &mut Command) -> String {
-    let args: Vec<_> = command.get_args().collect();
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let output = command.output().unwrap();
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
