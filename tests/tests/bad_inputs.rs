@@ -457,5 +457,15 @@ fn temporary_names_stay_out_of_messages_and_resolve_suggests_only_its_own_flags(
             && !err.contains("--lang"),
         "{err}"
     );
+    let err = fails_with(
+        imgpack_in(d)
+            .env("IMGPACK_REPO", "127.0.0.1:9/team")
+            .env("IMGPACK_CONFIG", "missing.toml")
+            .args(["resolve", "-f", "deploy.yaml"]),
+    );
+    assert!(
+        err.contains("check IMGPACK_CONFIG") && !err.contains("--config"),
+        "{err}"
+    );
     set_mode(&locked, 0o755);
 }
