@@ -469,3 +469,31 @@ fn temporary_names_stay_out_of_messages_and_resolve_suggests_only_its_own_flags(
     );
     set_mode(&locked, 0o755);
 }
+
+#[test]
+fn a_base_the_registry_lacks_is_named_once() {
+    let dir = project();
+    let registry = imgpack_e2e::fake_registry::FakeRegistry::start(Default::default());
+    let digest = format!("sha256:{}", "0".repeat(64));
+    for base in [
+        format!("{}/team/base@{digest}", registry.host()),
+        format!("{}/team/base:missing", registry.host()),
+    ] {
+        let err = fails_in(
+            dir.path(),
+            &[
+                "build",
+                "--binary",
+                "linux/amd64=app",
+                "--base",
+                &base,
+                "-o",
+                "oci:out",
+            ],
+        );
+        assert!(err.contains(&base) && err.contains("404"), "{err}");
+        let reference = base.rsplit(['@', ':']).next().unwrap();
+        assert_eq!(err.matches(reference).count(), 1, "{err}");
+    }
+    assert!(!dir.path().join("out").exists(), "an output was written");
+}
