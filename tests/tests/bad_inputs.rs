@@ -497,3 +497,34 @@ fn a_base_the_registry_lacks_is_named_once() {
     }
     assert!(!dir.path().join("out").exists(), "an output was written");
 }
+
+#[test]
+fn a_login_that_cannot_store_names_the_directory_not_a_temporary_file() {
+    let dir = project();
+    let registry = imgpack_e2e::fake_registry::FakeRegistry::start(Default::default());
+    let config = dir.path().join("docker");
+    std::fs::create_dir(&config).unwrap();
+    set_mode(&config, 0o555);
+    let mut login = imgpack_in(dir.path());
+    login
+        .env("DOCKER_CONFIG", &config)
+        .args(["login", &registry.host(), "-u", "ci", "--password-stdin"])
+        .stdin(std::fs::File::open(write_password(dir.path())).unwrap());
+    let err = fails_with(without_root_override(&mut login));
+    set_mode(&config, 0o755);
+    assert!(
+        err.contains(&config.display().to_string()) && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(".imgpack-") && !err.contains("at path"),
+        "{err}"
+    );
+    assert!(!config.join("config.json").exists());
+}
+
+fn write_password(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("password");
+    std::fs::write(&path, "secret\n").unwrap();
+    path
+}
