@@ -528,3 +528,28 @@ fn write_password(dir: &Path) -> std::path::PathBuf {
     std::fs::write(&path, "secret\n").unwrap();
     path
 }
+
+#[test]
+fn a_refused_login_says_the_password_came_from_standard_input() {
+    let dir = project();
+    let registry =
+        imgpack_e2e::fake_registry::FakeRegistry::start(imgpack_e2e::fake_registry::Hostility {
+            basic_auth: Some(("ci".into(), "right".into())),
+            ..Default::default()
+        });
+    let err = fails_with(
+        imgpack_in(dir.path())
+            .env("DOCKER_CONFIG", dir.path().join("docker"))
+            .args(["login", &registry.host(), "-u", "ci", "--password-stdin"])
+            .stdin(std::fs::File::open(write_password(dir.path())).unwrap()),
+    );
+    assert!(
+        err.contains("401") && err.contains("from standard input") && !err.contains("command line"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret"),
+        "the password is in the message: {err}"
+    );
+    assert!(!dir.path().join("docker/config.json").exists());
+}
