@@ -530,7 +530,7 @@ fn write_password(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_refused_login_says_the_password_came_from_standard_input() {
+fn a_refused_login_says_where_the_password_came_from_and_not_to_log_in() {
     let dir = project();
     let registry =
         imgpack_e2e::fake_registry::FakeRegistry::start(imgpack_e2e::fake_registry::Hostility {
@@ -544,7 +544,10 @@ fn a_refused_login_says_the_password_came_from_standard_input() {
             .stdin(std::fs::File::open(write_password(dir.path())).unwrap()),
     );
     assert!(
-        err.contains("401") && err.contains("from standard input") && !err.contains("command line"),
+        err.contains("401")
+            && err.contains("from standard input")
+            && !err.contains("command line")
+            && !err.contains("run `imgpack login"),
         "{err}"
     );
     assert!(

@@ -443,7 +443,7 @@ impl RegistryClient {
         if response.status().is_success() {
             return Ok(());
         }
-        Err(self.status_error(response, "logging in").await)
+        Err(self.status_error(response, crate::errors::LOGGING_IN).await)
     }
 }
 
