@@ -375,4 +375,18 @@ fn a_user_name_is_checked_against_the_base_images_own_passwd() {
         );
         assert!(!d.join("refused").exists(), "{user}: an output was written");
     }
+
+    // [[files]] that write /etc bring their own users: imgpack does not guess.
+    std::fs::write(
+        d.join("passwd"),
+        "mysql:x:27:27::/var/lib/mysql:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("imgpack.toml"),
+        "[[files]]\nsrc = \"passwd\"\ndst = \"/etc/passwd\"\n",
+    )
+    .unwrap();
+    let output = build("mysql", "own-passwd");
+    assert!(output.status.success(), "{}", stderr(&output));
 }

@@ -78,7 +78,12 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
     let base = resolve_base_for(&plan, &binaries, &store)?;
     if let (Some(user), Some(base)) = (&plan.settings.user, &base) {
-        for platform_base in base {
+        let bases = if users::files_write_etc(&plan.files) {
+            &[][..]
+        } else {
+            &base[..]
+        };
+        for platform_base in bases {
             users::check_user_in_base(user, platform_base, &store)?;
         }
     }

@@ -7,6 +7,15 @@ use imgpack_blob::BlobStore;
 use imgpack_image::BaseLayers;
 use imgpack_layer::{LayerFile, LayerPaths};
 
+/// Whether `[[files]]` write under /etc, where they may bring their own
+/// passwd or group: then the image's users are theirs, and imgpack does not guess.
+pub(super) fn files_write_etc(files: &[imgpack_layer::FileSpec]) -> bool {
+    files.iter().any(|file| {
+        let dst = file.dst.trim_end_matches('/');
+        dst == "/etc" || dst.starts_with("/etc/")
+    })
+}
+
 /// How many of the base's names an error lists.
 const NAMES_LISTED: usize = 6;
 
