@@ -321,6 +321,11 @@ pub fn read_auditable(bytes: &[u8]) -> Result<Option<CrateGraph>, String> {
         .checked_add(section.sh_size as usize)
         .and_then(|end| bytes.get(start..end))
         .ok_or("its .dep-v0 section lies outside the file")?;
+    parse_auditable_section(compressed).map(Some)
+}
+
+/// Parses the contents of a `.dep-v0` section.
+pub fn parse_auditable_section(compressed: &[u8]) -> Result<CrateGraph, String> {
     let mut json = Vec::new();
     flate2::read::ZlibDecoder::new(compressed)
         .take(MAX_AUDIT_JSON)
@@ -328,7 +333,7 @@ pub fn read_auditable(bytes: &[u8]) -> Result<Option<CrateGraph>, String> {
         .map_err(|err| format!("its .dep-v0 section is not zlib data: {err}"))?;
     let data: AuditData = serde_json::from_slice(&json)
         .map_err(|err| format!("its .dep-v0 section is not cargo-auditable JSON: {err}"))?;
-    graph_from_audit(&data).map(Some)
+    graph_from_audit(&data)
 }
 
 fn graph_from_audit(data: &AuditData) -> Result<CrateGraph, String> {

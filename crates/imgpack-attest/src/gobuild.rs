@@ -43,9 +43,14 @@ pub struct GoBuildInfo {
 /// Reads the build information of the ELF binary `bytes`; `Ok(None)` when it
 /// is not a Go binary, an error when it is one whose information is unreadable.
 pub fn read_go_buildinfo(bytes: &[u8]) -> Result<Option<GoBuildInfo>, String> {
-    let Some(blob) = buildinfo_blob(bytes) else {
-        return Ok(None);
-    };
+    match buildinfo_blob(bytes) {
+        Some(blob) => parse_buildinfo_section(blob).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Parses the contents of a `.go.buildinfo` section.
+pub fn parse_buildinfo_section(blob: &[u8]) -> Result<GoBuildInfo, String> {
     if blob.len() < HEADER_LEN || &blob[..MAGIC.len()] != MAGIC {
         return Err("its .go.buildinfo section does not start with Go's magic".into());
     }
@@ -62,7 +67,7 @@ pub fn read_go_buildinfo(bytes: &[u8]) -> Result<Option<GoBuildInfo>, String> {
     let modinfo = strip_sentinels(modinfo);
     let mut info = parse_modinfo(&String::from_utf8_lossy(modinfo))?;
     info.go_version = String::from_utf8_lossy(version).into_owned();
-    Ok(Some(info))
+    Ok(info)
 }
 
 /// The `.go.buildinfo` section, else (section headers stripped) the data from
@@ -111,7 +116,7 @@ fn read_varint_string<'a>(rest: &mut &'a [u8]) -> Result<&'a [u8], String> {
 /// Go frames the module text with 16 bytes on each side (runtime/debug's `modinfo`).
 fn strip_sentinels(modinfo: &[u8]) -> &[u8] {
     let len = modinfo.len();
-    if len >= 2 * SENTINEL_LEN + 1 && modinfo[len - SENTINEL_LEN - 1] == b'\n' {
+    if len > 2 * SENTINEL_LEN && modinfo[len - SENTINEL_LEN - 1] == b'\n' {
         &modinfo[SENTINEL_LEN..len - SENTINEL_LEN]
     } else {
         modinfo

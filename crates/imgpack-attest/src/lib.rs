@@ -10,6 +10,7 @@ pub mod dsse;
 pub mod gobuild;
 pub mod provenance;
 pub mod sbom;
+pub mod sections;
 
 pub use cargo::{cargo_graph, read_auditable, CargoSelection, Crate, CrateGraph};
 pub use dsse::{envelope, pae, DsseSigner, Envelope, EnvelopeSignature};
@@ -28,6 +29,23 @@ pub fn linked_of_binary(bytes: &[u8]) -> Result<Linked, String> {
     }
     if let Some(graph) = read_auditable(bytes)? {
         return Ok(Linked::Rust(graph));
+    }
+    Ok(Linked::Unknown)
+}
+
+/// What the binary at `path` links, reading only its `.go.buildinfo` and
+/// `.dep-v0` sections (a binary of any size costs a few KiB of memory).
+pub fn linked_of_file(path: &std::path::Path) -> Result<Linked, String> {
+    const GO: &str = ".go.buildinfo";
+    const AUDITABLE: &str = ".dep-v0";
+    let Some(sections) = sections::read_sections(path, &[GO, AUDITABLE])? else {
+        return Ok(Linked::Unknown);
+    };
+    if let Some(blob) = sections.get(GO) {
+        return gobuild::parse_buildinfo_section(blob).map(Linked::Go);
+    }
+    if let Some(compressed) = sections.get(AUDITABLE) {
+        return cargo::parse_auditable_section(compressed).map(Linked::Rust);
     }
     Ok(Linked::Unknown)
 }

@@ -10,10 +10,12 @@ mod atomic;
 mod digest;
 mod json;
 mod store;
+mod temp_errors;
 mod writable;
 
 pub use atomic::{write_atomically, AtomicFile};
 pub use digest::{Digest, DigestWriter};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};
+pub use temp_errors::without_temp_path;
 pub use writable::{check_dir_path, check_file_path, parent_or_dot};

@@ -177,7 +177,7 @@ mod tests {
         let (second, added) = merge_referrers(Some(&first), &[a.clone(), b.clone()]);
         assert!(added);
         assert_eq!(second["manifests"].as_array().unwrap().len(), 2);
-        let (_, added) = merge_referrers(Some(&second), &[b.clone()]);
+        let (_, added) = merge_referrers(Some(&second), std::slice::from_ref(&b));
         assert!(!added);
         assert!(lists_all(&second, &[a, b.clone()]));
         assert!(!lists_all(&first, &[b]));

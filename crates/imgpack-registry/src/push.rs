@@ -4,13 +4,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
 use imgpack_blob::Digest;
 use imgpack_image::{BlobRef, Image};
 use imgpack_sign::Signer;
 
-use crate::client::{verify_local_blob, Mount};
+use crate::client::{verify_local_blob, DigestPut, Mount};
 use crate::progress::Reporter;
 use crate::retry::with_retries;
 use crate::signatures::sign_manifests;
@@ -76,20 +76,37 @@ pub async fn push_image(
         manifests.extend(image.manifests.iter().map(|m| &m.manifest));
     }
     manifests.push(&image.root);
+    let mut tags_only = false;
     for manifest in manifests {
-        put_manifest(
-            client,
-            repository,
-            &manifest.digest().to_string(),
-            image,
-            manifest,
-            &reporter,
-        )
-        .await?;
+        if let DigestPut::TagsOnly(refusal) =
+            put_by_digest(client, repository, image, manifest, &reporter).await?
+        {
+            if image.is_index() {
+                bail!(
+                    "{refusal}: {} stores manifests only under tags, so it cannot hold a \
+                     multi-platform index, whose platform manifests are stored by digest; push a \
+                     single-platform image to it, or use another registry",
+                    client.registry()
+                );
+            }
+            tags_only = true;
+            // Its blobs are all there: the first tag cannot point at anything missing.
+            reporter.line(&format!(
+                "registry {} stores manifests only under tags: tagging directly",
+                client.registry()
+            ));
+        }
     }
     // Referrers after their subjects, before the tags: a tag appears only
     // once the image's SBOM and provenance can be found from it.
-    if !image.referrers.is_empty() {
+    if tags_only && !image.referrers.is_empty() {
+        // Artifact manifests are stored by digest, which this registry refuses.
+        reporter.line(&format!(
+            "warning: registry {} stores manifests only under tags, so the SBOM and provenance \
+             (referrers, stored by digest) are not attached",
+            client.registry()
+        ));
+    } else if !image.referrers.is_empty() {
         let blobs = push_blob_list(
             client,
             target,
@@ -262,6 +279,28 @@ async fn put_manifest(
     );
     with_retries(&client.retry, reporter, &what, || {
         client.put_manifest(repository, reference, &bytes, &manifest.media_type)
+    })
+    .await
+}
+
+async fn put_by_digest(
+    client: &RegistryClient,
+    repository: &str,
+    image: &Image,
+    manifest: &BlobRef,
+    reporter: &Reporter,
+) -> Result<DigestPut> {
+    let bytes = image
+        .store
+        .read_small(manifest.digest())
+        .context("cannot read a manifest to push")?;
+    let what = format!(
+        "pushing manifest {} to {}/{repository}",
+        manifest.digest(),
+        client.registry()
+    );
+    with_retries(&client.retry, reporter, &what, || {
+        client.put_manifest_by_digest(repository, &bytes, &manifest.media_type)
     })
     .await
 }

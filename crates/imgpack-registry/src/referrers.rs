@@ -19,7 +19,7 @@ use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::client::Timing;
+use crate::client::{push_scope, Timing};
 use crate::limits::{read_limited, DOCUMENT_LIMIT};
 use crate::progress::Reporter;
 use crate::pull::pull_scope;
@@ -75,9 +75,12 @@ pub(crate) async fn push_referrers(
         }
     }
     if support == ReferrersSupport::TagFallback {
-        for (subject, descriptors) in by_subject(&image.referrers) {
-            update_referrers_tag(client, repository, &subject, &descriptors, reporter).await?;
-        }
+        // One tag per subject, updated at once: each waits out its own settle pause.
+        let groups = by_subject(&image.referrers);
+        let updates = groups.iter().map(|(subject, descriptors)| {
+            update_referrers_tag(client, repository, subject, descriptors, reporter)
+        });
+        futures_util::future::try_join_all(updates).await?;
     }
     Ok(Some(support))
 }
@@ -107,7 +110,8 @@ async fn update_referrers_tag(
     let tag = referrers_tag(subject);
     let what = format!("updating the referrers tag {repository}:{tag}");
     for _ in 0..MERGE_ATTEMPTS {
-        let existing = read_index(client, repository, &tag, reporter).await?;
+        let existing =
+            read_index(client, &push_scope(repository), repository, &tag, reporter).await?;
         let (index, added) = merge_referrers(existing.as_ref(), descriptors);
         if added {
             let bytes = canonical_json(&index)?;
@@ -139,20 +143,21 @@ async fn still_listed(
     descriptors: &[Value],
     reporter: &Reporter,
 ) -> Result<bool> {
-    let now = read_index(client, repository, tag, reporter).await?;
+    let now = read_index(client, &push_scope(repository), repository, tag, reporter).await?;
     Ok(now.is_some_and(|index| lists_all(&index, descriptors)))
 }
 
 /// The index at `tag`, `None` when there is no such tag.
 async fn read_index(
     client: &RegistryClient,
+    scope: &str,
     repository: &str,
     tag: &str,
     reporter: &Reporter,
 ) -> Result<Option<Value>> {
     let what = format!("reading the referrers tag {repository}:{tag}");
     let bytes = with_retries(&client.retry, reporter, &what, || {
-        client.get_optional_index(repository, tag)
+        client.get_optional_index(scope, repository, tag)
     })
     .await?;
     bytes
@@ -170,35 +175,30 @@ fn parse_index(bytes: &[u8]) -> Result<Value> {
 }
 
 impl RegistryClient {
-    /// `GET` of a tag or digest that may not exist: `None` on 404.
+    /// `GET` of a tag or digest that may not exist: `None` on 404. `scope`:
+    /// what the token is for (a push asks for pull,push once for all its requests).
     pub(crate) async fn get_optional_index(
         &self,
+        scope: &str,
         repository: &str,
         reference: &str,
     ) -> Result<Option<Vec<u8>>, RequestError> {
         let url = self.endpoint(&format!("v2/{repository}/manifests/{reference}"));
-        self.get_document(
-            repository,
-            url,
-            &format!("manifest {repository}:{reference}"),
-        )
-        .await
+        let what = format!("manifest {repository}:{reference}");
+        self.get_document(scope, url, &what).await
     }
 
     async fn get_document(
         &self,
-        repository: &str,
+        scope: &str,
         url: url::Url,
         what: &str,
     ) -> Result<Option<Vec<u8>>, RequestError> {
+        let scopes = [scope.to_owned()];
         let response = self
-            .send(
-                &[pull_scope(repository)],
-                Method::GET,
-                url,
-                Timing::Short,
-                |r| Ok(r.header(ACCEPT, OCI_INDEX)),
-            )
+            .send(&scopes, Method::GET, url, Timing::Short, |r| {
+                Ok(r.header(ACCEPT, OCI_INDEX))
+            })
             .await?;
         match response.status() {
             StatusCode::OK => {}
@@ -221,12 +221,8 @@ impl RegistryClient {
         subject: &Digest,
     ) -> Result<Option<Vec<u8>>, RequestError> {
         let url = self.endpoint(&format!("v2/{repository}/referrers/{subject}"));
-        self.get_document(
-            repository,
-            url,
-            &format!("referrers of {repository}@{subject}"),
-        )
-        .await
+        let what = format!("referrers of {repository}@{subject}");
+        self.get_document(&pull_scope(repository), url, &what).await
     }
 }
 
@@ -248,7 +244,10 @@ pub async fn list_referrers(
     .await?;
     let index = match from_api {
         Some(bytes) => Some(parse_index(&bytes).with_context(|| what.clone())?),
-        None => read_index(client, repository, &referrers_tag(subject), &reporter).await?,
+        None => {
+            let tag = referrers_tag(subject);
+            read_index(client, &pull_scope(repository), repository, &tag, &reporter).await?
+        }
     };
     let manifests = index
         .and_then(|index| index["manifests"].as_array().cloned())

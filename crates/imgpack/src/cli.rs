@@ -390,9 +390,8 @@ pub struct BuildArgs {
     pub sbom: Option<String>,
 
     /// SLSA provenance attached to each platform manifest of a push or an oci:/oci-archive:
-    /// output: --provenance=true (default) or --provenance=false.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_missing_value = "true")]
+    /// output: true (default) or false.
+    #[arg(long, value_name = "BOOL")]
     pub provenance: Option<bool>,
 
     /// Directory for intermediate blobs (default: the system temporary directory).

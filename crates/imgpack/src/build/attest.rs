@@ -11,7 +11,6 @@ use imgpack_attest::{
     SbomFormat, SbomInput, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE, PREDICATE_TYPE_ANNOTATION,
     SLSA_PREDICATE_TYPE,
 };
-use imgpack_blob::Digest;
 use imgpack_frontend::Lang;
 use imgpack_image::{attach, BaseLayers, Image, PlatformManifest, Referrer};
 use imgpack_layer::{CaCerts, Tzdata};
@@ -187,16 +186,15 @@ fn binary_part(
     binary: &Binary,
     main: bool,
 ) -> Result<BinaryPart> {
-    let bytes = std::fs::read(&binary.path)
+    let sha256 = file_sha256(&binary.path)
         .with_context(|| format!("cannot read {} for the SBOM", binary.path.display()))?;
-    let sha256 = Digest::of_bytes(&bytes).hex().to_owned();
     let unreadable = |err: String| {
         anyhow::anyhow!(
             "cannot read what {} links, for the SBOM: {err} (or build with --sbom none)",
             binary.path.display()
         )
     };
-    let mut linked = imgpack_attest::linked_of_binary(&bytes).map_err(unreadable)?;
+    let mut linked = imgpack_attest::linked_of_file(&binary.path).map_err(unreadable)?;
     if let (Linked::Unknown, Inputs::Source(request)) = (&linked, &plan.inputs) {
         let lang = match request.lang {
             Some(lang) => Some(lang),
@@ -225,6 +223,14 @@ fn binary_part(
         sha256,
         linked,
     })
+}
+
+/// The SHA-256 of a file, read a piece at a time (binaries can be large).
+fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hashed = imgpack_blob::DigestWriter::new(std::io::sink());
+    std::io::copy(&mut file, &mut hashed)?;
+    Ok(hashed.finish().1.hex().to_owned())
 }
 
 /// The CA bundle, zone files, rootfs and base image, as far as the image has them.

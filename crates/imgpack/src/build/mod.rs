@@ -5,6 +5,7 @@
 mod attest;
 mod layers;
 mod plan;
+mod users;
 
 use layers::{resolve_base_for, write_layers};
 pub(crate) use plan::NoRepository;
@@ -77,6 +78,16 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let (binaries, extras) = compile(&plan, staging.path())?;
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
     let base = resolve_base_for(&plan, &binaries, &store)?;
+    if let (Some(user), Some(base)) = (&plan.settings.user, &base) {
+        let bases = if users::files_write_etc(&plan.files) {
+            &[][..]
+        } else {
+            &base[..]
+        };
+        for platform_base in bases {
+            users::check_user_in_base(user, platform_base, &store)?;
+        }
+    }
     let sets = write_layers(
         &plan,
         &binaries,
