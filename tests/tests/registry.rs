@@ -754,7 +754,7 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
         retry_after: None,
         times: Some(1),
     });
-    let output = ok(imgpack_in(d)
+    let output = ok(plain_push(d)
         .args([
             "build",
             "--output",
