@@ -57,8 +57,12 @@ impl BlobStore {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".partial-{}-", std::process::id()))
             .tempfile_in(&self.blob_dir)
+            .map_err(crate::without_temp_path)
             .with_context(|| format!("cannot create a file in {}", self.blob_dir.display()))?;
-        let file = temp.reopen().context("cannot reopen temporary blob file")?;
+        let file = temp
+            .reopen()
+            .map_err(crate::without_temp_path)
+            .with_context(|| format!("cannot write in {}", self.blob_dir.display()))?;
         Ok(BlobWriter {
             store: self.clone(),
             temp,
@@ -198,6 +202,7 @@ impl BlobWriter {
         let target = self.store.path(&digest);
         self.temp
             .persist(&target)
+            .map_err(|err| err.error)
             .with_context(|| format!("cannot move blob into place at {}", target.display()))?;
         Ok(BlobInfo { digest, size })
     }

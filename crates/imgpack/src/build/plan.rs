@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
@@ -11,6 +12,7 @@ use imgpack_image::{Format, ImageSettings};
 use imgpack_layer::{CaCerts, Compression, Tzdata, CA_BUNDLE_PATH};
 use imgpack_platform::{Binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
+use imgpack_sign::Signer;
 
 use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
@@ -43,6 +45,20 @@ pub(crate) struct BuildPlan {
     pub(super) settings: ImageSettings,
     pub(super) tmpdir: Option<PathBuf>,
     pub(super) quiet: bool,
+    /// SBOM and provenance (`--sbom`, `--provenance`).
+    pub(super) attest: AttestPlan,
+}
+
+/// What is attached to each platform manifest of a push or an OCI layout output.
+pub(crate) struct AttestPlan {
+    pub(super) sbom: Option<imgpack_attest::SbomFormat>,
+    pub(super) provenance: bool,
+    /// Signs the provenance's DSSE envelope (`--sign-key`); `None` leaves it unsigned.
+    pub(super) signer: Option<Box<dyn imgpack_attest::DsseSigner + Send + Sync>>,
+    /// The flags and settings that shaped the build, for the provenance.
+    pub(super) parameters: serde_json::Value,
+    /// When the build started (RFC 3339): SOURCE_DATE_EPOCH when set, so the provenance is reproducible.
+    pub(super) started_on: String,
 }
 
 pub(super) struct CachePlan {
@@ -93,22 +109,36 @@ pub(super) struct PushPlan {
     pub(super) flags: PushFlags,
     /// Blobs uploaded at once (`--jobs`).
     pub(super) jobs: usize,
+    /// Signs the pushed manifests (`--sign-key`), unlocked when planning.
+    pub(super) signer: Option<Arc<dyn Signer>>,
 }
 
 impl PushPlan {
     /// The registry sink, now that the image's name is known.
     pub(super) fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
         match (&self.reference, &self.repository) {
-            (Some(reference), _) => {
-                registry_sink(reference, &self.tags, &self.flags, self.jobs, quiet)
-            }
+            (Some(reference), _) => registry_sink(
+                reference,
+                &self.tags,
+                &self.flags,
+                self.jobs,
+                quiet,
+                self.signer.clone(),
+            ),
             (None, Some(repository)) => {
                 let (first, rest) = self
                     .tags
                     .split_first()
                     .map_or(("latest", &[][..]), |(f, r)| (f.as_str(), r));
                 let target = format!("{}/{app_name}:{first}", repository.trim_end_matches('/'));
-                registry_sink(&target, rest, &self.flags, self.jobs, quiet)
+                registry_sink(
+                    &target,
+                    rest,
+                    &self.flags,
+                    self.jobs,
+                    quiet,
+                    self.signer.clone(),
+                )
             }
             (None, None) => unreachable!("checked when planning"),
         }
@@ -125,6 +155,7 @@ pub(super) enum Inputs {
 
 pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
+    let mut attest = super::attest::attest_plan(&args, &inputs)?;
     let platforms: Vec<Platform> = match &inputs {
         Inputs::Prebuilt(binaries) => binaries.iter().map(|b| b.platform.clone()).collect(),
         Inputs::Source(request) => request.platforms.clone(),
@@ -160,6 +191,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
             push_plan(
                 reference,
                 repository,
+                args.from_file.sign_key.as_deref(),
                 &args.push_flags,
                 args.parallelism.jobs(),
                 git.as_ref(),
@@ -214,7 +246,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         user: args
             .user
             .as_deref()
-            .map(|user| check_user_in_rootfs(user, args.base.is_some()))
+            .map(|user| {
+                let users_elsewhere =
+                    args.base.is_some() || super::users::files_write_etc(&args.from_file.files);
+                check_user_in_rootfs(user, users_elsewhere)
+            })
             .transpose()?,
         workdir: args.workdir.map(|w| check_workdir(&w)).transpose()?,
         exposed_ports: args
@@ -226,6 +262,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         annotations: annotations(&args.annotation, format, &inputs, git.as_ref())?,
         epoch: source_date_epoch()?,
     };
+    // `--sign-key` signs the provenance's DSSE envelope too.
+    attest.signer = push
+        .as_ref()
+        .and_then(|push| push.signer.clone())
+        .map(crate::sign::dsse_signer);
     Ok(BuildPlan {
         more_paths: args.from_file.more_paths.clone(),
         files: args.from_file.files.clone(),
@@ -246,6 +287,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         threads: threads(args.threads)?,
         cache: cache_plan(args.no_cache)?,
         settings,
+        attest,
         tmpdir: args.tmpdir,
         quiet: args.quiet,
     })
@@ -262,6 +304,7 @@ fn project_dir(inputs: &Inputs) -> PathBuf {
 fn push_plan(
     reference: &str,
     file_repository: Option<&str>,
+    file_sign_key: Option<&Path>,
     flags: &PushFlags,
     jobs: usize,
     git: Option<&GitInfo>,
@@ -272,6 +315,7 @@ fn push_plan(
         .iter()
         .map(|tag| expand_tag(tag, git))
         .collect::<Result<Vec<_>>>()?;
+    let signer = crate::sign::load_signer(flags.sign_key.as_deref(), file_sign_key)?;
     let plan = if reference.is_empty() {
         // Like a flag, the environment wins over the config file.
         let repository = std::env::var("IMGPACK_REPO")
@@ -285,6 +329,7 @@ fn push_plan(
             tags,
             flags: flags.clone(),
             jobs,
+            signer: signer.clone(),
         }
     } else {
         let reference = expand_reference(reference, git)?;
@@ -294,6 +339,7 @@ fn push_plan(
             tags,
             flags: flags.clone(),
             jobs,
+            signer: signer.clone(),
         }
     };
     // Parse now (with a stand-in for the name the build will give), so a bad
@@ -442,6 +488,7 @@ fn check_push_flags_unused(flags: &PushFlags, pulls_base: bool) -> Result<()> {
     let given = [
         ("--tag", !flags.tags.is_empty()),
         ("--image-refs", flags.image_refs.is_some()),
+        ("--sign-key", flags.sign_key.is_some()),
         // A base image is pulled from a registry too.
         (
             "--insecure-registry",
@@ -497,10 +544,11 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<Binary>> {
 }
 
 /// `--user NAME[:GROUP]` on imgpack's own root file system must name a user
-/// (and group) its /etc/passwd has; a base image's users are the base's business.
-fn check_user_in_rootfs(user: &str, has_base: bool) -> Result<String> {
+/// (and group) its /etc/passwd has; on a base, the base's files are read once
+/// it is pulled (`users::check_user_in_base`); `[[files]]` under /etc may bring their own.
+fn check_user_in_rootfs(user: &str, users_elsewhere: bool) -> Result<String> {
     let user = check_user(user)?;
-    if has_base {
+    if users_elsewhere {
         return Ok(user);
     }
     let (name, group) = user
