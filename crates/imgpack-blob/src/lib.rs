@@ -8,12 +8,14 @@
 
 mod atomic;
 mod digest;
+mod growing;
 mod json;
 mod store;
 mod writable;
 
 pub use atomic::{write_atomically, AtomicFile};
 pub use digest::{Digest, DigestWriter};
+pub use growing::{GrowingBlob, GrowingReader, Growth, StagingWatcher};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};
 pub use writable::{check_dir_path, check_file_path, parent_or_dot};

@@ -1,8 +1,14 @@
 //! The registry as an image [`Sink`]: `--push REF`.
 
+use std::sync::Mutex;
+
 use anyhow::Result;
+use futures_util::FutureExt;
+use imgpack_blob::BlobStore;
 use imgpack_image::{Image, Sink};
 
+use crate::early::EarlyPush;
+use crate::push::push_after;
 use crate::runtime::block_on;
 use crate::{connect, find_credentials, push_image, ImageRef, PushOptions, TransportOptions};
 
@@ -13,6 +19,25 @@ pub struct RegistrySink {
     pub tags: Vec<String>,
     pub transport: TransportOptions,
     pub options: PushOptions,
+    /// Started by [`Sink::prepare`]: contact and uploads under way while the layers are written.
+    early: Mutex<Option<EarlyPush>>,
+}
+
+impl RegistrySink {
+    pub fn new(
+        target: ImageRef,
+        tags: Vec<String>,
+        transport: TransportOptions,
+        options: PushOptions,
+    ) -> Self {
+        Self {
+            target,
+            tags,
+            transport,
+            options,
+            early: Mutex::new(None),
+        }
+    }
 }
 
 impl Sink for RegistrySink {
@@ -20,12 +45,37 @@ impl Sink for RegistrySink {
         format!("{}:{}", self.target.repository_ref(), self.target.tag())
     }
 
+    /// Connects now and uploads large layers while they are compressed.
+    fn prepare(&self, store: &BlobStore) -> Result<()> {
+        let (host, transport) = (self.target.api_host().to_owned(), self.transport.clone());
+        let keys = self.target.credential_keys();
+        let connect = async move { connect(&host, &transport, find_credentials(&keys)).await };
+        let early = EarlyPush::start(store, self.target.repository(), connect.boxed())?;
+        *self.early.lock().expect("not poisoned") = Some(early);
+        Ok(())
+    }
+
     fn write(&self, image: &Image) -> Result<()> {
-        block_on(async {
-            let credentials = find_credentials(&self.target.credential_keys());
-            let client = connect(self.target.api_host(), &self.transport, credentials).await?;
-            push_image(&client, &self.target, &self.tags, image, &self.options).await?;
-            Ok(())
-        })
+        let early = self.early.lock().expect("not poisoned").take();
+        match early {
+            Some(early) => early.block_on(async {
+                let (client, uploads) = early.collect().await?;
+                push_after(
+                    &client,
+                    &self.target,
+                    &self.tags,
+                    image,
+                    &self.options,
+                    &uploads,
+                )
+                .await
+            }),
+            None => block_on(async {
+                let credentials = find_credentials(&self.target.credential_keys());
+                let client = connect(self.target.api_host(), &self.transport, credentials).await?;
+                push_image(&client, &self.target, &self.tags, image, &self.options).await
+            }),
+        }?;
+        Ok(())
     }
 }

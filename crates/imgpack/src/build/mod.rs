@@ -75,6 +75,16 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let store = BlobStore::open(staging.path())?;
     let (binaries, extras) = compile(&plan, staging.path())?;
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
+    let push = match &plan.push {
+        Some(push) => Some(push.sink(&app_name, plan.quiet)?),
+        None => None,
+    };
+    // Before any layer is written: a sink may take layers while they are compressed.
+    let outputs = plan.outputs.iter().map(|output| &*output.sink);
+    for sink in outputs.chain(push.iter().map(|(sink, _)| sink as &dyn Sink)) {
+        sink.prepare(&store)
+            .with_context(|| format!("cannot write {}", sink.describe()))?;
+    }
     let base = resolve_base_for(&plan, &binaries, &store)?;
     let sets = write_layers(
         &plan,
@@ -92,9 +102,8 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
             .with_context(|| format!("cannot write {}", output.sink.describe()))?;
         status(&plan, &format!("wrote {}", output.sink.describe()));
     }
-    match &plan.push {
-        Some(push) => {
-            let (sink, target) = push.sink(&app_name, plan.quiet)?;
+    match push {
+        Some((sink, target)) => {
             sink.write(&image)
                 .with_context(|| format!("cannot push to {}", sink.describe()))?;
             Ok(pushed_reference(&target, image.root.digest()))
