@@ -24,6 +24,10 @@ use crate::RegistryClient;
 /// of the image: a streamed upload pays off only for large layers.
 const STREAM_FROM: u64 = 4 << 20;
 
+/// The early uploads under way: each ends with nothing (a small blob, left
+/// for later), the digest the registry confirmed, or why it failed.
+type Uploads = Arc<Mutex<Vec<JoinHandle<Option<Result<Digest, String>>>>>>;
+
 /// The registry client being connected, shared by everything that needs it.
 type Connecting = Shared<BoxFuture<'static, Result<Arc<RegistryClient>, String>>>;
 
@@ -40,7 +44,7 @@ pub(crate) struct EarlyUploads {
 pub(crate) struct EarlyPush {
     runtime: Option<Runtime>,
     client: Connecting,
-    uploads: Arc<Mutex<Vec<JoinHandle<Option<Result<Digest, String>>>>>>,
+    uploads: Uploads,
 }
 
 impl EarlyPush {
@@ -113,7 +117,7 @@ struct Follower {
     runtime: tokio::runtime::Handle,
     client: Connecting,
     repository: String,
-    uploads: Arc<Mutex<Vec<JoinHandle<Option<Result<Digest, String>>>>>>,
+    uploads: Uploads,
 }
 
 impl StagingWatcher for Follower {
