@@ -2,7 +2,10 @@
 //! distribution API (ping, blobs, uploads, manifests, basic auth, optional TLS) that misbehaves
 //! on request: it sends upload `Location`s to another origin or over plain HTTP, names a
 //! plain-HTTP token realm, serves endless or ambiguous manifests, dribbles or never answers,
-//! stops reading uploads, and sends odd `OCI-Chunk-Min-Length` headers. Every request is
+//! stops reading uploads, and sends odd `OCI-Chunk-Min-Length` headers. Its [`Quirks`] play
+//! the ways real registries differ from the reference one (challenges only on the ping, no
+//! `Docker-Content-Digest`, no mounts, tags only, no indexes, 200/202/204 for 201/202, no
+//! monolithic PUT, unannounced chunk minimums). Every request is
 //! recorded with the Authorization it carried. A [`Recorder`] is the "other origin": it records
 //! what reaches it and answers 401 Basic, as a server fishing for credentials would.
 
@@ -39,6 +42,38 @@ pub struct Hostility {
     pub stall_uploads: bool,
     /// Serve manifests as an endless chunked stream.
     pub endless_manifests: bool,
+    /// Quirks of real registries, each spec-legal or seen in use (docs/registries.md names
+    /// who has which).
+    pub quirks: Quirks,
+}
+
+/// How real registries differ from the reference implementation, one switch each.
+#[derive(Clone, Debug, Default)]
+pub struct Quirks {
+    /// With `basic_auth`: only the `GET /v2/` ping's 401 carries a `WWW-Authenticate`
+    /// challenge; every other 401 is bare.
+    pub challenge_only_on_ping: bool,
+    /// With `basic_auth`: no 401 carries a challenge, the ping's neither.
+    pub no_challenge: bool,
+    /// No answer carries `Docker-Content-Digest`.
+    pub no_content_digest: bool,
+    /// A cross-repository mount (`POST …?mount=`) is answered with this status, no upload
+    /// session opened (without it, a mount opens a session with 202, as a registry that
+    /// does not mount does).
+    pub refuse_mounts: Option<u16>,
+    /// A manifest PUT by digest is refused with 400: manifests are stored under tags only.
+    pub tags_only: bool,
+    /// A manifest PUT of an image index is refused with 400.
+    pub no_indexes: bool,
+    /// Manifest PUTs answer this status instead of 201 (200 and 202 are in use).
+    pub manifest_put_status: Option<u16>,
+    /// PATCHes answer this status instead of 202 (204 is in use).
+    pub patch_status: Option<u16>,
+    /// A blob upload's closing PUT with a body is refused with 500.
+    pub no_monolithic_put: bool,
+    /// Every PATCH but an upload's last must be at least this long, and no header says so:
+    /// the closing PUT of an upload with a shorter one is refused with 400.
+    pub unannounced_chunk_min: Option<usize>,
 }
 
 /// One request as the fake registry saw it.
@@ -57,6 +92,8 @@ pub struct Seen {
 struct Store {
     blobs: HashMap<String, Vec<u8>>,
     uploads: HashMap<u64, Vec<u8>>,
+    /// Each upload's PATCH lengths, in order.
+    chunks: HashMap<u64, Vec<usize>>,
     next_upload: u64,
     /// (repository, tag or digest) → (media type, bytes).
     manifests: HashMap<(String, String), (String, Vec<u8>)>,
@@ -149,6 +186,11 @@ impl FakeRegistry {
             .manifests
             .get(&(repository.to_owned(), reference.to_owned()))
             .map(|(_, bytes)| bytes.clone())
+    }
+
+    /// Drops every stored blob, so that the next push finds none (and tries its mounts).
+    pub fn forget_blobs(&self) {
+        self.shared.store.lock().unwrap().blobs.clear();
     }
 
     pub fn blob_count(&self) -> usize {
@@ -254,14 +296,12 @@ fn serve(tcp: TcpStream, shared: &Shared) -> io::Result<()> {
     if let Some((user, password)) = &hostility.basic_auth {
         let given = head.header("authorization").and_then(basic_credentials);
         if given.as_ref() != Some(&(user.clone(), password.clone())) {
-            let challenge = "Basic realm=\"fake-registry\"";
-            return respond(
-                &mut reader,
-                &hostility,
-                401,
-                &[("WWW-Authenticate", challenge)],
-                b"{}",
-            );
+            let quirks = &hostility.quirks;
+            let challenges =
+                !quirks.no_challenge && (target == "/v2/" || !quirks.challenge_only_on_ping);
+            let challenge = [("WWW-Authenticate", "Basic realm=\"fake-registry\"")];
+            let headers: &[(&str, &str)] = if challenges { &challenge } else { &[] };
+            return respond(&mut reader, &hostility, 401, headers, b"{}");
         }
     }
     if hostility.endless_manifests && method == "GET" && target.contains("/manifests/") {
@@ -271,6 +311,7 @@ fn serve(tcp: TcpStream, shared: &Shared) -> io::Result<()> {
     let headers: Vec<(&str, &str)> = answer
         .headers
         .iter()
+        .filter(|(k, _)| !(hostility.quirks.no_content_digest && k == "Docker-Content-Digest"))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let body = if method == "HEAD" {
@@ -321,6 +362,7 @@ fn route(
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v.replace("%3A", ":").replace("%3a", ":"))
     };
+    let quirks = &hostility.quirks;
     let mut store = shared.store.lock().unwrap();
     if path == "/v2/" {
         return answer(200);
@@ -330,6 +372,9 @@ fn route(
     };
     if let Some((_, upload)) = rest.split_once("/blobs/uploads/") {
         if method == "POST" {
+            if let (Some(status), Some(_)) = (quirks.refuse_mounts, param("mount")) {
+                return answer(status);
+            }
             store.next_upload += 1;
             let id = store.next_upload;
             store.uploads.insert(id, Vec::new());
@@ -352,19 +397,29 @@ fn route(
         let Some(data) = store.uploads.get_mut(&id) else {
             return answer(404);
         };
+        let monolithic = method == "PUT" && !body.is_empty();
         data.extend_from_slice(&body);
         match method {
             "PATCH" => {
-                let mut a = answer(202);
+                let range = format!("0-{}", data.len().saturating_sub(1));
+                store.chunks.entry(id).or_default().push(body.len());
+                let mut a = answer(quirks.patch_status.unwrap_or(202));
                 a.headers.push(("Location".into(), path.to_owned()));
-                a.headers.push((
-                    "Range".into(),
-                    format!("0-{}", data.len().saturating_sub(1)),
-                ));
+                a.headers.push(("Range".into(), range));
                 a
             }
             "PUT" => {
                 let data = store.uploads.remove(&id).unwrap();
+                let chunks = store.chunks.remove(&id).unwrap_or_default();
+                if monolithic && quirks.no_monolithic_put {
+                    return answer(500);
+                }
+                if let Some(min) = quirks.unannounced_chunk_min {
+                    let but_last = &chunks[..chunks.len().saturating_sub(1)];
+                    if but_last.iter().any(|&len| len < min) {
+                        return answer(400);
+                    }
+                }
                 let digest = Digest::of_bytes(&data).to_string();
                 if param("digest").as_deref() != Some(digest.as_str()) {
                     return answer(400);
@@ -395,6 +450,13 @@ fn route(
         let key = (repository.to_owned(), reference.to_owned());
         match method {
             "PUT" => {
+                let is_index = serde_json::from_slice::<serde_json::Value>(&body)
+                    .is_ok_and(|doc| doc.get("manifests").is_some());
+                if (quirks.tags_only && reference.starts_with("sha256:"))
+                    || (quirks.no_indexes && is_index)
+                {
+                    return answer(400);
+                }
                 let digest = Digest::of_bytes(&body).to_string();
                 let media_type = "application/vnd.oci.image.manifest.v1+json".to_owned();
                 store.manifests.insert(
@@ -402,7 +464,7 @@ fn route(
                     (media_type.clone(), body.clone()),
                 );
                 store.manifests.insert(key, (media_type, body));
-                let mut a = answer(201);
+                let mut a = answer(quirks.manifest_put_status.unwrap_or(201));
                 a.headers.push(("Docker-Content-Digest".into(), digest));
                 a
             }

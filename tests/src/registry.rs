@@ -1,7 +1,9 @@
 //! A real registry for the end-to-end tests: distribution 2.8 (`docker-registry`, Debian package
 //! docker-registry) as a child process on a free port of 127.0.0.1, with filesystem storage in a
 //! temporary directory, in one of four [`Setup`]s: plain HTTP, basic auth, TLS (a test CA), or
-//! bearer tokens from a [`TokenServer`].
+//! bearer tokens from a [`TokenServer`]. A second, independent [`Implementation`] runs the same
+//! way: crates.io `container-registry` 0.3.1 (plain HTTP with basic auth only), which
+//! `cargo xtask ci` installs under target/toolchains.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::have_tool;
 use crate::http::{free_port, request};
 use crate::token_server::TokenServer;
+use crate::{have_tool, tools_required, workspace_root};
 
 /// The user the [`Setup::Token`] token server accepts.
 pub const TOKEN_USER: &str = "tokenuser";
@@ -38,6 +40,57 @@ pub enum Setup {
     Token,
 }
 
+/// Which registry runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Implementation {
+    /// The reference implementation, distribution 2.8 (Debian's `docker-registry`).
+    Distribution,
+    /// crates.io `container-registry` 0.3.1, an independent one (Rust, axum): basic auth with
+    /// one password and any user name, repositories of exactly two parts (`team/app`).
+    ContainerRegistry,
+}
+
+impl Implementation {
+    pub const ALL: [Implementation; 2] = [
+        Implementation::Distribution,
+        Implementation::ContainerRegistry,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::Distribution => "distribution 2.8",
+            Implementation::ContainerRegistry => "container-registry 0.3.1",
+        }
+    }
+}
+
+/// The version of crates.io `container-registry` the tests run; `cargo xtask ci` installs it.
+pub const CONTAINER_REGISTRY_VERSION: &str = "0.3.1";
+
+/// Where `cargo xtask ci` installs `container-registry` (`cargo install --root`).
+pub fn container_registry_root() -> PathBuf {
+    workspace_root()
+        .join("target/toolchains")
+        .join(format!("container-registry-{CONTAINER_REGISTRY_VERSION}"))
+}
+
+fn container_registry_bin() -> Option<PathBuf> {
+    let bin = container_registry_root().join("bin/container-registry");
+    if bin.is_file() {
+        return Some(bin);
+    }
+    assert!(
+        !tools_required(),
+        "{} is missing and IMGPACK_E2E=1 requires it (cargo xtask ci installs it)",
+        bin.display()
+    );
+    eprintln!(
+        "skipping: container-registry is not installed at {} (cargo xtask ci installs it)",
+        bin.display()
+    );
+    None
+}
+
 /// A running registry; stopped (killed) on drop with its token server and temporary directory.
 pub struct Registry {
     dir: tempfile::TempDir,
@@ -45,6 +98,9 @@ pub struct Registry {
     port: u16,
     cert_dir: Option<PathBuf>,
     token: Option<TokenServer>,
+    implementation: Implementation,
+    /// `Authorization` of the probes ([`Registry::has_blob`]…) when it requires basic auth.
+    probe_auth: Option<String>,
 }
 
 enum Startup {
@@ -57,10 +113,79 @@ impl Registry {
     /// skip notice is printed; under IMGPACK_E2E=1 a missing tool panics). Panics with the
     /// registry's output when it does not answer `GET /v2/` in time.
     pub fn start(setup: Setup) -> Option<Registry> {
-        if !have_tool("docker-registry") {
-            return None;
+        Registry::start_as(Implementation::Distribution, setup)
+    }
+
+    /// Starts `implementation` in `setup`, like [`Registry::start`]. container-registry
+    /// speaks plain HTTP with basic auth only: it takes [`Setup::Basic`] (any user name).
+    pub fn start_as(implementation: Implementation, setup: Setup) -> Option<Registry> {
+        match implementation {
+            Implementation::Distribution => {
+                if !have_tool("docker-registry") {
+                    return None;
+                }
+                Some(Registry::try_start(setup).unwrap_or_else(|err| panic!("{err}")))
+            }
+            Implementation::ContainerRegistry => {
+                let Setup::Basic { user, password } = setup else {
+                    panic!("container-registry runs with Setup::Basic only, not {setup:?}");
+                };
+                let bin = container_registry_bin()?;
+                Some(
+                    Registry::start_container_registry(&bin, &user, &password)
+                        .unwrap_or_else(|err| panic!("{err}")),
+                )
+            }
         }
-        Some(Registry::try_start(setup).unwrap_or_else(|err| panic!("{err}")))
+    }
+
+    fn start_container_registry(
+        bin: &Path,
+        user: &str,
+        password: &str,
+    ) -> Result<Registry, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("imgpack-container-registry-")
+            .tempdir()
+            .map_err(|err| format!("cannot create the registry directory: {err}"))?;
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let log_path = dir.path().join("registry.log");
+        for _attempt in 0..5 {
+            let port = free_port();
+            let log = File::create(&log_path).unwrap();
+            let child = Command::new(bin)
+                .arg("--bind")
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--storage")
+                .arg(&data)
+                .arg("--password")
+                .arg(password)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .map_err(|err| format!("cannot run {}: {err}", bin.display()))?;
+            // Its ping challenges with this realm; nothing else on the port would.
+            let ours = |response: &crate::http::Response| {
+                response.header("www-authenticate") == Some("Basic realm=\"ContainerRegistry\"")
+            };
+            match wait_ready(child, port, &log_path, "container-registry", ours)? {
+                Startup::Ready(child) => {
+                    return Ok(Registry {
+                        dir,
+                        child: Some(child),
+                        port,
+                        cert_dir: None,
+                        token: None,
+                        implementation: Implementation::ContainerRegistry,
+                        probe_auth: Some(basic_header(user, password)),
+                    })
+                }
+                Startup::PortTaken => continue,
+            }
+        }
+        Err("container-registry found no free port in 5 attempts".to_owned())
     }
 
     /// Starts a registry, or says in one message why it could not (for callers that are not
@@ -75,6 +200,7 @@ impl Registry {
         std::fs::create_dir_all(&data).unwrap();
 
         let mut auth = None;
+        let mut probe_auth = None;
         let mut tls = None;
         let mut cert_dir = None;
         let mut token = None;
@@ -88,6 +214,7 @@ impl Registry {
                 let htpasswd = root.join("htpasswd");
                 std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
                 auth = Some(json!({"htpasswd": {"realm": "basic-realm", "path": htpasswd}}));
+                probe_auth = Some(basic_header(user, password));
             }
             Setup::Tls => {
                 let certs = root.join("certs");
@@ -158,7 +285,13 @@ impl Registry {
             let child = command
                 .spawn()
                 .map_err(|err| format!("cannot run docker-registry: {err}"))?;
-            match wait_ready(child, port, tls.is_some(), &log_path)? {
+            let tls = tls.is_some();
+            // Over TLS the plain request still gets Go's `400 … HTTP request to an HTTPS
+            // server`, which proves the server is up.
+            let ours = |response: &crate::http::Response| {
+                tls || response.header("docker-distribution-api-version") == Some("registry/2.0")
+            };
+            match wait_ready(child, port, &log_path, "docker-registry", ours)? {
                 Startup::Ready(child) => {
                     return Ok(Registry {
                         dir,
@@ -166,6 +299,8 @@ impl Registry {
                         port,
                         cert_dir,
                         token,
+                        implementation: Implementation::Distribution,
+                        probe_auth,
                     })
                 }
                 Startup::PortTaken => continue,
@@ -177,6 +312,10 @@ impl Registry {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn implementation(&self) -> Implementation {
+        self.implementation
     }
 
     /// The test CA certificate (PEM) that issued the server certificate, for [`Setup::Tls`].
@@ -199,8 +338,14 @@ impl Registry {
         self.dir.path().join("data")
     }
 
-    /// How many blobs are stored: `docker/registry/v2/blobs/sha256/*/*/data` files.
+    /// How many blobs are stored: `docker/registry/v2/blobs/sha256/*/*/data` files
+    /// (distribution), the files of `blobs/` (container-registry, which keeps manifests apart).
     pub fn blob_count(&self) -> usize {
+        if self.implementation == Implementation::ContainerRegistry {
+            return std::fs::read_dir(self.data_dir().join("blobs"))
+                .map(|entries| entries.flatten().count())
+                .unwrap_or(0);
+        }
         let blobs = self.data_dir().join("docker/registry/v2/blobs/sha256");
         let Ok(prefixes) = std::fs::read_dir(blobs) else {
             return 0;
@@ -214,14 +359,17 @@ impl Registry {
     }
 
     /// The digest the registry serves for `repository:reference` (a tag or a digest), asked
-    /// with `HEAD` and every manifest type accepted; None when it has no such manifest.
-    /// Plain HTTP without authentication ([`Setup::Plain`]) only.
+    /// with every manifest type accepted; None when it has no such manifest. Distribution is
+    /// asked with `HEAD` (its Docker-Content-Digest); container-registry, which sends no such
+    /// header, with `GET`, and the bytes it serves are hashed. Plain HTTP ([`Setup::Plain`] or
+    /// [`Setup::Basic`]) only.
     pub fn manifest_digest(&self, repository: &str, reference: &str) -> Option<String> {
-        let response = self.head(
-            &format!("/v2/{repository}/manifests/{reference}"),
-            &[MANIFEST_ACCEPT],
-        );
+        let path = format!("/v2/{repository}/manifests/{reference}");
+        let by_get = self.implementation == Implementation::ContainerRegistry;
+        let method = if by_get { "GET" } else { "HEAD" };
+        let response = self.probe(method, &path, &[MANIFEST_ACCEPT]);
         match response.status {
+            200 if by_get => Some(imgpack_blob::Digest::of_bytes(&response.body).to_string()),
             200 => Some(
                 response
                     .header("docker-content-digest")
@@ -229,13 +377,13 @@ impl Registry {
                     .to_owned(),
             ),
             404 => None,
-            other => panic!("HEAD of manifest {repository}:{reference} answered {other}"),
+            other => panic!("{method} of manifest {repository}:{reference} answered {other}"),
         }
     }
 
-    /// Whether the registry holds blob `digest` in `repository` ([`Setup::Plain`] only).
+    /// Whether the registry holds blob `digest` in `repository` (plain HTTP only).
     pub fn has_blob(&self, repository: &str, digest: &str) -> bool {
-        let response = self.head(&format!("/v2/{repository}/blobs/{digest}"), &[]);
+        let response = self.probe("HEAD", &format!("/v2/{repository}/blobs/{digest}"), &[]);
         match response.status {
             200 => true,
             404 => false,
@@ -243,9 +391,15 @@ impl Registry {
         }
     }
 
-    fn head(&self, path: &str, headers: &[&str]) -> crate::http::Response {
-        request(&self.host(), "HEAD", path, headers, b"")
-            .unwrap_or_else(|err| panic!("HEAD {path} on {}: {err}", self.host()))
+    fn probe(&self, method: &str, path: &str, headers: &[&str]) -> crate::http::Response {
+        let authorization = self
+            .probe_auth
+            .as_ref()
+            .map(|value| format!("Authorization: {value}"));
+        let mut headers = headers.to_vec();
+        headers.extend(authorization.as_deref());
+        request(&self.host(), method, path, &headers, b"")
+            .unwrap_or_else(|err| panic!("{method} {path} on {}: {err}", self.host()))
     }
 
     /// The registry's own output so far (warnings and errors; access logs are off).
@@ -277,26 +431,38 @@ const MANIFEST_ACCEPT: &str = "Accept: application/vnd.oci.image.index.v1+json, 
 /// How long a registry may take to answer `GET /v2/` (it takes ~0.1 s on an idle machine).
 const START_PATIENCE: Duration = Duration::from_secs(30);
 
-/// Polls `GET /v2/` until the registry answers. Over TLS the plain request still gets Go's
-/// `400 … HTTP request to an HTTPS server`, which proves the server is up.
-fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Result<Startup, String> {
+/// `Basic base64(user:password)`.
+fn basic_header(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {encoded}")
+}
+
+/// Polls `GET /v2/` until the registry `name` answers in a way only it would (`ours`).
+fn wait_ready(
+    mut child: Child,
+    port: u16,
+    log: &Path,
+    name: &str,
+    ours: impl Fn(&crate::http::Response) -> bool,
+) -> Result<Startup, String> {
     let deadline = Instant::now() + START_PATIENCE;
     let host = format!("127.0.0.1:{port}");
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             let output = std::fs::read_to_string(log).unwrap_or_default();
-            if output.contains("address already in use") {
+            if output.contains("address already in use")
+                || output.contains("Address already in use")
+            {
                 return Ok(Startup::PortTaken);
             }
             return Err(format!(
-                "docker-registry exited with {status} before answering:\n{output}"
+                "{name} exited with {status} before answering:\n{output}"
             ));
         }
         if let Ok(response) = request(&host, "GET", "/v2/", &[], b"") {
-            let ours =
-                tls || response.header("docker-distribution-api-version") == Some("registry/2.0");
             // Another process that took the port would answer too: ours must still be running.
-            if ours {
+            if ours(&response) {
                 if let Ok(None) = child.try_wait() {
                     return Ok(Startup::Ready(child));
                 }
@@ -308,7 +474,7 @@ fn wait_ready(mut child: Child, port: u16, tls: bool, log: &Path) -> Result<Star
             let _ = child.wait();
             let output = std::fs::read_to_string(log).unwrap_or_default();
             return Err(format!(
-                "docker-registry did not answer GET /v2/ on port {port} within {START_PATIENCE:?}:\n{output}"
+                "{name} did not answer GET /v2/ on port {port} within {START_PATIENCE:?}:\n{output}"
             ));
         }
         std::thread::sleep(Duration::from_millis(20));

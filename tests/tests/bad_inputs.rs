@@ -9,16 +9,29 @@ use std::time::Duration;
 
 use imgpack_e2e::*;
 
-/// Runs imgpack in `dir` with `args`; returns its one error line.
-fn fails_in(dir: &Path, args: &[&str]) -> String {
-    let output = imgpack()
+/// imgpack in `dir`, with a cache of its own and no IMGPACK_REPO.
+fn imgpack_in(dir: &Path) -> Command {
+    let mut command = imgpack();
+    command
         .current_dir(dir)
         .env("IMGPACK_CACHE_DIR", dir.join("cache"))
         .env_remove("IMGPACK_REPO")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+        .stdin(Stdio::null());
+    command
+}
+
+/// Runs imgpack in `dir` with `args`; returns its one error line.
+fn fails_in(dir: &Path, args: &[&str]) -> String {
+    fails_with(imgpack_in(dir).args(args))
+}
+
+/// Runs `command`; returns its one error line.
+fn fails_with(command: &mut Command) -> String {
+    let args: Vec<String> = command
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let output = command.output().unwrap();
     let err = stderr(&output);
     assert_eq!(output.status.code(), Some(1), "{args:?}: {err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -316,4 +329,230 @@ fn an_interrupted_build_leaves_no_staging_directory() {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+/// `command` bound by file modes even when run as root (CI is): without
+/// CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, as any other user is.
+fn without_root_override(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            // Fails harmlessly for a user who is not root, whom the modes bind anyway.
+            for capability in [1, 2] {
+                libc::prctl(libc::PR_CAPBSET_DROP, capability, 0, 0, 0);
+            }
+            Ok(())
+        })
+    }
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_file_error_gives_the_os_error_once_and_advice_that_fits_it() {
+    let dir = project();
+    let d = dir.path();
+    let err = fails_in(
+        d,
+        &["build", "--binary", "linux/amd64=missing", "-o", "oci:out"],
+    );
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    assert!(err.contains("check the path"), "{err}");
+
+    let denied = |err: &str| {
+        assert_eq!(err.matches("Permission denied").count(), 1, "{err}");
+        assert!(
+            !err.contains("check the path") && !err.contains("does not exist"),
+            "{err}"
+        );
+    };
+    set_mode(&d.join("app"), 0o000);
+    denied(&fails_with(without_root_override(imgpack_in(d).args([
+        "build",
+        "--binary",
+        "linux/amd64=app",
+        "-o",
+        "oci:out",
+    ]))));
+    set_mode(&d.join("app"), 0o755);
+    std::fs::write(d.join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    set_mode(&d.join("ca.pem"), 0o000);
+    denied(&fails_with(without_root_override(imgpack_in(d).args([
+        "build",
+        "--binary",
+        "linux/amd64=app",
+        "--ca-certs",
+        "ca.pem",
+        "-o",
+        "oci:out",
+    ]))));
+    std::fs::create_dir(d.join("locked")).unwrap();
+    std::fs::write(d.join("locked/file"), "x").unwrap();
+    set_mode(&d.join("locked"), 0o000);
+    std::fs::write(
+        d.join("imgpack.toml"),
+        "[[files]]\nsrc = \"locked/file\"\ndst = \"/file\"\n",
+    )
+    .unwrap();
+    denied(&fails_with(without_root_override(imgpack_in(d).args([
+        "build",
+        "--binary",
+        "linux/amd64=app",
+        "-o",
+        "oci:out",
+    ]))));
+    set_mode(&d.join("locked"), 0o755);
+    assert!(!d.join("out").exists(), "an output was written");
+}
+
+#[test]
+fn temporary_names_stay_out_of_messages_and_resolve_suggests_only_its_own_flags() {
+    let dir = project();
+    let d = dir.path();
+    let locked = d.join("locked-tmp");
+    std::fs::create_dir(&locked).unwrap();
+    set_mode(&locked, 0o555);
+    let err = fails_with(without_root_override(
+        imgpack_in(d).env("IMGPACK_TMPDIR", &locked).args([
+            "build",
+            "--binary",
+            "linux/amd64=app",
+            "-o",
+            "oci:out",
+        ]),
+    ));
+    assert!(
+        err.contains("cannot create a temporary directory in") && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("at path") && !err.contains("locked-tmp/imgpack-"),
+        "{err}"
+    );
+
+    // resolve builds from source only: no --tmpdir, --binary or --lang to suggest.
+    std::fs::create_dir(d.join("empty")).unwrap();
+    std::fs::write(d.join("deploy.yaml"), "image: imgpack://./empty\n").unwrap();
+    let resolve = |tmpdir: &Path| {
+        fails_with(without_root_override(
+            imgpack_in(d)
+                .env("IMGPACK_REPO", "127.0.0.1:9/team")
+                .env("IMGPACK_TMPDIR", tmpdir)
+                .args(["resolve", "-f", "deploy.yaml"]),
+        ))
+    };
+    let err = resolve(&locked);
+    assert!(
+        err.contains("temporary directory") && !err.contains("--tmpdir"),
+        "{err}"
+    );
+    let err = resolve(d);
+    assert!(
+        err.contains("neither Go files nor a Cargo.toml")
+            && !err.contains("--binary")
+            && !err.contains("--lang"),
+        "{err}"
+    );
+    let err = fails_with(
+        imgpack_in(d)
+            .env("IMGPACK_REPO", "127.0.0.1:9/team")
+            .env("IMGPACK_CONFIG", "missing.toml")
+            .args(["resolve", "-f", "deploy.yaml"]),
+    );
+    assert!(
+        err.contains("check IMGPACK_CONFIG") && !err.contains("--config"),
+        "{err}"
+    );
+    set_mode(&locked, 0o755);
+}
+
+#[test]
+fn a_base_the_registry_lacks_is_named_once() {
+    let dir = project();
+    let registry = imgpack_e2e::fake_registry::FakeRegistry::start(Default::default());
+    let digest = format!("sha256:{}", "0".repeat(64));
+    for base in [
+        format!("{}/team/base@{digest}", registry.host()),
+        format!("{}/team/base:missing", registry.host()),
+    ] {
+        let err = fails_in(
+            dir.path(),
+            &[
+                "build",
+                "--binary",
+                "linux/amd64=app",
+                "--base",
+                &base,
+                "-o",
+                "oci:out",
+            ],
+        );
+        assert!(err.contains(&base) && err.contains("404"), "{err}");
+        let reference = base.rsplit(['@', ':']).next().unwrap();
+        assert_eq!(err.matches(reference).count(), 1, "{err}");
+    }
+    assert!(!dir.path().join("out").exists(), "an output was written");
+}
+
+#[test]
+fn a_login_that_cannot_store_names_the_directory_not_a_temporary_file() {
+    let dir = project();
+    let registry = imgpack_e2e::fake_registry::FakeRegistry::start(Default::default());
+    let config = dir.path().join("docker");
+    std::fs::create_dir(&config).unwrap();
+    set_mode(&config, 0o555);
+    let mut login = imgpack_in(dir.path());
+    login
+        .env("DOCKER_CONFIG", &config)
+        .args(["login", &registry.host(), "-u", "ci", "--password-stdin"])
+        .stdin(std::fs::File::open(write_password(dir.path())).unwrap());
+    let err = fails_with(without_root_override(&mut login));
+    set_mode(&config, 0o755);
+    assert!(
+        err.contains(&config.display().to_string()) && err.contains("Permission denied"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(".imgpack-") && !err.contains("at path"),
+        "{err}"
+    );
+    assert!(!config.join("config.json").exists());
+}
+
+fn write_password(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("password");
+    std::fs::write(&path, "secret\n").unwrap();
+    path
+}
+
+#[test]
+fn a_refused_login_says_where_the_password_came_from_and_not_to_log_in() {
+    let dir = project();
+    let registry =
+        imgpack_e2e::fake_registry::FakeRegistry::start(imgpack_e2e::fake_registry::Hostility {
+            basic_auth: Some(("ci".into(), "right".into())),
+            ..Default::default()
+        });
+    let err = fails_with(
+        imgpack_in(dir.path())
+            .env("DOCKER_CONFIG", dir.path().join("docker"))
+            .args(["login", &registry.host(), "-u", "ci", "--password-stdin"])
+            .stdin(std::fs::File::open(write_password(dir.path())).unwrap()),
+    );
+    assert!(
+        err.contains("401")
+            && err.contains("from standard input")
+            && !err.contains("command line")
+            && !err.contains("run `imgpack login"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("secret"),
+        "the password is in the message: {err}"
+    );
+    assert!(!dir.path().join("docker/config.json").exists());
 }

@@ -288,3 +288,105 @@ fn a_cgo_binary_runs_on_a_base_with_its_libc_and_is_refused_without() {
         "cgo says 42"
     );
 }
+
+/// A base whose /etc/passwd (from [[files]], over imgpack's own) has root and postgres.
+fn push_base_with_users(dir: &Path, host: &str) -> String {
+    let base_dir = dir.join("users-base");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    write_static_elf(&base_dir.join("db"), Arch::Amd64, b"base with users");
+    std::fs::write(
+        base_dir.join("passwd"),
+        "root:x:0:0:root:/root:/sbin/nologin\npostgres:x:999:999::/var/lib/postgresql:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(
+        base_dir.join("imgpack.toml"),
+        "[[files]]\nsrc = \"passwd\"\ndst = \"/etc/passwd\"\n",
+    )
+    .unwrap();
+    let target = format!("{host}/base/users:v1");
+    run_expect(
+        imgpack().current_dir(&base_dir).args([
+            "build",
+            "-q",
+            "--binary",
+            "linux/amd64=db",
+            "--push",
+            &target,
+        ]),
+        true,
+    );
+    target
+}
+
+#[test]
+fn a_user_name_is_checked_against_the_base_images_own_passwd() {
+    let Some(registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let base = push_base_with_users(d, &registry.host());
+    write_static_elf(&d.join("api"), Arch::Amd64, b"app code");
+    let build = |user: &str, layout: &str| {
+        imgpack()
+            .current_dir(d)
+            .args([
+                "build",
+                "-q",
+                "--binary",
+                "linux/amd64=api",
+                "--base",
+                &base,
+            ])
+            .args(["--user", user, "--output", &format!("oci:{layout}:v1")])
+            .output()
+            .unwrap()
+    };
+
+    // A name the base has, and numeric IDs, which need no lookup.
+    for (user, layout) in [("postgres", "named"), ("1234:1234", "numeric")] {
+        let output = build(user, layout);
+        assert!(output.status.success(), "{user}: {}", stderr(&output));
+        let layout = Layout::new(d.join(layout));
+        let (_, config) = manifest_and_config(&layout, &printed_digest(&output));
+        assert_eq!(config["config"]["User"], user);
+    }
+
+    // imgpack's own rootfs has nonroot, but this base's /etc/passwd does not.
+    for (user, expected) in [
+        (
+            "nonroot",
+            "has no user 'nonroot' (it has root and postgres)",
+        ),
+        ("mysql", "has no user 'mysql' (it has root and postgres)"),
+        (
+            "postgres:dba",
+            "has no group 'dba' (it has root, nonroot and nobody)",
+        ),
+    ] {
+        let output = build(user, "refused");
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{user}: {err}");
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("error: --user ") && last.contains(expected) && last.contains(&base),
+            "{user}: {err}"
+        );
+        assert!(!d.join("refused").exists(), "{user}: an output was written");
+    }
+
+    // [[files]] that write /etc bring their own users: imgpack does not guess.
+    std::fs::write(
+        d.join("passwd"),
+        "mysql:x:27:27::/var/lib/mysql:/sbin/nologin\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("imgpack.toml"),
+        "[[files]]\nsrc = \"passwd\"\ndst = \"/etc/passwd\"\n",
+    )
+    .unwrap();
+    let output = build("mysql", "own-passwd");
+    assert!(output.status.success(), "{}", stderr(&output));
+}

@@ -49,9 +49,10 @@ fn random_fault(rng: &mut Rng) -> Fault {
         2 => status("POST", "/blobs/uploads/", 503, None),
         3 => status("HEAD", "/blobs/", 429, Some(1)),
         4 => status("PUT", "/manifests/", 500, None),
+        // Blob bodies go up in PATCHes (the closing PUT is empty).
         5 => Fault::ResetDuringBody {
-            method: "PUT",
-            path_contains: "digest=",
+            method: "PATCH",
+            path_contains: "/blobs/uploads/",
             after_bytes: rng.below(4000),
             times: 1,
         },

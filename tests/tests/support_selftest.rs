@@ -1,6 +1,7 @@
 //! The real-registry test support against distribution 2.8 and skopeo: every registry setup
 //! takes a push and serves it back, the token server runs the bearer flow, and the proxy
-//! forwards, counts and injects faults. Under IMGPACK_E2E=1 a missing tool fails these tests.
+//! forwards, counts and injects faults. container-registry 0.3.1 takes a push too, and has
+//! the quirks the fake registry plays for it. Under IMGPACK_E2E=1 a missing tool fails these tests.
 
 use std::net::TcpStream;
 use std::path::Path;
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use imgpack_e2e::http::{self, exchange, Response};
 use imgpack_e2e::proxy::{Fault, Proxy};
-use imgpack_e2e::registry::{Registry, Setup, TOKEN_PASSWORD, TOKEN_SERVICE, TOKEN_USER};
+use imgpack_e2e::registry::{
+    Implementation, Registry, Setup, TOKEN_PASSWORD, TOKEN_SERVICE, TOKEN_USER,
+};
 use imgpack_e2e::*;
 
 fn tools(names: &[&str]) -> bool {
@@ -192,6 +195,141 @@ fn basic_auth_registry_wants_the_credentials() {
         challenge.header("www-authenticate"),
         Some("Basic realm=\"basic-realm\"")
     );
+}
+
+#[test]
+fn container_registry_takes_a_push_and_has_the_quirks_the_fake_plays() {
+    if !tools(&["skopeo"]) {
+        return;
+    }
+    let Some(registry) = Registry::start_as(
+        Implementation::ContainerRegistry,
+        Setup::Basic {
+            user: "alice".into(),
+            password: "s3cret pass".into(),
+        },
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let digest = build_image(dir.path());
+    let host = registry.host();
+    let creds = "alice:s3cret pass";
+    push(
+        dir.path(),
+        &["--dest-tls-verify=false", "--dest-creds", creds],
+        &host,
+        "test/app:v1",
+        true,
+    );
+    let raw = inspect_raw(
+        &["--tls-verify=false", "--creds", creds],
+        &host,
+        "test/app:v1",
+        true,
+    );
+    assert_eq!(digest_of(&raw), digest);
+    assert_eq!(
+        registry.manifest_digest("test/app", "v1"),
+        Some(digest.clone())
+    );
+    // One password, any user name; a wrong password is refused.
+    let other_user = "mallory:s3cret pass";
+    inspect_raw(
+        &["--tls-verify=false", "--creds", other_user],
+        &host,
+        "test/app:v1",
+        true,
+    );
+    inspect_raw(
+        &["--tls-verify=false", "--creds", "alice:wrong"],
+        &host,
+        "test/app:v1",
+        false,
+    );
+
+    // The challenge comes with the ping only; every other 401 is bare.
+    let ping = request(&host, "GET", "/v2/", &[], b"");
+    assert_eq!(ping.status, 401);
+    assert_eq!(
+        ping.header("www-authenticate"),
+        Some("Basic realm=\"ContainerRegistry\"")
+    );
+    let bare = request(&host, "HEAD", "/v2/test/app/manifests/v1", &[], b"");
+    assert_eq!(bare.status, 401);
+    assert_eq!(bare.header("www-authenticate"), None);
+
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(creds);
+    let auth = format!("Authorization: Basic {encoded}");
+    // No Docker-Content-Digest on a manifest, no tags/list.
+    let manifest = request(
+        &host,
+        "GET",
+        "/v2/test/app/manifests/v1",
+        &[&auth, MANIFEST_ACCEPT],
+        b"",
+    );
+    assert_eq!(manifest.status, 200);
+    assert_eq!(manifest.header("docker-content-digest"), None);
+    let tags = request(&host, "GET", "/v2/test/app/tags/list", &[&auth], b"");
+    assert_eq!(tags.status, 404);
+    // Manifests under tags only, and no index.
+    let oci_manifest = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    let by_digest = request(
+        &host,
+        "PUT",
+        &format!("/v2/test/app/manifests/{digest}"),
+        &[&auth, oci_manifest],
+        &manifest.body,
+    );
+    assert_eq!(by_digest.status, 400);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": manifest.body.len(),
+        }],
+    });
+    let put_index = request(
+        &host,
+        "PUT",
+        "/v2/test/app/manifests/multi",
+        &[
+            &auth,
+            "Content-Type: application/vnd.oci.image.index.v1+json",
+        ],
+        index.to_string().as_bytes(),
+    );
+    assert_eq!(put_index.status, 400);
+    // A cross-repository mount opens a plain upload session; a body on the closing PUT of an
+    // upload is refused with 500.
+    let config = &serde_json::from_slice::<serde_json::Value>(&manifest.body).unwrap()["config"];
+    let mount = request(
+        &host,
+        "POST",
+        &format!(
+            "/v2/other/app/blobs/uploads/?mount={}&from=test/app",
+            config["digest"].as_str().unwrap()
+        ),
+        &[&auth, "Content-Length: 0"],
+        b"",
+    );
+    assert_eq!(mount.status, 202);
+    let session = mount
+        .header("location")
+        .expect("an upload session")
+        .to_owned();
+    let monolithic = request(
+        &host,
+        "PUT",
+        &format!("{session}?digest={}", digest_of_bytes(b"one blob")),
+        &[&auth],
+        b"one blob",
+    );
+    assert_eq!(monolithic.status, 500);
 }
 
 #[test]

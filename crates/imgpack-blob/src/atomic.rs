@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use tempfile::NamedTempFile;
 
+use crate::without_temp_path;
+
 /// A file written beside its final path and renamed onto it only when
 /// complete: readers see the old file or the whole new one, never a part.
 pub struct AtomicFile {
@@ -22,6 +24,7 @@ impl AtomicFile {
         let temp = tempfile::Builder::new()
             .prefix(".imgpack-")
             .tempfile_in(parent)
+            .map_err(without_temp_path)
             .with_context(|| {
                 format!(
                     "cannot write in {}: check that it exists and is writable",
@@ -36,15 +39,17 @@ impl AtomicFile {
 
     /// Another handle on the file, for writers that take ownership of one.
     pub fn reopen(&self) -> Result<File> {
-        Ok(self.temp.reopen()?)
+        Ok(self.temp.reopen().map_err(without_temp_path)?)
     }
 
     /// Syncs `file` (this file's content), sets `mode` and renames it into place.
     pub fn commit(self, file: &File, mode: u32) -> Result<()> {
         file.sync_all()?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
+        // The rename's own error, once: PersistError would repeat it as its source.
         self.temp
             .persist(&self.path)
+            .map_err(|err| err.error)
             .with_context(|| format!("cannot write {}", self.path.display()))?;
         Ok(())
     }
@@ -52,11 +57,11 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.temp.write(buf)
+        self.temp.write(buf).map_err(without_temp_path)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.temp.flush()
+        self.temp.flush().map_err(without_temp_path)
     }
 }
 

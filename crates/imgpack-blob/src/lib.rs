@@ -11,6 +11,7 @@ mod digest;
 mod growing;
 mod json;
 mod store;
+mod temp_errors;
 mod writable;
 
 pub use atomic::{write_atomically, AtomicFile};
@@ -18,4 +19,5 @@ pub use digest::{Digest, DigestWriter};
 pub use growing::{GrowingBlob, GrowingReader, Growth, StagingWatcher};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};
+pub use temp_errors::without_temp_path;
 pub use writable::{check_dir_path, check_file_path, parent_or_dot};

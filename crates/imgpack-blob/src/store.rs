@@ -87,12 +87,17 @@ impl BlobStore {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".partial-{}-", std::process::id()))
             .tempfile_in(&self.blob_dir)
+            .map_err(crate::without_temp_path)
             .with_context(|| format!("cannot create a file in {}", self.blob_dir.display()))?;
-        let file = temp.reopen().context("cannot reopen temporary blob file")?;
+        let file = temp
+            .reopen()
+            .map_err(crate::without_temp_path)
+            .with_context(|| format!("cannot write in {}", self.blob_dir.display()))?;
         let announcer = match announced {
             true => {
                 let watchers = self.watchers.0.lock().expect("not poisoned").clone();
-                Announcer::new(&watchers, &file).context("cannot reopen temporary blob file")?
+                Announcer::new(&watchers, &file)
+                    .with_context(|| format!("cannot write in {}", self.blob_dir.display()))?
             }
             false => Announcer::silent(),
         };
@@ -232,6 +237,7 @@ impl BlobWriter {
         let target = self.store.path(&digest);
         self.temp
             .persist(&target)
+            .map_err(|err| err.error)
             .with_context(|| format!("cannot move blob into place at {}", target.display()))?;
         let info = BlobInfo { digest, size };
         announcer.committed(&info);

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitStatus, Stdio};
 use std::thread;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 /// Whether `tool` can be found on PATH.
 pub(crate) fn on_path(tool: &str) -> bool {
@@ -13,9 +13,16 @@ pub(crate) fn on_path(tool: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
 }
 
-pub(crate) fn require_tool(tool: &str, hint: &str) -> Result<()> {
+/// `tool` on PATH, else an error that says how to install it (`install`)
+/// or, where the command takes them, to pass prebuilt binaries instead.
+pub(crate) fn require_tool(tool: &str, advice: &'static str, install: &'static str) -> Result<()> {
     if !on_path(tool) {
-        bail!("`{tool}` is not on PATH: {hint}");
+        return Err(crate::SourceError {
+            problem: format!("`{tool}` is not on PATH"),
+            advice,
+            plain_advice: install,
+        }
+        .into());
     }
     Ok(())
 }

@@ -39,11 +39,15 @@ pub fn detect_lang(path: &Path) -> Result<Lang> {
     if has_go_files {
         return Ok(Lang::Go);
     }
-    bail!(
-        "{} holds neither Go files nor a Cargo.toml: pass the package or project directory, \
-         --lang go|rust, or prebuilt binaries with --binary",
-        path.display()
-    )
+    Err(crate::SourceError {
+        problem: format!(
+            "{} holds neither Go files nor a Cargo.toml",
+            path.display()
+        ),
+        advice: "pass the package or project directory, --lang go|rust, or prebuilt binaries with --binary",
+        plain_advice: "name a Go package directory or a Cargo project directory",
+    }
+    .into())
 }
 
 /// A project to compile must be a directory: checked before anything else

@@ -18,7 +18,11 @@ const BASE_LDFLAGS: &str = "-s -w -buildid=";
 
 /// `go build` of the package at `request.path` for every platform, several at once.
 pub(crate) fn build(request: &SourceBuild) -> Result<Vec<Binary>> {
-    require_tool("go", "install Go, or pass prebuilt binaries with --binary")?;
+    require_tool(
+        "go",
+        "install Go, or pass prebuilt binaries with --binary",
+        "install Go",
+    )?;
     let package_dir = request
         .path
         .canonicalize()

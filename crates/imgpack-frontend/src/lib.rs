@@ -6,6 +6,7 @@
 //! when cross-compiling. Every binary still goes through the static and
 //! architecture check before it is packed.
 
+mod advice;
 mod command;
 mod detect;
 mod go;
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use imgpack_platform::{Arch, Binary, Platform};
 
+pub use advice::SourceError;
 pub use detect::{check_project_dir, detect_lang, Lang};
 
 #[derive(Clone, Debug, Default)]

@@ -35,6 +35,7 @@ pub(crate) fn build(request: &SourceBuild) -> Result<Vec<Binary>> {
     require_tool(
         "cargo",
         "install Rust with rustup, or pass prebuilt binaries with --binary",
+        "install Rust with rustup",
     )?;
     let project = request
         .path

@@ -80,8 +80,14 @@ pub fn ca_certs_layer(choice: &CaCerts) -> Result<Option<DescribedContents>> {
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<u8>> {
-    let bundle = std::fs::read(path)
-        .with_context(|| format!("--ca-certs: cannot read {}: check the path", path.display()))?;
+    let bundle = std::fs::read(path).map_err(|err| {
+        let hint = match err.kind() {
+            std::io::ErrorKind::NotFound => "check the path",
+            std::io::ErrorKind::PermissionDenied => "make it readable by this user",
+            _ => "pass a readable PEM file",
+        };
+        anyhow::anyhow!("--ca-certs: cannot read {} ({err}): {hint}", path.display())
+    })?;
     if !bundle
         .windows(27)
         .any(|w| w == b"-----BEGIN CERTIFICATE-----")

@@ -23,7 +23,7 @@ pub use certs::{ca_certs_layer, CaCerts, CA_BUNDLE_PATH};
 pub use compression::Compression;
 pub use contents::{Contents, Entry, EntryKind, LayerContents};
 pub use files::{files_layer, FileSpec};
-pub use read::{diff_id, LayerPaths};
+pub use read::{diff_id, LayerFile, LayerPaths};
 pub use rootfs::{rootfs_has_name, rootfs_layer, NONROOT_GID, NONROOT_UID};
 pub use tzdata::{tzdata_layer, Tzdata, ZONEINFO_DIR};
 pub use writer::{write_layer, Layer};

@@ -15,6 +15,8 @@ const MAX_NAME: u64 = 4096;
 const MAX_PAX: u64 = 64 << 10;
 /// Entries across every layer of a stack (distro images hold tens of thousands).
 const MAX_ENTRIES: usize = 1_000_000;
+/// Largest file kept for [`LayerPaths::file`] (an /etc/passwd is a few KiB).
+const MAX_KEPT_FILE: u64 = 1 << 20;
 
 /// The uncompressed stream of a layer of `media_type`; unknown compressions are refused.
 fn decompressed<'a>(file: impl Read + 'a, media_type: &str) -> Result<Box<dyn Read + 'a>> {
@@ -44,6 +46,20 @@ pub fn diff_id(file: impl Read, media_type: &str) -> Result<Digest> {
 pub struct LayerPaths {
     /// Path (no leading `/`) → symlink target, or `None` for files and directories.
     entries: BTreeMap<String, Option<String>>,
+    /// Paths whose content is kept as layers are added (see [`LayerPaths::keeping`]).
+    kept_paths: Vec<String>,
+    /// Kept path → its content, `None` when it is not a regular file of at most [`MAX_KEPT_FILE`].
+    kept: BTreeMap<String, Option<Vec<u8>>>,
+}
+
+/// A file of a stack of layers, as [`LayerPaths::file`] finds it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LayerFile<'a> {
+    /// No layer has it, or a whiteout removed it.
+    Absent,
+    Content(&'a [u8]),
+    /// There, but a link, not a regular file, or too large to keep.
+    Unreadable,
 }
 
 /// One layer's changes: what it deletes from the layers below, what it adds.
@@ -54,12 +70,35 @@ struct LayerChanges {
     /// `.wh..wh..opq`: everything under the directory, not the directory.
     emptied: Vec<String>,
     added: Vec<(String, Option<String>)>,
+    /// Entries of kept paths, with their content when they are small regular files.
+    kept: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl LayerPaths {
+    /// Paths that also keep the content of `files` (e.g. `etc/passwd`), for [`LayerPaths::file`].
+    pub fn keeping(files: &[&str]) -> Self {
+        Self {
+            kept_paths: files.iter().map(|f| clean(f)).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// The content of a file named to [`LayerPaths::keeping`], as the image's file system has it.
+    pub fn file(&self, path: &str) -> LayerFile<'_> {
+        match self.kept.get(&clean(path)) {
+            None => LayerFile::Absent,
+            Some(Some(content)) => LayerFile::Content(content),
+            Some(None) => LayerFile::Unreadable,
+        }
+    }
+
     /// Adds a layer on top of those read so far (`media_type` tells its compression).
     pub fn add_layer(&mut self, file: impl Read, media_type: &str) -> Result<()> {
-        let changes = read_changes(decompressed(file, media_type)?, self.entries.len())?;
+        let changes = read_changes(
+            decompressed(file, media_type)?,
+            self.entries.len(),
+            &self.kept_paths,
+        )?;
         // Whiteouts apply to the layers below: entries of this layer survive them.
         for path in &changes.removed {
             self.entries.remove(path);
@@ -72,6 +111,10 @@ impl LayerPaths {
             self.add_parents(&path);
             self.entries.insert(path, target);
         }
+        // What this layer's whiteouts removed is gone; what it added replaces the lower copy.
+        let entries = &self.entries;
+        self.kept.retain(|path, _| entries.contains_key(path));
+        self.kept.extend(changes.kept);
         if self.entries.len() > MAX_ENTRIES {
             bail!("the base image holds more than {MAX_ENTRIES} files: refused");
         }
@@ -151,7 +194,8 @@ fn clean(path: &str) -> String {
 
 /// Reads a layer's tar entries with extension headers handled here, bounded:
 /// GNU long names and PAX `path`/`linkpath` records apply to the next entry.
-fn read_changes(tar: impl Read, already: usize) -> Result<LayerChanges> {
+/// The content of entries whose path is in `kept` is read too (bounded).
+fn read_changes(tar: impl Read, already: usize, kept: &[String]) -> Result<LayerChanges> {
     let mut changes = LayerChanges::default();
     let mut archive = tar::Archive::new(tar);
     let mut long_name: Option<Vec<u8>> = None;
@@ -224,6 +268,17 @@ fn read_changes(tar: impl Read, already: usize) -> Result<LayerChanges> {
                 }
                 _ => None,
             };
+            if kept.contains(&path) {
+                let content = match kind {
+                    tar::EntryType::Regular | tar::EntryType::Continuous
+                        if size <= MAX_KEPT_FILE =>
+                    {
+                        Some(read_bounded(&mut entry, size, MAX_KEPT_FILE, "a file")?)
+                    }
+                    _ => None,
+                };
+                changes.kept.push((path.clone(), content));
+            }
             changes.added.push((path, target));
         }
     }
@@ -390,6 +445,47 @@ mod tests {
             paths.resolves("/x/y"),
             "re-created in the same layer as its whiteout"
         );
+    }
+
+    /// A plain tar of (path, content) regular files.
+    fn tar_with(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, content) in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(content.len() as u64);
+            header.set_mode(0o644);
+            builder.append_data(&mut header, path, *content).unwrap();
+        }
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn kept_files_are_the_top_layer_copy_until_a_whiteout() {
+        let mut paths = LayerPaths::keeping(&["/etc/passwd"]);
+        assert_eq!(paths.file("/etc/passwd"), LayerFile::Absent);
+        let lower = tar_with(&[
+            ("etc/passwd", &b"root:x:0:0::/:\n"[..]),
+            ("etc/group", &b"g"[..]),
+        ]);
+        paths.add_layer(&lower[..], "x.tar").unwrap();
+        assert_eq!(
+            paths.file("/etc/passwd"),
+            LayerFile::Content(b"root:x:0:0::/:\n")
+        );
+        assert_eq!(paths.file("/etc/group"), LayerFile::Absent, "not kept");
+        let upper = tar_with(&[("./etc/passwd", &b"app:x:1:1::/:\n"[..])]);
+        paths.add_layer(&upper[..], "x.tar").unwrap();
+        assert_eq!(
+            paths.file("etc/passwd"),
+            LayerFile::Content(b"app:x:1:1::/:\n")
+        );
+        let symlink = tar_of(&[("etc/passwd", tar::EntryType::Symlink, Some("x"))]);
+        paths.add_layer(&symlink[..], "x.tar").unwrap();
+        assert_eq!(paths.file("/etc/passwd"), LayerFile::Unreadable);
+        paths
+            .add_layer(&tar_with(&[("etc/.wh.passwd", &b""[..])])[..], "x.tar")
+            .unwrap();
+        assert_eq!(paths.file("/etc/passwd"), LayerFile::Absent);
     }
 
     #[test]

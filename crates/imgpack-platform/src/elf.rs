@@ -49,8 +49,9 @@ impl ElfInfo {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BinaryError {
-    #[error("binary {path}: cannot read it: {source}: check the path")]
-    Unreadable { path: PathBuf, source: io::Error },
+    /// `error` is printed here and so is not a `source` (which would print it twice).
+    #[error("binary {path}: cannot read it ({error}): {}", read_hint(.error))]
+    Unreadable { path: PathBuf, error: io::Error },
     #[error("binary {path} is not an ELF executable ({reason}): pass a binary built for Linux")]
     NotElf { path: PathBuf, reason: String },
     #[error("binary {path} is a shared library or object file, not an executable: pass the program itself")]
@@ -72,18 +73,30 @@ pub enum BinaryError {
     },
 }
 
+/// What to do about a binary that cannot be read: only a missing one is a wrong path.
+fn read_hint(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::NotFound => "check the path",
+        io::ErrorKind::PermissionDenied => {
+            "make it readable by this user (chmod a+r) or run as its owner"
+        }
+        io::ErrorKind::IsADirectory => "give the path of the binary itself",
+        _ => "check that the file is intact and readable",
+    }
+}
+
 /// Reads the ELF header, program headers and dynamic section of `path`.
 ///
 /// The file is memory-mapped and only those structures are touched, so the
 /// check costs the same for a 5 MB and a 5 GB binary.
 pub fn inspect_elf(path: &Path) -> Result<ElfInfo, BinaryError> {
-    let unreadable = |source| BinaryError::Unreadable {
+    let unreadable = |error| BinaryError::Unreadable {
         path: path.to_owned(),
-        source,
+        error,
     };
     let file = File::open(path).map_err(unreadable)?;
     if file.metadata().map_err(unreadable)?.is_dir() {
-        return Err(unreadable(io::Error::other("it is a directory")));
+        return Err(unreadable(io::ErrorKind::IsADirectory.into()));
     }
     // SAFETY: the mapping is read-only and only parsed; a concurrent writer
     // could change what we read, which the later digest of the layer records.

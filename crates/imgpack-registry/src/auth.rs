@@ -142,29 +142,56 @@ impl Authenticator {
         Ok(Some(header))
     }
 
-    /// Records the challenge of a 401. A token is forgotten only when the refused
-    /// request carried one: requests sent before any challenge was known all come
+    /// Records the challenge of a 401 and says whether sending the request
+    /// again can help. A token is forgotten only when the refused request
+    /// carried one: requests sent before any challenge was known all come
     /// back 401, and must not throw away the token the first of them fetched.
+    ///
+    /// Like docker and skopeo, a 401 without a usable challenge falls back to
+    /// the one the registry gave before (on the `GET /v2/` ping or an earlier
+    /// request): some registries challenge only there. With none known at all,
+    /// imgpack cannot tell how to authenticate, and says so instead of guessing.
     pub(crate) async fn challenged(
         &self,
         www_authenticate: Option<&str>,
         scopes: &[String],
         sent_credentials: bool,
-    ) -> Result<()> {
-        let Some(challenge) = www_authenticate.and_then(parse_challenge) else {
-            bail!(
-                "registry {} answered 401 without a usable WWW-Authenticate challenge",
-                self.registry
-            );
-        };
-        if let Challenge::Bearer { realm, .. } = &challenge {
-            self.check_realm(realm)?;
+    ) -> Result<bool> {
+        if let Some(challenge) = www_authenticate.and_then(parse_challenge) {
+            if let Challenge::Bearer { realm, .. } = &challenge {
+                self.check_realm(realm)?;
+            }
+            *self.challenge.lock().await = Some(challenge);
+            if sent_credentials {
+                self.tokens.lock().await.remove(&scopes.join(" "));
+            }
+            return Ok(true);
         }
-        *self.challenge.lock().await = Some(challenge);
-        if sent_credentials {
-            self.tokens.lock().await.remove(&scopes.join(" "));
+        let known = self.challenge.lock().await.clone();
+        match known {
+            // A refused token may have expired early or been revoked: one fresh one is worth a try.
+            Some(Challenge::Bearer { .. }) if sent_credentials => {
+                self.tokens.lock().await.remove(&scopes.join(" "));
+                Ok(true)
+            }
+            // Basic credentials refused (or none to send): the same request would be refused again.
+            Some(_) => Ok(false),
+            None => match www_authenticate {
+                Some(other) => bail!(
+                    "registry {} asks for an authentication imgpack does not speak \
+                     (WWW-Authenticate: {}); imgpack answers Basic and Bearer challenges",
+                    self.registry,
+                    printable(other)
+                ),
+                None => bail!(
+                    "registry {} requires authentication but sent no WWW-Authenticate challenge, \
+                     neither on GET /v2/ nor on the refused request, so imgpack cannot tell \
+                     whether it wants Basic credentials or a Bearer token: the registry breaks \
+                     the distribution spec here; ask its operator",
+                    self.registry
+                ),
+            },
         }
-        Ok(())
     }
 
     /// A realm is an http(s) URL, and HTTPS when the registry is.
@@ -334,6 +361,49 @@ mod tests {
         );
         assert_eq!(parse_challenge("Negotiate abc"), None);
         assert_eq!(parse_challenge(r#"Bearer service="x""#), None);
+    }
+
+    fn authenticator() -> Authenticator {
+        let clients = Clients::new(&crate::TransportOptions::default(), false).unwrap();
+        let base = Url::parse("http://127.0.0.1:5000/").unwrap();
+        Authenticator::new(clients, base, "127.0.0.1:5000", Credentials::default())
+    }
+
+    #[tokio::test]
+    async fn a_bare_401_falls_back_to_the_challenge_known_before() {
+        let scopes = ["repository:a/b:pull,push".to_owned()];
+        // Nothing known: no guess, one line saying no challenge came.
+        let auth = authenticator();
+        let err = auth.challenged(None, &scopes, false).await.unwrap_err();
+        assert!(
+            format!("{err}").contains("sent no WWW-Authenticate challenge"),
+            "{err}"
+        );
+        let err = auth
+            .challenged(Some("Negotiate abc"), &scopes, false)
+            .await
+            .unwrap_err();
+        assert!(format!("{err}").contains("Negotiate abc"), "{err}");
+        // The ping's Basic challenge: a bare 401 is the credentials' refusal, not worth a retry.
+        assert!(auth
+            .challenged(Some(r#"Basic realm="r""#), &[], false)
+            .await
+            .unwrap());
+        assert!(!auth.challenged(None, &scopes, true).await.unwrap());
+        assert!(!auth.challenged(None, &scopes, false).await.unwrap());
+        assert_eq!(*auth.challenge.lock().await, Some(Challenge::Basic));
+        // A Bearer challenge known: a bare 401 to a token drops it and tries once more.
+        let realm = r#"Bearer realm="http://127.0.0.1:9/token",service="s""#;
+        assert!(auth.challenged(Some(realm), &[], false).await.unwrap());
+        auth.tokens.lock().await.insert(
+            scopes.join(" "),
+            Token {
+                value: "t".into(),
+                expires_at: Instant::now() + Duration::from_secs(60),
+            },
+        );
+        assert!(auth.challenged(None, &scopes, true).await.unwrap());
+        assert!(auth.tokens.lock().await.is_empty());
     }
 
     #[test]

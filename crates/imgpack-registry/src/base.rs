@@ -189,10 +189,14 @@ impl Source<'_> {
         expected: Option<&Digest>,
     ) -> Result<Digest> {
         let repository = self.repository().to_owned();
-        let what = format!(
-            "fetching the base manifest {}/{repository}:{reference}",
-            self.reference.registry()
-        );
+        // The error's context names the base as the user wrote it: add only a
+        // platform manifest's digest, which it does not hold.
+        let what = match expected {
+            Some(digest) if self.reference.digest() != Some(reference) => {
+                format!("fetching its platform manifest {digest}")
+            }
+            _ => "fetching its manifest".to_owned(),
+        };
         let retry = self.transport.retry.clone();
         let client = self.client().await?;
         let (bytes, content_type) = with_retries(&retry, &client.reporter, &what, || {

@@ -26,8 +26,6 @@ use crate::progress::Reporter;
 use crate::transport::Clients;
 use crate::RetryPolicy;
 
-/// Blobs up to this size go up in one PUT; larger ones as PATCH then PUT.
-pub(crate) const MONOLITHIC_LIMIT: u64 = 4 << 20;
 /// Redirects followed for one GET or HEAD.
 const MAX_REDIRECTS: usize = 5;
 
@@ -40,6 +38,13 @@ pub(crate) enum Mount {
     },
     /// The source was not usable (no access, unknown blob): upload instead.
     Unavailable,
+}
+
+/// How a manifest PUT by digest went.
+pub(crate) enum DigestPut {
+    Stored,
+    /// Refused with 400 or 405: the registry stores manifests under tags only.
+    TagsOnly(RequestError),
 }
 
 /// How long a request may take.
@@ -168,10 +173,14 @@ impl RegistryClient {
             }
             challenged = true;
             let challenge = header(&response, WWW_AUTHENTICATE);
-            self.auth
+            let again = self
+                .auth
                 .challenged(challenge.as_deref(), scopes, sent_credentials)
                 .await
                 .map_err(|err| RequestError::fatal(format!("{err:#}")))?;
+            if !again {
+                return Ok(response);
+            }
         }
     }
 
@@ -266,11 +275,16 @@ impl RegistryClient {
                 Ok(r.header(CONTENT_LENGTH, 0))
             })
             .await?;
+        // 201 is a mount; another success with a Location is an upload session
+        // the registry opened instead (202, as container-registry and registries
+        // without cross-repository mounts answer); a refusal means: upload.
         match response.status() {
             StatusCode::CREATED => Ok(Mount::Mounted),
-            StatusCode::ACCEPTED => Ok(Mount::Declined {
-                location: self.upload_location(&url, &response)?,
-            }),
+            status if status.is_success() && header(&response, LOCATION).is_some() => {
+                Ok(Mount::Declined {
+                    location: self.upload_location(&url, &response)?,
+                })
+            }
             status if is_transient(status) => Err(self
                 .status_error(response, &format!("mounting it from {from}"))
                 .await),
@@ -290,8 +304,18 @@ impl RegistryClient {
                 |r| Ok(r.header(CONTENT_LENGTH, 0)),
             )
             .await?;
-        if response.status() != StatusCode::ACCEPTED {
-            return Err(self.status_error(response, "starting an upload").await);
+        // The spec says 202; any success with a Location opens a session.
+        if !response.status().is_success() {
+            let not_found = response.status() == StatusCode::NOT_FOUND;
+            let mut err = self.status_error(response, "starting an upload").await;
+            if not_found {
+                err.message.push_str(&format!(
+                    ": it has no repository {repository} to push to (some registries want an \
+                     existing project, or names of a fixed depth such as namespace/name); check \
+                     the repository name"
+                ));
+            }
+            return Err(err);
         }
         // OCI distribution 1.1: chunks must be at least this long (a bad value is ignored).
         let min_chunk = header(&response, "OCI-Chunk-Min-Length")
@@ -310,9 +334,11 @@ impl RegistryClient {
         self.resolve_location(request, &location)
     }
 
-    /// Uploads a blob from `store`, streaming it from disk: one PUT for small
-    /// blobs, PATCH (in chunks where configured or required) then PUT for
-    /// large ones. `session` is an upload already opened by a declined mount.
+    /// Uploads a blob from `store`, streaming it from disk: PATCH (in chunks
+    /// where configured or required), then an empty PUT with the digest, as
+    /// docker, skopeo and go-containerregistry do. A body on the closing PUT
+    /// (a "monolithic" upload) is in the spec but not everywhere: container-registry
+    /// answers it with 500. `session` is an upload already opened by a declined mount.
     /// A failed upload's session is cancelled, so the registry can drop it.
     pub(crate) async fn upload_blob(
         &self,
@@ -348,49 +374,46 @@ impl RegistryClient {
         let scopes = [push_scope(repository)];
         let path = store.path(&blob.digest);
         let what = "uploading the blob";
-        let monolithic = blob.size <= MONOLITHIC_LIMIT;
-        if !monolithic {
-            let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
-            // Hashed as it goes up, checked before the PUT: the file is read once.
-            let mut hashed = Hasher::new(std::io::sink());
-            let mut offset = 0;
-            while offset < blob.size {
-                let len = chunk.min(blob.size - offset);
-                let progress = Arc::new(Progress::new(len));
-                let timing = Timing::Upload(&progress, what);
-                // Each attempt (a challenge sends the chunk again) hashes from where the last chunk ended.
-                let attempt = std::sync::Mutex::new(None);
-                let response = self
-                    .send(&scopes, Method::PATCH, location.clone(), timing, |r| {
-                        let hasher = Arc::new(std::sync::Mutex::new(hashed.clone()));
-                        *attempt.lock().expect("not poisoned") = Some(hasher.clone());
-                        let body = file_body(&path, offset, len, bar, &progress, Some(hasher))?;
-                        Ok(r.header(CONTENT_TYPE, "application/octet-stream")
-                            .header(CONTENT_LENGTH, len)
-                            .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                            .body(body))
-                    })
-                    .await?;
-                if response.status() != StatusCode::ACCEPTED {
-                    return Err(self.status_error(response, what).await);
-                }
-                if header(&response, LOCATION).is_some() {
-                    *location = self.upload_location(location, &response)?;
-                }
-                let sent = attempt.lock().expect("not poisoned").take();
-                hashed = sent.map_or(hashed, |h| h.lock().expect("not poisoned").clone());
-                offset += len;
+        let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
+        // Hashed as it goes up, checked before the closing PUT: the file is read once.
+        let mut hashed = Hasher::new(std::io::sink());
+        let mut offset = 0;
+        while offset < blob.size {
+            let len = chunk.min(blob.size - offset);
+            let progress = Arc::new(Progress::new(len));
+            let timing = Timing::Upload(&progress, what);
+            // Each attempt (a challenge sends the chunk again) hashes from where the last chunk ended.
+            let attempt = std::sync::Mutex::new(None);
+            let response = self
+                .send(&scopes, Method::PATCH, location.clone(), timing, |r| {
+                    let hasher = Arc::new(std::sync::Mutex::new(hashed.clone()));
+                    *attempt.lock().expect("not poisoned") = Some(hasher.clone());
+                    let body = file_body(&path, offset, len, bar, &progress, Some(hasher))?;
+                    Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, len)
+                        .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                        .body(body))
+                })
+                .await?;
+            // 202 in the spec; some registries answer 204 or 201.
+            if !response.status().is_success() {
+                return Err(self.status_error(response, what).await);
             }
-            let (digest, size) = hashed.digest_so_far();
-            if digest != blob.digest || size != blob.size {
-                return Err(corrupt_blob(store, &digest, size));
+            if header(&response, LOCATION).is_some() {
+                *location = self.upload_location(location, &response)?;
             }
+            let sent = attempt.lock().expect("not poisoned").take();
+            hashed = sent.map_or(hashed, |h| h.lock().expect("not poisoned").clone());
+            offset += len;
+        }
+        let (digest, size) = hashed.digest_so_far();
+        if digest != blob.digest || size != blob.size {
+            return Err(corrupt_blob(store, &digest, size));
         }
         let mut url = location.clone();
         url.query_pairs_mut()
             .append_pair("digest", &blob.digest.to_string());
-        let body_len = if monolithic { blob.size } else { 0 };
-        let progress = Arc::new(Progress::new(body_len));
+        let progress = Arc::new(Progress::new(0));
         let response = self
             .send(
                 &scopes,
@@ -398,17 +421,12 @@ impl RegistryClient {
                 url,
                 Timing::Upload(&progress, what),
                 |r| {
-                    let r = r
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_LENGTH, body_len);
-                    Ok(match monolithic {
-                        true => r.body(file_body(&path, 0, blob.size, bar, &progress, None)?),
-                        false => r,
-                    })
+                    Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                        .header(CONTENT_LENGTH, 0))
                 },
             )
             .await?;
-        if response.status() != StatusCode::CREATED {
+        if !response.status().is_success() {
             let what = "finishing the upload";
             return Err(self.status_error(response, what).await);
         }
@@ -509,18 +527,66 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<(), RequestError> {
+        let response = self
+            .send_manifest(repository, reference, bytes, media_type)
+            .await?;
+        self.manifest_stored(response, reference, bytes, media_type)
+            .await
+    }
+
+    /// Puts manifest `bytes` under its digest. A 400 or 405 says the registry
+    /// keeps manifests under tags only (container-registry 0.3.1 answers 400):
+    /// the caller decides whether tagging directly is still safe.
+    pub(crate) async fn put_manifest_by_digest(
+        &self,
+        repository: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<DigestPut, RequestError> {
+        let reference = Digest::of_bytes(bytes).to_string();
+        let response = self
+            .send_manifest(repository, &reference, bytes, media_type)
+            .await?;
+        let status = response.status();
+        if status == StatusCode::BAD_REQUEST || status == StatusCode::METHOD_NOT_ALLOWED {
+            let what = format!("putting manifest {reference} ({media_type})");
+            return Ok(DigestPut::TagsOnly(
+                self.status_error(response, &what).await,
+            ));
+        }
+        self.manifest_stored(response, &reference, bytes, media_type)
+            .await
+            .map(|()| DigestPut::Stored)
+    }
+
+    async fn send_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Response, RequestError> {
         let url = self.endpoint(&format!("v2/{repository}/manifests/{reference}"));
         let body = bytes.to_vec();
-        let response = self
-            .send(
-                &[push_scope(repository)],
-                Method::PUT,
-                url,
-                Timing::Short,
-                |r| Ok(r.header(CONTENT_TYPE, media_type).body(body.clone())),
-            )
-            .await?;
-        if response.status() != StatusCode::CREATED {
+        self.send(
+            &[push_scope(repository)],
+            Method::PUT,
+            url,
+            Timing::Short,
+            |r| Ok(r.header(CONTENT_TYPE, media_type).body(body.clone())),
+        )
+        .await
+    }
+
+    async fn manifest_stored(
+        &self,
+        response: Response,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), RequestError> {
+        // 201 in the spec; 200 and 202 come from registries in use (go-containerregistry takes all three).
+        if !response.status().is_success() {
             let what = format!("putting manifest {reference} ({media_type})");
             return Err(self.status_error(response, &what).await);
         }
@@ -534,7 +600,7 @@ impl RegistryClient {
         if response.status().is_success() {
             return Ok(());
         }
-        Err(self.status_error(response, "logging in").await)
+        Err(self.status_error(response, crate::errors::LOGGING_IN).await)
     }
 }
 

@@ -49,6 +49,9 @@ pub(crate) fn is_transient(status: StatusCode) -> bool {
         || status.is_server_error()
 }
 
+/// What `imgpack login` does, for [`status_error`].
+pub(crate) const LOGGING_IN: &str = "logging in";
+
 /// An unexpected answer of `registry` as one line: what failed, the status
 /// and the registry's error codes; for 401/403 which credentials were used.
 pub(crate) async fn status_error(
@@ -68,9 +71,15 @@ pub(crate) async fn status_error(
     } else {
         format!(": {codes}")
     };
+    // A refused login is not helped by running `imgpack login` again.
+    let advice = if what == LOGGING_IN {
+        "check the user name and the password or token".to_owned()
+    } else {
+        format!("check them or run `imgpack login {registry}`")
+    };
     let message = match status {
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => format!(
-            "registry {registry} refused {what} ({status}{detail}) with {credentials}: check them or run `imgpack login {registry}`"
+            "registry {registry} refused {what} ({status}{detail}) with {credentials}: {advice}"
         ),
         _ => format!("registry {registry} answered {status} when {what}{detail}"),
     };

@@ -42,16 +42,12 @@ impl RegistryClient {
                 |r| Ok(r.header(ACCEPT, MANIFEST_TYPES)),
             )
             .await?;
-        let what = format!("fetching manifest {repository}:{reference}");
+        // The caller's context names the manifest: a reference here would print it twice.
         if response.status() != StatusCode::OK {
-            return Err(self.status_error(response, &what).await);
+            return Err(self.status_error(response, "fetching the manifest").await);
         }
         let content_type = header(&response, CONTENT_TYPE);
-        let name = format!(
-            "the manifest {repository}:{reference} from registry {}",
-            self.registry
-        );
-        let bytes = read_limited(response, DOCUMENT_LIMIT, &name).await?;
+        let bytes = read_limited(response, DOCUMENT_LIMIT, "the manifest").await?;
         Ok((bytes, content_type))
     }
 
@@ -99,7 +95,7 @@ impl RegistryClient {
                 }
                 progress.add(chunk.len() as u64);
                 writer.write_all(&chunk).map_err(|err| {
-                    RequestError::fatal(format!("cannot write blob {digest} to the cache: {err}"))
+                    RequestError::fatal(format!("cannot write it to the cache: {err}"))
                 })?;
             }
             Ok(())

@@ -6,16 +6,21 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use anyhow::Result;
+use anyhow::{anyhow, Context as _, Result};
 use futures_util::StreamExt;
 use imgpack_blob::Digest;
 use imgpack_image::{BlobRef, Image};
 
-use crate::client::{verify_local_blob, Mount, MONOLITHIC_LIMIT};
+use crate::client::{verify_local_blob, DigestPut, Mount};
 use crate::early::EarlyUploads;
 use crate::progress::Reporter;
 use crate::retry::with_retries;
+use crate::RequestError;
 use crate::{BlobLocations, ImageRef, RegistryClient};
+
+/// Blobs up to this size are checked against their digest before their first
+/// byte goes up (a second read costs nothing there); larger ones as they go up.
+const VERIFY_FIRST: u64 = 4 << 20;
 
 /// How many other repositories are tried as mount sources before uploading.
 const MOUNT_ATTEMPTS: usize = 2;
@@ -107,6 +112,18 @@ pub(crate) async fn push_after(
 
     // The root last, under each tag: a tag names it only once everything it references is there.
     let repository = target.repository();
+    if let DigestPut::TagsOnly(refusal) =
+        put_by_digest(client, repository, image, &image.root, &reporter).await?
+    {
+        if image.is_index() {
+            return Err(tags_only_index(client, &refusal));
+        }
+        // Its blobs are all there: the first tag cannot point at anything missing.
+        reporter.line(&format!(
+            "registry {} stores manifests only under tags: tagging directly",
+            client.registry()
+        ));
+    }
     let tags: Vec<&str> = std::iter::once(target.tag())
         .chain(tags.iter().map(String::as_str))
         .collect();
@@ -163,9 +180,12 @@ async fn push_blobs_and_manifests(context: &Context<'_>, options: &PushOptions) 
                 for (platform, waiting) in missing.iter_mut().enumerate() {
                     if waiting.remove(digest) && waiting.is_empty() {
                         let manifest = &image.manifests[platform].manifest;
-                        let reference = manifest.digest().to_string();
                         manifests.push(async move {
-                            put_manifest(context.client, repository, &reference, image, manifest, context.reporter).await
+                            let client = context.client;
+                            match put_by_digest(client, repository, image, manifest, context.reporter).await? {
+                                DigestPut::Stored => Ok(()),
+                                DigestPut::TagsOnly(refusal) => Err(tags_only_index(client, &refusal)),
+                            }
                         });
                     }
                 }
@@ -215,7 +235,7 @@ async fn push_blob(context: &Context<'_>, blob: &BlobRef) -> Result<()> {
             }
         }
         // Checked once, before the first byte goes up (larger blobs: while they go up).
-        if blob.blob.size <= MONOLITHIC_LIMIT && !verified.swap(true, Ordering::Relaxed) {
+        if blob.blob.size <= VERIFY_FIRST && !verified.swap(true, Ordering::Relaxed) {
             verify_local_blob(&image.store, &blob.blob)?;
         }
         client
@@ -261,6 +281,38 @@ async fn put_manifest(
         client.put_manifest(repository, reference, &bytes, &manifest.media_type)
     })
     .await
+}
+
+async fn put_by_digest(
+    client: &RegistryClient,
+    repository: &str,
+    image: &Image,
+    manifest: &BlobRef,
+    reporter: &Reporter,
+) -> Result<DigestPut> {
+    let bytes = image
+        .store
+        .read_small(manifest.digest())
+        .context("cannot read a manifest to push")?;
+    let what = format!(
+        "pushing manifest {} to {}/{repository}",
+        manifest.digest(),
+        client.registry()
+    );
+    with_retries(&client.retry, reporter, &what, || {
+        client.put_manifest_by_digest(repository, &bytes, &manifest.media_type)
+    })
+    .await
+}
+
+/// A registry that stores manifests under tags only cannot hold an index.
+fn tags_only_index(client: &RegistryClient, refusal: &RequestError) -> anyhow::Error {
+    anyhow!(
+        "{refusal}: {} stores manifests only under tags, so it cannot hold a multi-platform \
+         index, whose platform manifests are stored by digest; push a single-platform image to \
+         it, or use another registry",
+        client.registry()
+    )
 }
 
 fn short_digest(digest: &Digest) -> String {

@@ -76,7 +76,7 @@ pub(crate) struct Clients {
 }
 
 impl Clients {
-    fn new(options: &TransportOptions, insecure: bool) -> Result<Self> {
+    pub(crate) fn new(options: &TransportOptions, insecure: bool) -> Result<Self> {
         let certificates = ca_certificates(options)?;
         let relaxed = insecure
             .then(|| http_client(&certificates, Trust::Anything))

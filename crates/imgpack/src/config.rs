@@ -102,16 +102,29 @@ pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
             }
         }
     };
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read the config file {}: check --config or IMGPACK_CONFIG",
-            path.display()
+    let text = std::fs::read_to_string(&path).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot read the config file {} ({err}): {}",
+            path.display(),
+            read_advice(&err, &path)
         )
     })?;
     let top: Section = toml::from_str(&text).map_err(|err| parse_error(&path, &text, &err))?;
     let config = Config { path, text, top };
     config.validate()?;
     Ok(Some(config))
+}
+
+/// What to do about a config file that cannot be read: a missing one was
+/// named by IMGPACK_CONFIG or by --config (which `imgpack resolve` does not have).
+fn read_advice(err: &std::io::Error, path: &Path) -> &'static str {
+    let from_env = std::env::var_os(crate::cli::CONFIG_ENV).is_some_and(|v| Path::new(&v) == path);
+    match err.kind() {
+        std::io::ErrorKind::PermissionDenied => "make it readable by this user",
+        std::io::ErrorKind::NotFound if from_env => "check IMGPACK_CONFIG",
+        std::io::ErrorKind::NotFound => "check --config",
+        _ => "name a readable TOML file",
+    }
 }
 
 /// `imgpack.toml:12: key `ports`: invalid type…`: one line, with the line number.
@@ -294,12 +307,18 @@ impl Config {
             );
         }
         let src = self.dir().join(&entry.src);
-        let Ok(real) = src.canonicalize() else {
-            bail!(
+        let real = match src.canonicalize() {
+            Ok(real) => real,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
                 "src '{}' does not exist (it is relative to {})",
                 entry.src,
                 self.dir().display()
-            );
+            ),
+            Err(err) => bail!(
+                "cannot read src '{}' ({err}; it is relative to {}): make it readable by this user",
+                entry.src,
+                self.dir().display()
+            ),
         };
         let project = self.dir().canonicalize().unwrap_or_else(|_| self.dir());
         if !real.starts_with(&project) && entry.allow_outside_project != Some(true) {

@@ -244,11 +244,18 @@ fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, S
 /// `imgpack build PATH --push` (to $IMGPACK_REPO/NAME) with resolve's flags.
 fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
     let mut lines = crate::build::build_all(build_args(path, args)).map_err(|err| {
-        match err.downcast_ref::<crate::build::NoRepository>() {
-            Some(_) => anyhow::anyhow!(
+        if err.downcast_ref::<crate::build::NoRepository>().is_some() {
+            return anyhow::anyhow!(
                 "imgpack resolve pushes to $IMGPACK_REPO/NAME: set IMGPACK_REPO (e.g. \
                  registry.example.com/team), or `repository` in the project's imgpack.toml"
-            ),
+            );
+        }
+        // Build's advice names --binary and --lang, which resolve does not have.
+        match err
+            .chain()
+            .find_map(|e| e.downcast_ref::<imgpack_frontend::SourceError>())
+        {
+            Some(source) => anyhow::anyhow!(source.without_flags()),
             None => err,
         }
     })?;

@@ -40,9 +40,15 @@ pub fn create(tmpdir: Option<&Path>) -> Result<Staging> {
     let dir = tempfile::Builder::new()
         .prefix(&prefix(std::process::id()))
         .tempdir_in(&parent)
-        .context(
-            "cannot create a temporary directory: set TMPDIR or --tmpdir to a writable directory",
-        )?;
+        .map_err(imgpack_blob::without_temp_path)
+        // Every command that stages honours both variables (build's --tmpdir is IMGPACK_TMPDIR).
+        .with_context(|| {
+            format!(
+                "cannot create a temporary directory in {}: set IMGPACK_TMPDIR or TMPDIR to a \
+                 writable directory",
+                parent.display()
+            )
+        })?;
     LIVE.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(dir.path().to_owned());

@@ -4,6 +4,7 @@
 
 mod layers;
 mod plan;
+mod users;
 
 use layers::{resolve_base_for, write_layers};
 pub(crate) use plan::NoRepository;
@@ -86,6 +87,16 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
             .with_context(|| format!("cannot write {}", sink.describe()))?;
     }
     let base = resolve_base_for(&plan, &binaries, &store)?;
+    if let (Some(user), Some(base)) = (&plan.settings.user, &base) {
+        let bases = if users::files_write_etc(&plan.files) {
+            &[][..]
+        } else {
+            &base[..]
+        };
+        for platform_base in bases {
+            users::check_user_in_base(user, platform_base, &store)?;
+        }
+    }
     let sets = write_layers(
         &plan,
         &binaries,

@@ -169,7 +169,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         user: args
             .user
             .as_deref()
-            .map(|user| check_user_in_rootfs(user, args.base.is_some()))
+            .map(|user| {
+                let users_elsewhere =
+                    args.base.is_some() || super::users::files_write_etc(&args.from_file.files);
+                check_user_in_rootfs(user, users_elsewhere)
+            })
             .transpose()?,
         workdir: args.workdir.map(|w| check_workdir(&w)).transpose()?,
         exposed_ports: args
@@ -450,10 +454,11 @@ fn select_binaries(given: &[String], wanted: &[String]) -> Result<Vec<Binary>> {
 }
 
 /// `--user NAME[:GROUP]` on imgpack's own root file system must name a user
-/// (and group) its /etc/passwd has; a base image's users are the base's business.
-fn check_user_in_rootfs(user: &str, has_base: bool) -> Result<String> {
+/// (and group) its /etc/passwd has; on a base, the base's files are read once
+/// it is pulled (`users::check_user_in_base`); `[[files]]` under /etc may bring their own.
+fn check_user_in_rootfs(user: &str, users_elsewhere: bool) -> Result<String> {
     let user = check_user(user)?;
-    if has_base {
+    if users_elsewhere {
         return Ok(user);
     }
     let (name, group) = user
