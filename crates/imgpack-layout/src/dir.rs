@@ -58,7 +58,11 @@ impl Sink for OciLayoutSink {
     fn write(&self, image: &Image) -> Result<()> {
         prepare_layout_dir(&self.dir)?;
         let store = BlobStore::open(&self.dir)?;
-        for blob in image.blobs_in_dependency_order() {
+        for blob in image
+            .blobs_in_dependency_order()
+            .into_iter()
+            .chain(image.referrer_blobs_in_dependency_order())
+        {
             store.import(&image.store, &blob.blob)?;
         }
         // index.json last: the tag appears only once everything it names is on disk.

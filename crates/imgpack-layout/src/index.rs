@@ -33,5 +33,16 @@ pub(crate) fn index_with_tag(existing: Option<&[u8]>, image: &Image, tag: &str) 
     let mut entry = serde_json::to_value(descriptor(&image.root, None)?)?;
     entry["annotations"] = json!({ REF_NAME_ANNOTATION: tag });
     manifests.push(entry);
+    // Referrers are listed untagged, as the image-layout spec lists any
+    // manifest; one listed before (a rebuild) is not listed twice.
+    for referrer in &image.referrers {
+        let descriptor = referrer.descriptor();
+        if !manifests
+            .iter()
+            .any(|m| m["digest"] == descriptor["digest"])
+        {
+            manifests.push(descriptor);
+        }
+    }
     Ok(canonical_json(&index)?)
 }

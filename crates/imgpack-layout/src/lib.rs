@@ -8,7 +8,7 @@ mod read;
 
 pub use archive::{append_bytes, append_file, write_tar_atomically, OciArchiveSink};
 pub use dir::OciLayoutSink;
-pub use read::read_layout_image;
+pub use read::{list_layout_referrers, read_layout_image};
 
 /// Content of the `oci-layout` file.
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
-use imgpack_image::{BlobRef, Image, PlatformManifest, REF_NAME_ANNOTATION};
+use imgpack_image::{BlobRef, Image, PlatformManifest, Referrer, REF_NAME_ANNOTATION};
 use imgpack_platform::Platform;
 use serde_json::Value;
 
@@ -52,11 +52,88 @@ pub fn read_layout_image(spec: &str) -> Result<Image> {
             vec![platform_manifest(&store, root.clone(), platform)?]
         }
     };
+    let mut subjects = vec![&root];
+    subjects.extend(manifests.iter().map(|m| &m.manifest));
+    let referrers = layout_referrers(&store, entries, &subjects)?;
     Ok(Image {
         store,
         root,
         manifests,
+        referrers,
     })
+}
+
+/// The referrers of `digest` listed in the layout `dir`'s index.json: the
+/// descriptors of the artifact manifests whose subject it is (what the
+/// registry's referrers API answers), each with its `artifactType`.
+pub fn list_layout_referrers(dir: &Path, digest: &Digest) -> Result<Vec<Value>> {
+    let index: Value = read_json(&dir.join("index.json"))
+        .with_context(|| format!("{} is not an OCI layout", dir.display()))?;
+    let store = BlobStore::open(dir)?;
+    let entries = index["manifests"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut found = Vec::new();
+    for entry in entries.iter().filter(|e| e["artifactType"].is_string()) {
+        let Some((manifest, _)) = artifact_manifest(&store, entry)? else {
+            continue;
+        };
+        if manifest["subject"]["digest"].as_str() == Some(&digest.to_string()) {
+            found.push(entry.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// An index entry's artifact manifest and its descriptor, if it is one.
+fn artifact_manifest(store: &BlobStore, entry: &Value) -> Result<Option<(Value, BlobRef)>> {
+    let descriptor = blob_ref(store, entry)?;
+    let manifest: Value = serde_json::from_slice(&read_checked(store, descriptor.digest())?)?;
+    Ok(manifest["subject"]
+        .is_object()
+        .then_some((manifest, descriptor)))
+}
+
+/// The referrers in `entries` whose subject is one of `subjects`, with every blob checked present.
+fn layout_referrers(
+    store: &BlobStore,
+    entries: &[Value],
+    subjects: &[&BlobRef],
+) -> Result<Vec<Referrer>> {
+    let mut referrers = Vec::new();
+    for entry in entries.iter().filter(|e| e["artifactType"].is_string()) {
+        let Some((manifest, descriptor)) = artifact_manifest(store, entry)? else {
+            continue;
+        };
+        let Some(subject) = subjects
+            .iter()
+            .find(|s| manifest["subject"]["digest"].as_str() == Some(&s.digest().to_string()))
+        else {
+            continue;
+        };
+        let mut blobs = vec![blob_ref(store, &manifest["config"])?];
+        for layer in manifest["layers"].as_array().into_iter().flatten() {
+            blobs.push(blob_ref(store, layer)?);
+        }
+        let annotations = manifest["annotations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect();
+        referrers.push(Referrer {
+            subject: (*subject).clone(),
+            artifact_type: entry["artifactType"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            manifest: descriptor,
+            blobs,
+            annotations,
+        });
+    }
+    Ok(referrers)
 }
 
 fn platform_manifest(

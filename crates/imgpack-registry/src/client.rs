@@ -534,6 +534,24 @@ impl RegistryClient {
             .await
     }
 
+    /// [`Self::put_manifest`], returning the `OCI-Subject` header of the answer:
+    /// a registry with the referrers API names the subject of an artifact manifest there.
+    pub(crate) async fn put_manifest_with_subject(
+        &self,
+        repository: &str,
+        reference: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Option<String>, RequestError> {
+        let response = self
+            .send_manifest(repository, reference, bytes, media_type)
+            .await?;
+        let subject = header(&response, "OCI-Subject");
+        self.manifest_stored(response, reference, bytes, media_type)
+            .await?;
+        Ok(subject)
+    }
+
     /// Puts manifest `bytes` under its digest. A 400 or 405 says the registry
     /// keeps manifests under tags only (container-registry 0.3.1 answers 400):
     /// the caller decides whether tagging directly is still safe.

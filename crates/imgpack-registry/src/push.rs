@@ -10,11 +10,13 @@ use anyhow::{anyhow, Context as _, Result};
 use futures_util::StreamExt;
 use imgpack_blob::Digest;
 use imgpack_image::{BlobRef, Image};
+use imgpack_sign::Signer;
 
 use crate::client::{verify_local_blob, DigestPut, Mount};
 use crate::early::EarlyUploads;
 use crate::progress::Reporter;
 use crate::retry::with_retries;
+use crate::signatures::sign_manifests;
 use crate::RequestError;
 use crate::{BlobLocations, ImageRef, RegistryClient};
 
@@ -64,16 +66,10 @@ pub async fn push_image(
     tags: &[String],
     image: &Image,
     options: &PushOptions,
+    signer: Option<&dyn Signer>,
 ) -> Result<Digest> {
-    push_after(
-        client,
-        target,
-        tags,
-        image,
-        options,
-        &EarlyUploads::default(),
-    )
-    .await
+    let early = EarlyUploads::default();
+    push_after(client, target, tags, image, options, signer, &early).await
 }
 
 /// [`push_image`] after `early` uploads (made while the layers were
@@ -85,6 +81,7 @@ pub(crate) async fn push_after(
     tags: &[String],
     image: &Image,
     options: &PushOptions,
+    signer: Option<&dyn Signer>,
     early: &EarlyUploads,
 ) -> Result<Digest> {
     let reporter = Reporter::new(options.quiet);
@@ -112,17 +109,64 @@ pub(crate) async fn push_after(
 
     // The root last, under each tag: a tag names it only once everything it references is there.
     let repository = target.repository();
+    let mut tags_only = false;
     if let DigestPut::TagsOnly(refusal) =
         put_by_digest(client, repository, image, &image.root, &reporter).await?
     {
         if image.is_index() {
             return Err(tags_only_index(client, &refusal));
         }
+        tags_only = true;
         // Its blobs are all there: the first tag cannot point at anything missing.
         reporter.line(&format!(
             "registry {} stores manifests only under tags: tagging directly",
             client.registry()
         ));
+    }
+    // Referrers after their subjects, before the tags: a tag appears only
+    // once the image's SBOM and provenance can be found from it.
+    if tags_only && !image.referrers.is_empty() {
+        // Artifact manifests are stored by digest, which this registry refuses.
+        reporter.line(&format!(
+            "warning: registry {} stores manifests only under tags, so the SBOM and provenance \
+             (referrers, stored by digest) are not attached",
+            client.registry()
+        ));
+    } else if !image.referrers.is_empty() {
+        let referrer_blobs = image.referrers.iter().flat_map(|r| &r.blobs).collect();
+        push_blob_list(&context, referrer_blobs, options).await?;
+        match crate::referrers::push_referrers(client, repository, image, &reporter).await? {
+            Some(crate::ReferrersSupport::Api) => reporter.line(&format!(
+                "attached {} referrers (referrers API)",
+                image.referrers.len()
+            )),
+            Some(crate::ReferrersSupport::TagFallback) => reporter.line(&format!(
+                "attached {} referrers (sha256-<digest> referrers tags)",
+                image.referrers.len()
+            )),
+            None => {}
+        }
+    }
+    if let Some(signer) = signer {
+        let mut digests: Vec<Digest> = image
+            .manifests
+            .iter()
+            .map(|m| m.manifest.digest().clone())
+            .collect();
+        if image.is_index() {
+            digests.push(image.root.digest().clone());
+        }
+        let identity = target.repository_ref();
+        sign_manifests(
+            client,
+            repository,
+            &identity,
+            &digests,
+            signer,
+            &image.store,
+            &reporter,
+        )
+        .await?;
     }
     let tags: Vec<&str> = std::iter::once(target.tag())
         .chain(tags.iter().map(String::as_str))
@@ -136,6 +180,26 @@ pub(crate) async fn push_after(
         reporter.line(&format!("tagged {}:{tag}", target.repository_ref()));
     }
     Ok(image.root.digest().clone())
+}
+
+/// Pushes `blobs` of the image's store (each once), `options.jobs` at a time.
+async fn push_blob_list(
+    context: &Context<'_>,
+    blobs: Vec<&BlobRef>,
+    options: &PushOptions,
+) -> Result<()> {
+    let mut seen = HashSet::new();
+    let blobs: Vec<&BlobRef> = blobs
+        .into_iter()
+        .filter(|blob| seen.insert(blob.digest().clone()))
+        .collect();
+    let mut pushes = futures_util::stream::iter(blobs)
+        .map(|blob| push_blob(context, blob))
+        .buffer_unordered(options.jobs.max(1));
+    while let Some(pushed) = pushes.next().await {
+        pushed?;
+    }
+    Ok(())
 }
 
 /// What every blob push of one image shares.

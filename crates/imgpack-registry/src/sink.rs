@@ -1,11 +1,12 @@
 //! The registry as an image [`Sink`]: `--push REF`.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Result;
 use futures_util::FutureExt;
 use imgpack_blob::BlobStore;
 use imgpack_image::{Image, Sink};
+use imgpack_sign::Signer;
 
 use crate::early::EarlyPush;
 use crate::push::push_after;
@@ -19,6 +20,8 @@ pub struct RegistrySink {
     pub tags: Vec<String>,
     pub transport: TransportOptions,
     pub options: PushOptions,
+    /// Signs every pushed manifest and the index (`--sign-key`).
+    pub signer: Option<Arc<dyn Signer>>,
     /// Started by [`Sink::prepare`]: contact and uploads under way while the layers are written.
     early: Mutex<Option<EarlyPush>>,
 }
@@ -29,12 +32,14 @@ impl RegistrySink {
         tags: Vec<String>,
         transport: TransportOptions,
         options: PushOptions,
+        signer: Option<Arc<dyn Signer>>,
     ) -> Self {
         Self {
             target,
             tags,
             transport,
             options,
+            signer,
             early: Mutex::new(None),
         }
     }
@@ -57,23 +62,17 @@ impl Sink for RegistrySink {
 
     fn write(&self, image: &Image) -> Result<()> {
         let early = self.early.lock().expect("not poisoned").take();
+        let signer = self.signer.as_deref();
+        let (target, tags, options) = (&self.target, &self.tags, &self.options);
         match early {
             Some(early) => early.block_on(async {
                 let (client, uploads) = early.collect().await?;
-                push_after(
-                    &client,
-                    &self.target,
-                    &self.tags,
-                    image,
-                    &self.options,
-                    &uploads,
-                )
-                .await
+                push_after(&client, target, tags, image, options, signer, &uploads).await
             }),
             None => block_on(async {
-                let credentials = find_credentials(&self.target.credential_keys());
-                let client = connect(self.target.api_host(), &self.transport, credentials).await?;
-                push_image(&client, &self.target, &self.tags, image, &self.options).await
+                let credentials = find_credentials(&target.credential_keys());
+                let client = connect(target.api_host(), &self.transport, credentials).await?;
+                push_image(&client, target, tags, image, options, signer).await
             }),
         }?;
         Ok(())

@@ -35,6 +35,12 @@ pub enum Command {
     /// Build and push every imgpack://PATH in Kubernetes YAML; print the YAML with the
     /// pushed REPOSITORY@sha256:… references in their place.
     Resolve(ResolveArgs),
+    /// Make a cosign key pair for --sign-key: PREFIX.key (encrypted with COSIGN_PASSWORD) and
+    /// PREFIX.pub.
+    Keygen(KeygenArgs),
+    /// Check the cosign signatures of a pushed image, its index and every platform manifest,
+    /// against a public key and the image's repository.
+    Verify(VerifyArgs),
     /// Print a shell completion script: imgpack completion bash > /etc/bash_completion.d/imgpack
     Completion(crate::ship::CompletionArgs),
     /// Print the man page (roff): imgpack man | man -l -
@@ -132,9 +138,18 @@ pub struct PushFlags {
           value_parser = clap::value_parser!(u64).range(0..=MAX_RETRY_TIMEOUT))]
     pub retry_timeout: u64,
 
+    /// Sign the pushed index and every platform manifest, as cosign does, with this P-256 key
+    /// (cosign's encrypted .key, password in COSIGN_PASSWORD, or PKCS#8 PEM); also
+    /// IMGPACK_SIGN_KEY or `sign_key` in imgpack.toml.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
+
+/// Environment variable that sets `--sign-key` for pushes.
+pub const SIGN_KEY_ENV: &str = "IMGPACK_SIGN_KEY";
 
 /// Largest `--chunk-size`: 4 GiB per PATCH.
 const MAX_CHUNK_MIB: u64 = 4096;
@@ -151,6 +166,7 @@ impl Default for PushFlags {
             image_refs: None,
             chunk_size: 0,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            sign_key: None,
             registry: RegistryArgs::default(),
         }
     }
@@ -171,6 +187,39 @@ pub struct PushArgs {
     pub push: PushFlags,
 
     /// Print only the pushed reference.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Write PREFIX.key and PREFIX.pub (neither may exist).
+    #[arg(long, value_name = "PREFIX", default_value = "cosign")]
+    pub output_key_prefix: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The image: REGISTRY/REPOSITORY[:TAG] or REGISTRY/REPOSITORY@sha256:….
+    pub reference: String,
+
+    /// The public key (PEM, e.g. cosign.pub) the signatures must verify with.
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+
+    /// Also require an SBOM attached to every platform manifest.
+    #[arg(long)]
+    pub sbom: bool,
+
+    /// Also require a provenance attestation on every platform manifest, its DSSE envelope
+    /// signed with the key.
+    #[arg(long)]
+    pub provenance: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+
+    /// Print nothing on success.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -335,6 +384,16 @@ pub struct BuildArgs {
     #[arg(long, value_name = "LEVEL", allow_negative_numbers = true)]
     pub compression_level: Option<i32>,
 
+    /// SBOM attached to each platform manifest of a push or an oci:/oci-archive: output: spdx
+    /// (default, SPDX 2.3 JSON), cyclonedx (CycloneDX 1.6 JSON) or none.
+    #[arg(long, value_name = "FORMAT")]
+    pub sbom: Option<String>,
+
+    /// SLSA provenance attached to each platform manifest of a push or an oci:/oci-archive:
+    /// output: true (default) or false.
+    #[arg(long, value_name = "BOOL")]
+    pub provenance: Option<bool>,
+
     /// Directory for intermediate blobs (default: the system temporary directory).
     #[arg(long, value_name = "DIR", env = TMPDIR_ENV)]
     pub tmpdir: Option<PathBuf>,
@@ -390,6 +449,9 @@ pub struct FileOnly {
     pub files: Vec<FileSpec>,
     /// `paths` beyond the first: more binaries for the same image.
     pub more_paths: Vec<PathBuf>,
+    /// `sign_key`, resolved against the file's directory (`--sign-key` and
+    /// IMGPACK_SIGN_KEY win).
+    pub sign_key: Option<PathBuf>,
 }
 
 #[cfg(test)]

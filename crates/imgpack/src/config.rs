@@ -36,9 +36,13 @@ struct Section {
     format: Option<String>,
     compression: Option<String>,
     compression_level: Option<i32>,
+    sbom: Option<String>,
+    provenance: Option<bool>,
     ca_certs: Option<String>,
     tzdata: Option<String>,
     zones: Option<Vec<String>>,
+    /// The key pushes are signed with (`--sign-key`), relative to the file.
+    sign_key: Option<String>,
     go: Option<GoSection>,
     rust: Option<RustSection>,
     files: Option<Vec<FilesEntry>>,
@@ -274,6 +278,11 @@ impl Config {
             imgpack_layer::Compression::from_name(name, s.compression_level)
                 .with_context(|| at("compression_level"))?;
         }
+        if let Some(sbom) = &s.sbom {
+            imgpack_attest::SbomFormat::parse(sbom)
+                .map_err(anyhow::Error::msg)
+                .with_context(|| at("sbom"))?;
+        }
         if let Some(name) = &s.name {
             imgpack_layer::validate_app_name(name).with_context(|| at("name"))?;
         }
@@ -422,9 +431,14 @@ impl Config {
         set(&mut args.format, &s.format);
         set(&mut args.compression, &s.compression);
         set(&mut args.compression_level, &s.compression_level);
+        set(&mut args.sbom, &s.sbom);
+        set(&mut args.provenance, &s.provenance);
         set(&mut args.ca_certs, &s.ca_certs);
         set(&mut args.tzdata, &s.tzdata);
         set(&mut args.zones, &s.zones);
+        if args.from_file.sign_key.is_none() {
+            args.from_file.sign_key = s.sign_key.as_ref().map(|key| self.dir().join(key));
+        }
         self.fill_files(args, s)?;
         if !args.binaries.is_empty() {
             return Ok(());
@@ -582,6 +596,19 @@ mod tests {
             builds[1].from_file.more_paths,
             [dir.path().join("cmd/migrate")]
         );
+    }
+
+    #[test]
+    fn sign_key_is_relative_to_the_file_and_kept_apart_from_the_flag() {
+        let (dir, config) = load_text("sign_key = \"keys/ci.key\"\n");
+        let config = config.unwrap().unwrap();
+        let build = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
+        assert_eq!(
+            build.from_file.sign_key,
+            Some(dir.path().join("keys/ci.key"))
+        );
+        // The flag stays unset: the environment (IMGPACK_SIGN_KEY) goes between the two.
+        assert!(build.push_flags.sign_key.is_none());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod outputs;
 mod registry;
 mod resolve;
 mod ship;
+mod sign;
 mod staging;
 mod values;
 
@@ -30,6 +31,8 @@ fn main() -> ExitCode {
         cli::Command::Push(args) => registry::run_push(args),
         cli::Command::Login(args) => registry::run_login(args),
         cli::Command::Resolve(args) => resolve::run(args),
+        cli::Command::Keygen(args) => sign::run_keygen(args),
+        cli::Command::Verify(args) => sign::run_verify(args),
         cli::Command::Completion(args) => ship::run_completion(args),
         cli::Command::Man(args) => ship::run_man(args),
     };

@@ -6,10 +6,12 @@ use imgpack_docker_archive::DockerArchiveSink;
 use imgpack_image::Sink;
 use imgpack_layout::{OciArchiveSink, OciLayoutSink};
 
-/// A parsed `--output`, and whether it can hold only one platform.
+/// A parsed `--output`, whether it can hold only one platform, and whether
+/// it can hold referrers (SBOM, provenance) beside the image.
 pub struct Output {
     pub sink: Box<dyn Sink>,
     pub single_platform: bool,
+    pub holds_referrers: bool,
 }
 
 pub fn parse_output(spec: &str) -> Result<Output> {
@@ -28,5 +30,7 @@ pub fn parse_output(spec: &str) -> Result<Output> {
     Ok(Output {
         sink,
         single_platform,
+        // An OCI layout lists them in its index; docker's archive format has no place for them.
+        holds_referrers: !single_platform,
     })
 }

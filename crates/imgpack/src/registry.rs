@@ -3,12 +3,14 @@
 
 use std::io::Read;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::Digest;
 use imgpack_image::Sink;
 use imgpack_registry::{ImageRef, PushOptions, RegistrySink, RetryPolicy, TransportOptions};
+use imgpack_sign::Signer;
 
 use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
 
@@ -20,6 +22,7 @@ pub fn registry_sink(
     flags: &PushFlags,
     jobs: usize,
     quiet: bool,
+    signer: Option<Arc<dyn Signer>>,
 ) -> Result<(RegistrySink, ImageRef)> {
     let target = ImageRef::parse_push_target(target)?;
     for tag in tags {
@@ -30,6 +33,7 @@ pub fn registry_sink(
         tags.to_vec(),
         transport(&flags.registry, Some(flags), quiet),
         PushOptions { jobs, quiet },
+        signer,
     );
     Ok((sink, target))
 }
@@ -66,12 +70,14 @@ pub fn run_push(args: PushArgs) -> Result<()> {
         );
     };
     check_image_refs(&args.push)?;
+    let signer = crate::sign::load_signer(args.push.sign_key.as_deref(), None)?;
     let (sink, target) = registry_sink(
         &args.target,
         &args.push.tags,
         &args.push,
         args.parallelism.jobs(),
         args.quiet,
+        signer,
     )?;
     let image = imgpack_layout::read_layout_image(layout)?;
     sink.write(&image)

@@ -2,6 +2,7 @@
 //! (`plan`), binaries (compiled by a frontend or given), layers (`layers`),
 //! the image, and its outputs and push.
 
+mod attest;
 mod layers;
 mod plan;
 mod users;
@@ -106,21 +107,62 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
         base.as_deref(),
     )?;
     let image = build_image(&store, &sets, &plan.settings)?;
+    let push = plan
+        .push
+        .as_ref()
+        .map(|push| push.sink(&app_name, plan.quiet))
+        .transpose()?;
+    // Named as it is pushed; an image only written out is named after its binary.
+    let subject_name = push
+        .as_ref()
+        .map_or(app_name.clone(), |(_, target)| target.repository_ref());
+    let wants_referrers =
+        push.is_some() || plan.outputs.iter().any(|output| output.holds_referrers);
+    let mut with_referrers = image.clone();
+    if wants_referrers && plan.attest.wanted() {
+        let in_image = binaries_in_image(&binaries, &extras, &app_name)?;
+        with_referrers.referrers =
+            attest::referrers(&plan, &image, &in_image, base.as_deref(), &subject_name)?;
+    }
     for output in &plan.outputs {
+        let written = if output.holds_referrers {
+            &with_referrers
+        } else {
+            &image
+        };
         output
             .sink
-            .write(&image)
+            .write(written)
             .with_context(|| format!("cannot write {}", output.sink.describe()))?;
         status(&plan, &format!("wrote {}", output.sink.describe()));
     }
     match push {
         Some((sink, target)) => {
-            sink.write(&image)
+            sink.write(&with_referrers)
                 .with_context(|| format!("cannot push to {}", sink.describe()))?;
             Ok(pushed_reference(&target, image.root.digest()))
         }
         None => Ok(image.root.digest().to_string()),
     }
+}
+
+/// Per platform (in the order of the image's manifests), each binary with its path in the image.
+fn binaries_in_image<'a>(
+    binaries: &'a [Binary],
+    extras: &'a [Binary],
+    app_name: &str,
+) -> Result<Vec<attest::PlatformBinaries<'a>>> {
+    binaries
+        .iter()
+        .map(|main| {
+            let mut in_image = vec![(imgpack_layer::app_path(app_name), main)];
+            for extra in extras.iter().filter(|e| e.platform == main.platform) {
+                let name = imgpack_layer::extra_app_name(&extra.path)?;
+                in_image.push((imgpack_layer::app_path(name), extra));
+            }
+            Ok(attest::PlatformBinaries { in_image })
+        })
+        .collect()
 }
 
 /// The main binary per platform, and the extra binaries (`paths` beyond the first).

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use imgpack_frontend::{GoOptions, Lang, RustOptions, SourceBuild};
@@ -10,6 +11,7 @@ use imgpack_image::{Format, ImageSettings};
 use imgpack_layer::{CaCerts, Compression, Tzdata, CA_BUNDLE_PATH};
 use imgpack_platform::{Binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
+use imgpack_sign::Signer;
 
 use crate::cli::{BuildArgs, PushFlags};
 use crate::git::{expand_tag, GitInfo};
@@ -38,6 +40,20 @@ pub(crate) struct BuildPlan {
     pub(super) settings: ImageSettings,
     pub(super) tmpdir: Option<PathBuf>,
     pub(super) quiet: bool,
+    /// SBOM and provenance (`--sbom`, `--provenance`).
+    pub(super) attest: AttestPlan,
+}
+
+/// What is attached to each platform manifest of a push or an OCI layout output.
+pub(crate) struct AttestPlan {
+    pub(super) sbom: Option<imgpack_attest::SbomFormat>,
+    pub(super) provenance: bool,
+    /// Signs the provenance's DSSE envelope (`--sign-key`); `None` leaves it unsigned.
+    pub(super) signer: Option<Box<dyn imgpack_attest::DsseSigner + Send + Sync>>,
+    /// The flags and settings that shaped the build, for the provenance.
+    pub(super) parameters: serde_json::Value,
+    /// When the build started (RFC 3339): SOURCE_DATE_EPOCH when set, so the provenance is reproducible.
+    pub(super) started_on: String,
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
@@ -49,22 +65,36 @@ pub(super) struct PushPlan {
     pub(super) flags: PushFlags,
     /// Blobs uploaded at once (`--jobs`).
     pub(super) jobs: usize,
+    /// Signs the pushed manifests (`--sign-key`), unlocked when planning.
+    pub(super) signer: Option<Arc<dyn Signer>>,
 }
 
 impl PushPlan {
     /// The registry sink, now that the image's name is known.
     pub(super) fn sink(&self, app_name: &str, quiet: bool) -> Result<(RegistrySink, ImageRef)> {
         match (&self.reference, &self.repository) {
-            (Some(reference), _) => {
-                registry_sink(reference, &self.tags, &self.flags, self.jobs, quiet)
-            }
+            (Some(reference), _) => registry_sink(
+                reference,
+                &self.tags,
+                &self.flags,
+                self.jobs,
+                quiet,
+                self.signer.clone(),
+            ),
             (None, Some(repository)) => {
                 let (first, rest) = self
                     .tags
                     .split_first()
                     .map_or(("latest", &[][..]), |(f, r)| (f.as_str(), r));
                 let target = format!("{}/{app_name}:{first}", repository.trim_end_matches('/'));
-                registry_sink(&target, rest, &self.flags, self.jobs, quiet)
+                registry_sink(
+                    &target,
+                    rest,
+                    &self.flags,
+                    self.jobs,
+                    quiet,
+                    self.signer.clone(),
+                )
             }
             (None, None) => unreachable!("checked when planning"),
         }
@@ -81,6 +111,7 @@ pub(super) enum Inputs {
 
 pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     let inputs = inputs(&args)?;
+    let mut attest = super::attest::attest_plan(&args, &inputs)?;
     let platforms: Vec<Platform> = match &inputs {
         Inputs::Prebuilt(binaries) => binaries.iter().map(|b| b.platform.clone()).collect(),
         Inputs::Source(request) => request.platforms.clone(),
@@ -115,6 +146,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
             push_plan(
                 reference,
                 repository,
+                args.from_file.sign_key.as_deref(),
                 &args.push_flags,
                 args.parallelism.jobs(),
                 git.as_ref(),
@@ -185,6 +217,11 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         annotations: annotations(&args.annotation, format, &inputs, git.as_ref())?,
         epoch: source_date_epoch()?,
     };
+    // `--sign-key` signs the provenance's DSSE envelope too.
+    attest.signer = push
+        .as_ref()
+        .and_then(|push| push.signer.clone())
+        .map(crate::sign::dsse_signer);
     Ok(BuildPlan {
         more_paths: args.from_file.more_paths.clone(),
         files: args.from_file.files.clone(),
@@ -203,6 +240,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         zones: args.zones,
         compression,
         settings,
+        attest,
         tmpdir: args.tmpdir,
         quiet: args.quiet,
     })
@@ -219,6 +257,7 @@ fn project_dir(inputs: &Inputs) -> PathBuf {
 fn push_plan(
     reference: &str,
     file_repository: Option<&str>,
+    file_sign_key: Option<&Path>,
     flags: &PushFlags,
     jobs: usize,
     git: Option<&GitInfo>,
@@ -229,6 +268,7 @@ fn push_plan(
         .iter()
         .map(|tag| expand_tag(tag, git))
         .collect::<Result<Vec<_>>>()?;
+    let signer = crate::sign::load_signer(flags.sign_key.as_deref(), file_sign_key)?;
     let plan = if reference.is_empty() {
         // Like a flag, the environment wins over the config file.
         let repository = std::env::var("IMGPACK_REPO")
@@ -242,6 +282,7 @@ fn push_plan(
             tags,
             flags: flags.clone(),
             jobs,
+            signer: signer.clone(),
         }
     } else {
         let reference = expand_reference(reference, git)?;
@@ -251,6 +292,7 @@ fn push_plan(
             tags,
             flags: flags.clone(),
             jobs,
+            signer: signer.clone(),
         }
     };
     // Parse now (with a stand-in for the name the build will give), so a bad
@@ -399,6 +441,7 @@ fn check_push_flags_unused(flags: &PushFlags, pulls_base: bool) -> Result<()> {
     let given = [
         ("--tag", !flags.tags.is_empty()),
         ("--image-refs", flags.image_refs.is_some()),
+        ("--sign-key", flags.sign_key.is_some()),
         // A base image is pulled from a registry too.
         (
             "--insecure-registry",

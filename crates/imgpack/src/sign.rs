@@ -1,0 +1,277 @@
+//! `imgpack keygen`, `imgpack verify`, and the signer a push signs with
+//! (`--sign-key`, IMGPACK_SIGN_KEY, `sign_key` in imgpack.toml).
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use imgpack_attest::DsseSigner;
+use imgpack_blob::Digest;
+use imgpack_registry::{Attachment, Verification};
+use imgpack_sign::{password_from_env, KeySigner, PrivateKey, PublicKey, Signer};
+
+use crate::cli::{KeygenArgs, VerifyArgs, SIGN_KEY_ENV};
+use crate::registry::transport;
+
+/// The signer for a push: `--sign-key`, else IMGPACK_SIGN_KEY, else the
+/// config file's `sign_key`; None when none is set. The key is unlocked now,
+/// so a wrong password fails before anything is built or pushed.
+pub fn load_signer(
+    flag: Option<&Path>,
+    from_file: Option<&Path>,
+) -> Result<Option<Arc<dyn Signer>>> {
+    let from_env = std::env::var_os(SIGN_KEY_ENV)
+        .filter(|value| !value.is_empty())
+        .map(PathBuf::from);
+    let Some(path) = flag
+        .map(Path::to_owned)
+        .or(from_env)
+        .or(from_file.map(Path::to_owned))
+    else {
+        return Ok(None);
+    };
+    let key = PrivateKey::load(&path, password_from_env)?;
+    Ok(Some(Arc::new(KeySigner::new(
+        key,
+        path.display().to_string(),
+    ))))
+}
+
+/// The push's signer as the DSSE signer of the provenance envelope.
+pub fn dsse_signer(signer: Arc<dyn Signer>) -> Box<dyn DsseSigner + Send + Sync> {
+    Box::new(DsseKey(signer))
+}
+
+/// A [`Signer`] signing DSSE PAE messages: the same ECDSA P-256 DER
+/// signature cosign puts in an attestation's envelope.
+struct DsseKey(Arc<dyn Signer>);
+
+impl DsseSigner for DsseKey {
+    /// Empty, as in the envelopes `cosign attest --key` writes: the key is
+    /// known to whoever verifies.
+    fn key_id(&self) -> String {
+        String::new()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.0
+            .sign(message)
+            .map(|signature| signature.signature)
+            .map_err(|err| format!("{err:#}"))
+    }
+}
+
+/// `imgpack keygen [--output-key-prefix PREFIX]`: PREFIX.key (cosign's
+/// encrypted format, mode 0600) and PREFIX.pub, never over existing files.
+pub fn run_keygen(args: KeygenArgs) -> Result<()> {
+    let prefix = args.output_key_prefix.display().to_string();
+    let private_path = PathBuf::from(format!("{prefix}.key"));
+    let public_path = PathBuf::from(format!("{prefix}.pub"));
+    for path in [&private_path, &public_path] {
+        if path.exists() {
+            bail!(
+                "{} exists: imgpack keygen never overwrites a key; move it away or give \
+                 --output-key-prefix",
+                path.display()
+            );
+        }
+    }
+    let password = password_from_env().map_err(|_| {
+        anyhow::anyhow!(
+            "no password for the new key: set COSIGN_PASSWORD (or IMGPACK_SIGN_PASSWORD) to it, \
+             or set it empty for a key without one"
+        )
+    })?;
+    let key = PrivateKey::generate()?;
+    let private_pem = key.to_encrypted_pem(&password)?;
+    let public_pem = key.public_key().to_pem()?;
+    write_new(&private_path, private_pem.as_bytes(), 0o600)?;
+    if let Err(err) = write_new(&public_path, public_pem.as_bytes(), 0o644) {
+        // Nothing half-done: a private key without its public key is removed again.
+        let _ = std::fs::remove_file(&private_path);
+        return Err(err);
+    }
+    eprintln!(
+        "imgpack: wrote {} (private, encrypted) and {}; sign with --sign-key {}, verify with \
+         imgpack verify REF --key {}",
+        private_path.display(),
+        public_path.display(),
+        private_path.display(),
+        public_path.display()
+    );
+    Ok(())
+}
+
+/// Creates `path` (it must not exist) with `mode` and writes `bytes`.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    let cannot = || format!("cannot write {}", path.display());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(cannot)?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(cannot)
+}
+
+/// `imgpack verify REF --key PUB`: every manifest must carry a signature by
+/// the key for the repository; the first that does not ends it with one line.
+pub fn run_verify(args: VerifyArgs) -> Result<()> {
+    let key = PublicKey::load(&args.key)?;
+    let transport = transport(&args.registry, None, true);
+    let verification = imgpack_registry::verify_signatures(&args.reference, &key, &transport)?;
+    let repository = &verification.repository;
+    let failed: Vec<_> = verification
+        .manifests
+        .iter()
+        .filter(|m| m.outcome.is_err())
+        .collect();
+    if let Some(first) = failed.first() {
+        let Err(refusal) = &first.outcome else {
+            unreachable!("filtered")
+        };
+        let what = match &first.platform {
+            Some(platform) => format!("its {platform} manifest {}", first.digest),
+            None => format!("it resolves to {}, which", first.digest),
+        };
+        let more = match failed.len() {
+            1 => String::new(),
+            n => format!(" (and {} more manifest(s) fail)", n - 1),
+        };
+        bail!(
+            "{}: {what} {refusal}{more}: not verified with {}",
+            args.reference,
+            args.key.display()
+        );
+    }
+    check_attachments(&args, &key, &verification)?;
+    if !args.quiet {
+        for manifest in &verification.manifests {
+            let kind =
+                manifest
+                    .platform
+                    .as_deref()
+                    .unwrap_or(if verification.manifests.len() > 1 {
+                        "index"
+                    } else {
+                        "manifest"
+                    });
+            println!("verified {repository}@{} ({kind})", manifest.digest);
+        }
+        for attachment in &verification.attachments {
+            println!(
+                "attached {} {repository}@{} to {}{}",
+                attachment.artifact_type,
+                attachment.manifest,
+                attachment.subject,
+                attachment
+                    .platform
+                    .as_deref()
+                    .map(|p| format!(" ({p})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(())
+}
+
+const SBOM_TYPES: [&str; 2] = ["application/spdx+json", "application/vnd.cyclonedx+json"];
+
+/// `--sbom`, `--provenance`: every platform manifest has the attachment,
+/// naming it as its subject; a provenance envelope is signed with `key`
+/// and its statement is about that manifest.
+fn check_attachments(
+    args: &VerifyArgs,
+    key: &PublicKey,
+    verification: &Verification,
+) -> Result<()> {
+    let platforms: Vec<(&Digest, Option<&str>)> = match verification.manifests.len() {
+        1 => vec![(&verification.root, None)],
+        _ => verification.manifests[1..]
+            .iter()
+            .map(|m| (&m.digest, m.platform.as_deref()))
+            .collect(),
+    };
+    for (digest, platform) in platforms {
+        let name = match platform {
+            Some(platform) => format!("its {platform} manifest {digest}"),
+            None => format!("its manifest {digest}"),
+        };
+        let of_subject = |types: &[&str]| -> Vec<&Attachment> {
+            verification
+                .attachments
+                .iter()
+                .filter(|a| &a.subject == digest && a.names_subject)
+                .filter(|a| types.contains(&a.artifact_type.as_str()))
+                .collect()
+        };
+        if args.sbom && of_subject(&SBOM_TYPES).is_empty() {
+            bail!(
+                "{}: {name} has no SBOM attached (push it again without --sbom none)",
+                args.reference
+            );
+        }
+        if args.provenance {
+            let provenances = of_subject(&[imgpack_attest::IN_TOTO_MEDIA_TYPE]);
+            if provenances.is_empty() {
+                bail!(
+                    "{}: {name} has no provenance attached (push it again without --provenance=false)",
+                    args.reference
+                );
+            }
+            let problems: Vec<String> = provenances
+                .iter()
+                .filter_map(|a| provenance_problem(a, key, digest).err())
+                .collect();
+            if problems.len() == provenances.len() {
+                bail!(
+                    "{}: the provenance of {name} {}: not verified with {}",
+                    args.reference,
+                    problems[0],
+                    args.key.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Why a provenance attachment does not count, if it does not.
+fn provenance_problem(
+    attachment: &Attachment,
+    key: &PublicKey,
+    subject: &Digest,
+) -> Result<(), String> {
+    let bytes = attachment.document.as_deref().ok_or("was not read")?;
+    let envelope: imgpack_attest::Envelope =
+        serde_json::from_slice(bytes).map_err(|_| "is not a DSSE envelope".to_owned())?;
+    if envelope.payload_type != imgpack_attest::IN_TOTO_MEDIA_TYPE {
+        return Err(format!(
+            "has payload type {}, not in-toto",
+            envelope.payload_type.escape_debug()
+        ));
+    }
+    let message = envelope.signed_message()?;
+    let signatures = envelope.signature_bytes()?;
+    if signatures.is_empty() {
+        return Err("is not signed (push it with --sign-key)".into());
+    }
+    if !signatures.iter().any(|sig| key.verifies(&message, sig)) {
+        return Err("has no signature made with this key".into());
+    }
+    let statement: serde_json::Value = serde_json::from_slice(&envelope.payload_bytes()?)
+        .map_err(|_| "holds a statement that is not JSON".to_owned())?;
+    let about_subject = statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| s["digest"]["sha256"].as_str() == Some(subject.hex()));
+    match about_subject {
+        true => Ok(()),
+        false => Err("is a statement about another manifest".into()),
+    }
+}
