@@ -142,9 +142,18 @@ fn an_https_registry_is_never_continued_over_plain_http() {
     let output = push_with_ca(dir.path(), &host, &ca);
     let err = last_error_line(&output);
     assert!(err.contains("not HTTPS"), "{err}");
+    // A loopback registry is first asked `GET /v2/` over plain HTTP, with no credentials; a TLS
+    // one refuses that, and nothing else may ever go over plain HTTP.
+    let plain: Vec<_> = registry
+        .seen()
+        .into_iter()
+        .filter(|s| s.plain_on_tls)
+        .collect();
     assert!(
-        registry.seen().iter().all(|s| !s.plain_on_tls),
-        "a request went over plain HTTP"
+        plain
+            .iter()
+            .all(|s| s.method == "GET" && s.target == "/v2/" && s.authorization.is_none()),
+        "a request went over plain HTTP: {plain:?}"
     );
 
     // A token realm over plain HTTP for an HTTPS registry: refused, the realm never asked.

@@ -754,15 +754,12 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
         retry_after: None,
         times: Some(1),
     });
-    let output = ok(plain_push(d)
-        .args([
-            "build",
-            "--output",
-            "oci:layout:v1",
-            "--push",
-            &format!("{}/team/app:v1", proxy.host()),
-        ])
-        .args(bins));
+    // From the layout: a build would stream the large layer while writing it, racing the faults.
+    let output = ok(imgpack_in(d).args([
+        "push",
+        "oci:plain:v1",
+        &format!("{}/team/app:v1", proxy.host()),
+    ]));
     // Every fault was met, and each cost one retry.
     let served = [post_500, head_429, cut_put, cut_patch, manifest_503].map(|f| proxy.served(f));
     assert_eq!(served, [2, 1, 1, 1, 1], "{:?}", proxy.requests());
@@ -798,12 +795,159 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
         "{}",
         String::from_utf8_lossy(&copy.stderr)
     );
-    let ours = Layout::new(d.join("layout"));
     let theirs = Layout::new(&pulled);
     theirs.verified_blobs();
-    assert_eq!(ours.entry("v1")["digest"], plain.entry("v1")["digest"]);
-    assert_eq!(theirs.entry("v1")["digest"], ours.entry("v1")["digest"]);
-    assert_eq!(content_digests(&theirs, "v1"), content_digests(&ours, "v1"));
+    assert_eq!(theirs.entry("v1")["digest"], plain.entry("v1")["digest"]);
+    assert_eq!(
+        content_digests(&theirs, "v1"),
+        content_digests(&plain, "v1")
+    );
+}
+
+/// Two platforms, amd64's app layer 32 MiB of noise (long enough to compress that its upload
+/// starts before it is finished), arm64's small; built once without a registry to name the
+/// blobs. Returns the build flags and the plain layout.
+fn streaming_project(d: &Path) -> ([&'static str; 4], Layout) {
+    incompressible_binary(&d.join("app-amd64"), 32 << 20, 21);
+    write_static_elf(&d.join("app-arm64"), Arch::Arm64, b"arm64 streamed");
+    let bins = [
+        "--binary",
+        "linux/amd64=app-amd64",
+        "--binary",
+        "linux/arm64=app-arm64",
+    ];
+    ok(imgpack_in(d)
+        .args(["build", "-q", "--output", "oci:plain:v1"])
+        .args(bins));
+    (bins, Layout::new(d.join("plain")))
+}
+
+/// The image in the registry, copied out by skopeo, is the one built without a registry.
+fn assert_pushed_image_is(registry: &Registry, repository: &str, plain: &Layout, d: &Path) {
+    let pulled = d.join(format!("pulled-{}", repository.replace('/', "-")));
+    let copy = skopeo(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{}/{repository}:v1", registry.host()),
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
+    assert!(
+        copy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    let theirs = Layout::new(&pulled);
+    theirs.verified_blobs();
+    assert_eq!(theirs.entry("v1")["digest"], plain.entry("v1")["digest"]);
+    assert_eq!(content_digests(&theirs, "v1"), content_digests(plain, "v1"));
+}
+
+#[test]
+fn a_layer_uploads_while_it_is_compressed_and_arrives_with_its_digest() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (bins, plain) = streaming_project(d);
+    let (big, big_size) = layer(&plain, "v1", 3);
+    assert!(big_size > 30 << 20, "the app layer is {big_size} bytes");
+
+    let output = ok(imgpack_in(d)
+        .args([
+            "build",
+            "--push",
+            &format!("{}/team/stream:v1", proxy.host()),
+        ])
+        .args(bins));
+    let err = stderr(&output);
+    let short = &big["sha256:".len()..][..12];
+    assert!(
+        err.contains(&format!("sha256:{short} uploaded while it was written")),
+        "{err}"
+    );
+    // One upload, closed by the one PUT that names the digest found at the end.
+    assert_eq!(
+        proxy.count("PUT", big.trim_start_matches("sha256:")),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
+    assert!(registry.has_blob("team/stream", &big));
+    // Platforms pushed at once: the same index as the build without a registry, every blob intact.
+    let digest = plain.entry("v1")["digest"].as_str().unwrap().to_owned();
+    assert_eq!(
+        last_line(&output),
+        format!("{}/team/stream@{digest}", proxy.host())
+    );
+    assert_pushed_image_is(&registry, "team/stream", &plain, d);
+}
+
+#[test]
+fn a_streamed_upload_cut_midway_goes_up_again_from_the_staged_blob() {
+    let Some(registry) = start(Setup::Plain) else {
+        return;
+    };
+    let proxy = Proxy::start(&registry.host());
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (bins, plain) = streaming_project(d);
+    let (big, _) = layer(&plain, "v1", 3);
+
+    // First a registry that never takes the large layer, streamed or not: the push fails and
+    // no tag names the image.
+    let refuse = proxy.add_fault(Fault::Status {
+        method: "PATCH",
+        path_contains: "/blobs/uploads/",
+        status: 503,
+        retry_after: None,
+        times: None,
+    });
+    let err = fails(
+        imgpack_in(d)
+            .args(["build", "--retry-timeout", "3"])
+            .args(["--push", &format!("{}/team/cut:v1", proxy.host())])
+            .args(bins),
+    );
+    assert!(err.contains("503"), "{err}");
+    assert!(proxy.served(refuse) >= 2, "{:?}", proxy.requests());
+    // arm64's manifest may be in (by digest: its blobs all are), but no tag and no index.
+    assert_eq!(
+        proxy.count("PUT", "/manifests/v1"),
+        0,
+        "{:?}",
+        proxy.requests()
+    );
+    assert_eq!(registry.manifest_digest("team/cut", "v1"), None);
+    let index = plain.entry("v1")["digest"].as_str().unwrap().to_owned();
+    assert_eq!(proxy.count("PUT", leak(&format!("/manifests/{index}"))), 0);
+    assert!(!registry.has_blob("team/cut", &big));
+
+    // Then the upload that follows the layer as it is written (the first PATCH) is cut.
+    proxy.clear_faults();
+    proxy.reset_counts();
+    let cut = proxy.add_fault(Fault::ResetDuringBody {
+        method: "PATCH",
+        path_contains: "/blobs/uploads/",
+        after_bytes: 2 << 20,
+        times: 1,
+    });
+    let output = ok(imgpack_in(d)
+        .args(["build", "--push", &format!("{}/team/cut:v1", proxy.host())])
+        .args(bins));
+    assert_eq!(proxy.served(cut), 1);
+    let err = stderr(&output);
+    assert!(err.contains("goes up again from the staged blob"), "{err}");
+    // The finished blob went up again from the store; one PUT completed it.
+    assert_eq!(
+        proxy.count("PUT", big.trim_start_matches("sha256:")),
+        1,
+        "{:?}",
+        proxy.requests()
+    );
+    assert_pushed_image_is(&registry, "team/cut", &plain, d);
 }
 
 #[test]

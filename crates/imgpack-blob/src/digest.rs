@@ -45,6 +45,7 @@ impl fmt::Display for Digest {
 
 /// Passes writes through to `inner` while hashing and counting them, so a
 /// stream's digest and size come out of the same single pass that writes it.
+#[derive(Clone)]
 pub struct DigestWriter<W> {
     inner: W,
     hasher: Sha256,

@@ -9,6 +9,7 @@
 mod atomic;
 mod cache_dir;
 mod digest;
+mod growing;
 mod json;
 mod store;
 mod temp_errors;
@@ -17,6 +18,7 @@ mod writable;
 pub use atomic::{write_atomically, AtomicFile};
 pub use cache_dir::cache_dir;
 pub use digest::{Digest, DigestWriter};
+pub use growing::{GrowingBlob, GrowingReader, Growth, StagingWatcher};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};
 pub use temp_errors::without_temp_path;

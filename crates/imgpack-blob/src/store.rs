@@ -4,11 +4,13 @@
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context, Result};
 use tempfile::NamedTempFile;
 
-use crate::{Digest, DigestWriter};
+use crate::growing::{AnnouncedFile, Announcer};
+use crate::{Digest, DigestWriter, StagingWatcher};
 
 /// A blob's digest and size: what a descriptor needs besides its media type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,18 @@ pub struct BlobInfo {
 pub struct BlobStore {
     root: PathBuf,
     blob_dir: PathBuf,
+    /// Shared by every clone: who follows the blobs this store writes.
+    watchers: Watchers,
+}
+
+#[derive(Clone, Default)]
+struct Watchers(Arc<Mutex<Vec<Arc<dyn StagingWatcher>>>>);
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let count = self.0.lock().expect("not poisoned").len();
+        write!(f, "{count} watchers")
+    }
 }
 
 impl BlobStore {
@@ -32,7 +46,19 @@ impl BlobStore {
         fs::create_dir_all(&blob_dir)
             .with_context(|| format!("cannot create blob directory {}", blob_dir.display()))?;
         sweep_dead_writers(&blob_dir);
-        Ok(Self { root, blob_dir })
+        Ok(Self {
+            root,
+            blob_dir,
+            watchers: Watchers::default(),
+        })
+    }
+
+    /// From now on, `watcher` is told about every blob [`writer`](Self::writer)
+    /// starts, and can follow it while it is written. Blobs whose bytes are
+    /// known up front ([`write_bytes`](Self::write_bytes), [`import`](Self::import))
+    /// are not announced: a sink takes them when the image is done.
+    pub fn watch(&self, watcher: Arc<dyn StagingWatcher>) {
+        self.watchers.0.lock().expect("not poisoned").push(watcher);
     }
 
     pub fn root(&self) -> &Path {
@@ -54,6 +80,10 @@ impl BlobStore {
 
     /// Starts a streaming write; nothing is visible under a digest until [`BlobWriter::commit`].
     pub fn writer(&self) -> Result<BlobWriter> {
+        self.writer_announced(true)
+    }
+
+    fn writer_announced(&self, announced: bool) -> Result<BlobWriter> {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".partial-{}-", std::process::id()))
             .tempfile_in(&self.blob_dir)
@@ -63,6 +93,15 @@ impl BlobStore {
             .reopen()
             .map_err(crate::without_temp_path)
             .with_context(|| format!("cannot write in {}", self.blob_dir.display()))?;
+        let announcer = match announced {
+            true => {
+                let watchers = self.watchers.0.lock().expect("not poisoned").clone();
+                Announcer::new(&watchers, &file)
+                    .with_context(|| format!("cannot write in {}", self.blob_dir.display()))?
+            }
+            false => Announcer::silent(),
+        };
+        let file = AnnouncedFile { file, announcer };
         Ok(BlobWriter {
             store: self.clone(),
             temp,
@@ -76,7 +115,7 @@ impl BlobStore {
             size: bytes.len() as u64,
         };
         if !self.contains(&info.digest) {
-            let mut writer = self.writer()?;
+            let mut writer = self.writer_announced(false)?;
             writer.write_all(bytes).context("cannot write blob")?;
             writer.commit()?;
         }
@@ -106,7 +145,7 @@ impl BlobStore {
                 .with_context(|| format!("cannot write {}", target.display()));
         }
         let mut reader = source.open_blob(&blob.digest)?;
-        let mut writer = self.writer()?;
+        let mut writer = self.writer_announced(false)?;
         io::copy(&mut reader, &mut writer).with_context(|| {
             format!(
                 "cannot copy {} into {}",
@@ -178,7 +217,7 @@ fn set_readable(_file: &File) -> Result<()> {
 pub struct BlobWriter {
     store: BlobStore,
     temp: NamedTempFile,
-    writer: DigestWriter<BufWriter<File>>,
+    writer: DigestWriter<BufWriter<AnnouncedFile>>,
 }
 
 impl BlobWriter {
@@ -192,7 +231,7 @@ impl BlobWriter {
     /// Flushes to disk and renames the file to its digest.
     pub fn commit(self) -> Result<BlobInfo> {
         let (buffered, digest, size) = self.writer.finish();
-        let file = buffered
+        let AnnouncedFile { file, announcer } = buffered
             .into_inner()
             .map_err(|err| err.into_error())
             .context("cannot write blob")?;
@@ -204,7 +243,9 @@ impl BlobWriter {
             .persist(&target)
             .map_err(|err| err.error)
             .with_context(|| format!("cannot move blob into place at {}", target.display()))?;
-        Ok(BlobInfo { digest, size })
+        let info = BlobInfo { digest, size };
+        announcer.committed(&info);
+        Ok(info)
     }
 }
 

@@ -104,6 +104,16 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// Called once before the image's blobs are written into `store`: a sink
+    /// that can take blobs while they are still being written (a registry
+    /// uploads a layer while it is compressed) starts following the store
+    /// here. [`write`](Self::write) is still called with the finished image,
+    /// and finishes what this started. Most sinks need nothing early.
+    fn prepare(&self, store: &BlobStore) -> Result<()> {
+        let _ = store;
+        Ok(())
+    }
+
     /// Writes the image. Blobs first, anything that names the image (a tag,
     /// index.json, the archive file) last, so an interrupted write leaves no
     /// name pointing at missing content and can simply be run again.

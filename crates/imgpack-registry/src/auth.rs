@@ -238,7 +238,7 @@ impl Authenticator {
         scopes: &[String],
     ) -> Result<Token> {
         let realm_url = self.check_realm(realm)?;
-        let http = self.clients.for_url(&realm_url);
+        let http = self.clients.for_url(&realm_url)?;
         let mut query: Vec<(&str, &str)> = scopes.iter().map(|s| ("scope", s.as_str())).collect();
         if let Some(service) = service {
             query.push(("service", service));

@@ -49,7 +49,7 @@ async fn resolve(
     transport: &TransportOptions,
     into: &BlobStore,
 ) -> Result<Vec<BaseLayers>> {
-    let reference: Reference = text.parse().with_context(|| {
+    let reference = crate::reference::parse_reference(text).with_context(|| {
         format!("bad base image reference '{text}': use REGISTRY/REPOSITORY[:TAG][@sha256:…]")
     })?;
     let cache = cache_dir().context("no cache directory for base images: set IMGPACK_CACHE_DIR")?;

@@ -4,11 +4,11 @@
 //! `Location` elsewhere is followed without them, and an https registry is
 //! never continued over plain HTTP.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
-use imgpack_blob::{BlobInfo, BlobStore, Digest};
+use imgpack_blob::{BlobInfo, BlobStore, Digest, GrowingBlob};
 use indicatif::ProgressBar;
 use reqwest::header::{
     HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION,
@@ -137,7 +137,7 @@ impl RegistryClient {
             let own = self.is_own(&url);
             let mut request = decorate(
                 self.clients
-                    .for_url(&url)
+                    .for_url(&url)?
                     .request(method.clone(), url.clone()),
             )?;
             let authorization = match own {
@@ -375,17 +375,24 @@ impl RegistryClient {
         let path = store.path(&blob.digest);
         let what = "uploading the blob";
         let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
+        // Hashed as it goes up, checked before the closing PUT: the file is read once.
+        let mut hashed = Hasher::new(std::io::sink());
         let mut offset = 0;
         while offset < blob.size {
             let len = chunk.min(blob.size - offset);
             let progress = Arc::new(Progress::new(len));
             let timing = Timing::Upload(&progress, what);
+            // Each attempt (a challenge sends the chunk again) hashes from where the last chunk ended.
+            let attempt = std::sync::Mutex::new(None);
             let response = self
                 .send(&scopes, Method::PATCH, location.clone(), timing, |r| {
+                    let hasher = Arc::new(std::sync::Mutex::new(hashed.clone()));
+                    *attempt.lock().expect("not poisoned") = Some(hasher.clone());
+                    let body = file_body(&path, offset, len, bar, &progress, Some(hasher))?;
                     Ok(r.header(CONTENT_TYPE, "application/octet-stream")
                         .header(CONTENT_LENGTH, len)
                         .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                        .body(file_body(&path, offset, len, bar, &progress)?))
+                        .body(body))
                 })
                 .await?;
             // 202 in the spec; some registries answer 204 or 201.
@@ -395,7 +402,13 @@ impl RegistryClient {
             if header(&response, LOCATION).is_some() {
                 *location = self.upload_location(location, &response)?;
             }
+            let sent = attempt.lock().expect("not poisoned").take();
+            hashed = sent.map_or(hashed, |h| h.lock().expect("not poisoned").clone());
             offset += len;
+        }
+        let (digest, size) = hashed.digest_so_far();
+        if digest != blob.digest || size != blob.size {
+            return Err(corrupt_blob(store, &digest, size));
         }
         let mut url = location.clone();
         url.query_pairs_mut()
@@ -418,6 +431,84 @@ impl RegistryClient {
             return Err(self.status_error(response, what).await);
         }
         check_digest(&self.registry, &response, &blob.digest)
+    }
+
+    /// Uploads a blob that is still being written: one PATCH whose body
+    /// follows the staged file as it grows (no length, so chunked), then the
+    /// PUT with the digest the blob turned out to have. Returns that blob. A
+    /// failed upload's session is cancelled; the blob can be uploaded again
+    /// from the store once it is complete.
+    pub(crate) async fn stream_upload(
+        &self,
+        repository: &str,
+        blob: GrowingBlob,
+        bar: &ProgressBar,
+    ) -> Result<BlobInfo, RequestError> {
+        let (mut location, _) = self.start_upload(repository).await?;
+        let result = self
+            .stream_patch_and_put(repository, blob, &mut location, bar)
+            .await;
+        if result.is_err() {
+            self.cancel_upload(repository, &location).await;
+        }
+        result
+    }
+
+    async fn stream_patch_and_put(
+        &self,
+        repository: &str,
+        blob: GrowingBlob,
+        location: &mut Url,
+        bar: &ProgressBar,
+    ) -> Result<BlobInfo, RequestError> {
+        let scopes = [push_scope(repository)];
+        let what = "uploading the blob while it is written";
+        // The length is known only at the end: the stall watch counts bytes until then.
+        let progress = Arc::new(Progress::new(u64::MAX));
+        let (body, committed) = growing_body(blob, bar, &progress);
+        // The body can be sent once: a second attempt (after a challenge) has none.
+        let body = std::sync::Mutex::new(Some(body));
+        let response = self
+            .send(
+                &scopes,
+                Method::PATCH,
+                location.clone(),
+                Timing::Upload(&progress, what),
+                |r| {
+                    let body = body.lock().expect("not poisoned").take().ok_or_else(|| {
+                        RequestError::transient(format!(
+                            "registry {} asked for credentials again mid-upload",
+                            self.registry
+                        ))
+                    })?;
+                    Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                        .body(body))
+                },
+            )
+            .await?;
+        if response.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(response, what).await);
+        }
+        if header(&response, LOCATION).is_some() {
+            *location = self.upload_location(location, &response)?;
+        }
+        let blob = committed.await.ok().flatten().ok_or_else(|| {
+            RequestError::fatal("the blob was not finished when its upload ended")
+        })?;
+        let mut url = location.clone();
+        url.query_pairs_mut()
+            .append_pair("digest", &blob.digest.to_string());
+        let response = self
+            .send(&scopes, Method::PUT, url, Timing::Short, |r| {
+                Ok(r.header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_LENGTH, 0))
+            })
+            .await?;
+        if response.status() != StatusCode::CREATED {
+            return Err(self.status_error(response, "finishing the upload").await);
+        }
+        check_digest(&self.registry, &response, &blob.digest)?;
+        Ok(blob)
     }
 
     /// Best effort: tells the registry an upload session is abandoned.
@@ -570,13 +661,18 @@ fn check_digest(
     Ok(())
 }
 
-/// `len` bytes of the file at `offset`, streamed, counting into `bar` and `progress`.
+/// Hashes what a blob upload sent.
+type Hasher = imgpack_blob::DigestWriter<std::io::Sink>;
+
+/// `len` bytes of the file at `offset`, streamed, counting into `bar` and
+/// `progress` and, if given, hashed into `hasher`.
 fn file_body(
     path: &std::path::Path,
     offset: u64,
     len: u64,
     bar: &ProgressBar,
     progress: &Arc<Progress>,
+    hasher: Option<Arc<std::sync::Mutex<Hasher>>>,
 ) -> Result<Body, RequestError> {
     let cannot_read = |err: std::io::Error| {
         RequestError::fatal(format!("cannot read blob {}: {err}", path.display()))
@@ -586,14 +682,61 @@ fn file_body(
     let reader = tokio::fs::File::from_std(file).take(len);
     let (bar, progress) = (bar.clone(), progress.clone());
     let stream = ReaderStream::with_capacity(reader, 256 * 1024).inspect_ok(move |chunk| {
+        if let Some(hasher) = &hasher {
+            let _ = hasher.lock().expect("not poisoned").write_all(chunk);
+        }
         bar.inc(chunk.len() as u64);
         progress.add(chunk.len() as u64);
     });
     Ok(Body::wrap_stream(stream))
 }
 
-/// Checks a local blob against its digest before it is uploaded: a blob
-/// changed on disk is named here, not discovered by the registry later.
+/// The body of a blob still being written: a thread reads the staged file
+/// as it grows and hands the pieces over; the receiver gets the finished
+/// blob once every byte went out (nothing, if the writer gave up).
+fn growing_body(
+    blob: GrowingBlob,
+    bar: &ProgressBar,
+    progress: &Arc<Progress>,
+) -> (Body, tokio::sync::oneshot::Receiver<Option<BlobInfo>>) {
+    const PIECE: usize = 256 * 1024;
+    let (pieces, receiver) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let (done, committed) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = blob.into_reader();
+        loop {
+            let mut piece = vec![0; PIECE];
+            let read = match reader.read(&mut piece) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(err) => {
+                    let _ = pieces.blocking_send(Err(err));
+                    return;
+                }
+            };
+            piece.truncate(read);
+            if pieces.blocking_send(Ok(piece)).is_err() {
+                // The upload ended (failed): nobody reads further.
+                return;
+            }
+        }
+        // Before the body ends, so the PUT that follows the PATCH knows the digest.
+        let _ = done.send(reader.committed());
+    });
+    let (bar, progress) = (bar.clone(), progress.clone());
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|piece| (piece, receiver))
+    })
+    .inspect_ok(move |piece| {
+        bar.inc(piece.len() as u64);
+        progress.add(piece.len() as u64);
+    });
+    (Body::wrap_stream(stream), committed)
+}
+
+/// Checks a local blob against its digest before it is uploaded in one PUT:
+/// a blob changed on disk is named here, not discovered by the registry
+/// later. Larger blobs are checked as they go up, before their closing PUT.
 pub(crate) fn verify_local_blob(store: &BlobStore, blob: &BlobInfo) -> Result<(), RequestError> {
     let path = store.path(&blob.digest);
     let cannot_read = |err: std::io::Error| {
@@ -604,14 +747,18 @@ pub(crate) fn verify_local_blob(store: &BlobStore, blob: &BlobInfo) -> Result<()
     std::io::copy(&mut file.take(blob.size + 1), &mut writer).map_err(cannot_read)?;
     let (_, digest, size) = writer.finish();
     if digest != blob.digest || size != blob.size {
-        return Err(RequestError::fatal(format!(
-            "its local copy in {} is corrupt ({size} bytes hashing to sha256:{}…): write the image \
-             again or restore the file",
-            store.root().display(),
-            &digest.hex()[..12]
-        )));
+        return Err(corrupt_blob(store, &digest, size));
     }
     Ok(())
+}
+
+fn corrupt_blob(store: &BlobStore, digest: &Digest, size: u64) -> RequestError {
+    RequestError::fatal(format!(
+        "its local copy in {} is corrupt ({size} bytes hashing to sha256:{}…): write the image \
+         again or restore the file",
+        store.root().display(),
+        &digest.hex()[..12]
+    ))
 }
 
 #[cfg(test)]

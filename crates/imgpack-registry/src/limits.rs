@@ -150,6 +150,12 @@ impl Stall {
     /// The error for a transfer of `what` to or from `registry` that stalled.
     pub(crate) fn error(&self, registry: &str, what: &str) -> RequestError {
         RequestError::transient(match self {
+            Stall::TooSlow { moved, total } if *total == u64::MAX => format!(
+                "registry {registry} stopped answering while {what} ({moved} bytes moved; \
+                 less than {} KiB in {}s)",
+                MIN_BYTES_PER_WINDOW >> 10,
+                TRANSFER_WINDOW.as_secs()
+            ),
             Stall::TooSlow { moved, total } => format!(
                 "registry {registry} stopped answering while {what} ({moved} of {total} bytes moved; \
                  less than {} KiB in {}s)",

@@ -15,6 +15,9 @@ const REPOSITORIES_PER_BLOB: usize = 4;
 pub struct BlobLocations {
     #[serde(skip)]
     path: Option<PathBuf>,
+    /// Whether anything was recorded since loading: an unchanged file is not written again.
+    #[serde(skip)]
+    changed: bool,
     registries: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
@@ -49,19 +52,32 @@ impl BlobLocations {
             .or_default()
             .entry(digest.to_owned())
             .or_default();
+        if repos.first().is_some_and(|r| r == repository) {
+            return;
+        }
         repos.retain(|r| r != repository);
         repos.insert(0, repository.to_owned());
         repos.truncate(REPOSITORIES_PER_BLOB);
+        self.changed = true;
     }
 
-    /// Writes the record back (atomically); a failure is reported by the caller as a warning.
+    /// Writes the record back if it changed; a failure is reported by the
+    /// caller as a warning. Renamed into place but not synced: a file lost in
+    /// a crash costs a mount shortcut, while a sync costs every push a disk flush.
     pub fn save(&self) -> anyhow::Result<()> {
-        let Some(path) = &self.path else {
+        use anyhow::Context;
+        let (Some(path), true) = (&self.path, self.changed) else {
             return Ok(());
         };
         let dir = path.parent().expect("cache file has a parent");
         create_private_dir(dir)?;
-        imgpack_blob::write_atomically(path, &serde_json::to_vec(self)?, 0o644)
+        let temp = dir.join(format!(".blob-locations-{}.json", std::process::id()));
+        std::fs::write(&temp, serde_json::to_vec(self)?)
+            .and_then(|()| std::fs::rename(&temp, path))
+            .with_context(|| format!("cannot write {}", path.display()))
+            .inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
     }
 }
 
@@ -100,6 +116,33 @@ mod tests {
         assert_eq!(
             locations.sources("reg:5000", "sha256:x", "none"),
             ["b", "e", "d", "c"]
+        );
+    }
+
+    #[test]
+    fn an_unchanged_record_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache/blob-locations.json");
+        let mut locations = BlobLocations {
+            path: Some(path.clone()),
+            ..Default::default()
+        };
+        locations.save().unwrap();
+        assert!(!path.exists(), "nothing recorded, yet the file was written");
+        locations.record("reg:5000", "sha256:x", "a");
+        locations.save().unwrap();
+        let saved: BlobLocations = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(saved.sources("reg:5000", "sha256:x", "b"), ["a"]);
+        // The same repository again, already first: nothing changes.
+        let mut again = BlobLocations {
+            path: Some(path.clone()),
+            ..saved
+        };
+        again.record("reg:5000", "sha256:x", "a");
+        assert!(!again.changed);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("cache")).unwrap().count(),
+            1
         );
     }
 }

@@ -1,7 +1,7 @@
 //! Retries: transient failures back off and try again within a time budget.
 
-use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
@@ -44,7 +44,8 @@ where
     Fut: Future<Output = Result<T, RequestError>>,
 {
     let deadline = Instant::now() + policy.max_elapsed;
-    let tries = Cell::new(0usize);
+    // Atomic, not a Cell: a push's futures run on a multi-threaded runtime.
+    let tries = AtomicUsize::new(0);
     let backoff = ExponentialBuilder::default()
         .with_jitter()
         .with_min_delay(policy.min_delay)
@@ -52,7 +53,7 @@ where
         .with_max_times(policy.max_tries.saturating_sub(1))
         .with_total_delay(Some(policy.max_elapsed));
     let result = (|| {
-        tries.set(tries.get() + 1);
+        tries.fetch_add(1, Ordering::Relaxed);
         operation()
     })
     .retry(backoff)
@@ -69,7 +70,7 @@ where
         ));
     })
     .await;
-    result.map_err(|err| match tries.get() {
+    result.map_err(|err| match tries.load(Ordering::Relaxed) {
         1 => anyhow!("{what} failed: {err}"),
         n => anyhow!("{what} failed after {n} tries: {err}"),
     })

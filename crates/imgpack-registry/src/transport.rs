@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use reqwest::header::WWW_AUTHENTICATE;
@@ -57,12 +58,19 @@ fn is_loopback(registry: &str) -> bool {
 /// The HTTP clients of one registry: `strict` verifies TLS for every origin;
 /// `relaxed` (for an `--insecure-registry`) skips verification and is used
 /// for that registry's own origin only, never for its token realm or a
-/// `Location` elsewhere. Neither follows redirects by itself: the client
-/// follows them, deciding per hop what may be sent.
+/// `Location` elsewhere; `plain` carries plain-HTTP requests, which have no
+/// TLS to verify. Neither follows redirects by itself: the client follows
+/// them, deciding per hop what may be sent. `strict` is built on first use:
+/// loading the system's CA roots costs tens of milliseconds that a
+/// plain-HTTP registry never needs. Clones share the clients and their
+/// connection pools.
 #[derive(Clone)]
 pub(crate) struct Clients {
-    strict: reqwest::Client,
+    strict: Arc<OnceLock<Result<reqwest::Client, String>>>,
     relaxed: Option<reqwest::Client>,
+    plain: reqwest::Client,
+    /// `--registry-ca` certificates, for `strict` when it is built.
+    certificates: Arc<Vec<reqwest::Certificate>>,
     /// The registry's origin (scheme, host, port), once its scheme is known.
     registry: Option<url::Origin>,
 }
@@ -71,23 +79,46 @@ impl Clients {
     pub(crate) fn new(options: &TransportOptions, insecure: bool) -> Result<Self> {
         let certificates = ca_certificates(options)?;
         let relaxed = insecure
-            .then(|| http_client(&certificates, true))
+            .then(|| http_client(&certificates, Trust::Anything))
             .transpose()?;
         Ok(Self {
-            strict: http_client(&certificates, false)?,
+            strict: Arc::new(OnceLock::new()),
             relaxed,
+            plain: http_client(&[], Trust::Nothing)?,
+            certificates: Arc::new(certificates),
             registry: None,
         })
     }
 
     /// The client allowed to carry a request to `url`.
-    pub(crate) fn for_url(&self, url: &Url) -> &reqwest::Client {
-        match (&self.relaxed, &self.registry) {
+    pub(crate) fn for_url(&self, url: &Url) -> Result<&reqwest::Client, RequestError> {
+        Ok(match (&self.relaxed, &self.registry) {
+            _ if url.scheme() == "http" => &self.plain,
             (Some(relaxed), Some(origin)) if url.origin() == *origin => relaxed,
             (Some(relaxed), None) => relaxed,
-            _ => &self.strict,
-        }
+            _ => self.strict()?,
+        })
     }
+
+    fn strict(&self) -> Result<&reqwest::Client, RequestError> {
+        let built = self.strict.get_or_init(|| {
+            http_client(&self.certificates, Trust::Verified).map_err(|err| format!("{err:#}"))
+        });
+        built
+            .as_ref()
+            .map_err(|err| RequestError::fatal(err.clone()))
+    }
+}
+
+/// Which TLS certificates a client accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// The system's roots and `--registry-ca`.
+    Verified,
+    /// Any certificate: `--insecure-registry`.
+    Anything,
+    /// None at all: the client for plain HTTP, which never needs a root.
+    Nothing,
 }
 
 fn ca_certificates(options: &TransportOptions) -> Result<Vec<reqwest::Certificate>> {
@@ -109,20 +140,22 @@ fn ca_certificates(options: &TransportOptions) -> Result<Vec<reqwest::Certificat
     Ok(certificates)
 }
 
-fn http_client(
-    certificates: &[reqwest::Certificate],
-    accept_invalid_certs: bool,
-) -> Result<reqwest::Client> {
-    reqwest::Client::builder()
+fn http_client(certificates: &[reqwest::Certificate], trust: Trust) -> Result<reqwest::Client> {
+    let builder = reqwest::Client::builder()
         .user_agent(concat!("imgpack/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(PING_DEADLINE)
         // A backstop under the deadlines each request sets for itself.
         .read_timeout(2 * REQUEST_DEADLINE)
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_certs_merge(certificates.to_vec())
-        .tls_danger_accept_invalid_certs(accept_invalid_certs)
-        .build()
-        .context("cannot set up the HTTP client")
+        .redirect(reqwest::redirect::Policy::none());
+    let builder = match trust {
+        Trust::Verified => builder.tls_certs_merge(certificates.to_vec()),
+        Trust::Anything => builder
+            .tls_certs_merge(certificates.to_vec())
+            .tls_danger_accept_invalid_certs(true),
+        // No roots: an https URL given to this client fails verification.
+        Trust::Nothing => builder.tls_certs_only(Vec::new()),
+    };
+    builder.build().context("cannot set up the HTTP client")
 }
 
 /// Connects to `registry` (host[:port]) the way docker does: HTTPS with
@@ -160,13 +193,17 @@ pub async fn connect(
     })
 }
 
-/// One first contact: HTTPS, then plain HTTP where allowed. Returns the base
-/// URL and the ping's challenge, if it answered 401.
+/// One first contact: HTTPS, then plain HTTP where allowed; a loopback
+/// registry plain HTTP first. Returns the base URL and the ping's challenge,
+/// if it answered 401.
 async fn probe(
     clients: &Clients,
     registry: &str,
     plain_allowed: bool,
 ) -> Result<(Url, Option<String>), RequestError> {
+    if is_loopback(registry) {
+        return probe_plain_first(clients, registry).await;
+    }
     let https = base_url("https", registry)?;
     let tls_failure = match ping(clients, &https, registry).await {
         Ok(challenge) => return Ok((https, challenge)),
@@ -177,6 +214,26 @@ async fn probe(
     match ping(clients, &http, registry).await {
         Ok(challenge) => Ok((http, challenge)),
         Err(plain_failure) => Err(real_failure(tls_failure, plain_failure)),
+    }
+}
+
+/// A loopback registry is tried over plain HTTP first (a TLS one answers
+/// that with 400, and HTTPS follows): the connection never leaves the
+/// machine, and a plain-HTTP registry, the usual local one, then costs no
+/// TLS setup and no failed handshake.
+async fn probe_plain_first(
+    clients: &Clients,
+    registry: &str,
+) -> Result<(Url, Option<String>), RequestError> {
+    let http = base_url("http", registry)?;
+    let plain_failure = match ping(clients, &http, registry).await {
+        Ok(challenge) => return Ok((http, challenge)),
+        Err(failure) => failure,
+    };
+    let https = base_url("https", registry)?;
+    match ping(clients, &https, registry).await {
+        Ok(challenge) => Ok((https, challenge)),
+        Err(tls_failure) => Err(real_failure(tls_failure, plain_failure)),
     }
 }
 
@@ -213,8 +270,11 @@ async fn ping(
     registry: &str,
 ) -> Result<Option<String>, PingFailure> {
     let url = base.join("v2/").expect("a valid path");
-    let response = clients
-        .for_url(&url)
+    let client = clients.for_url(&url).map_err(|error| PingFailure {
+        error,
+        answered: None,
+    })?;
+    let response = client
         .get(url.clone())
         .timeout(PING_DEADLINE)
         .send()

@@ -28,13 +28,13 @@ pub fn registry_sink(
     for tag in tags {
         imgpack_image::validate_tag(tag).context("--tag")?;
     }
-    let sink = RegistrySink {
-        target: target.clone(),
-        tags: tags.to_vec(),
-        transport: transport(&flags.registry, Some(flags), quiet),
-        options: PushOptions { jobs, quiet },
+    let sink = RegistrySink::new(
+        target.clone(),
+        tags.to_vec(),
+        transport(&flags.registry, Some(flags), quiet),
+        PushOptions { jobs, quiet },
         signer,
-    };
+    );
     Ok((sink, target))
 }
 

@@ -77,6 +77,16 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let store = BlobStore::open(staging.path())?;
     let (binaries, extras) = compile(&plan, staging.path())?;
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
+    let push = match &plan.push {
+        Some(push) => Some(push.sink(&app_name, plan.quiet)?),
+        None => None,
+    };
+    // Before any layer is written: a sink may take layers while they are compressed.
+    let outputs = plan.outputs.iter().map(|output| &*output.sink);
+    for sink in outputs.chain(push.iter().map(|(sink, _)| sink as &dyn Sink)) {
+        sink.prepare(&store)
+            .with_context(|| format!("cannot write {}", sink.describe()))?;
+    }
     let base = resolve_base_for(&plan, &binaries, &store)?;
     if let (Some(user), Some(base)) = (&plan.settings.user, &base) {
         let bases = if users::files_write_etc(&plan.files) {

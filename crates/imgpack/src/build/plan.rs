@@ -177,10 +177,9 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     }
     if let Some(base) = &args.base {
         // Checked now, so a typo fails before anything is compiled.
-        base.parse::<oci_spec::distribution::Reference>()
-            .with_context(|| {
-                format!("bad --base '{base}': use REGISTRY/REPOSITORY[:TAG][@sha256:…]")
-            })?;
+        imgpack_registry::parse_reference(base).with_context(|| {
+            format!("bad --base '{base}': use REGISTRY/REPOSITORY[:TAG][@sha256:…]")
+        })?;
     }
     let git = GitInfo::of(&project_dir(&inputs));
     let push = args
