@@ -642,7 +642,7 @@ const GOLDEN_EPOCH: &str =
 const GOLDEN_FILES: &str =
     "sha256:37b49730c44b85e5ae012e7eda04552ab713edc412c7546058d806257757c04f";
 const GOLDEN_OCI_ARCHIVE: &str =
-    "sha256:fe9739e0897154dd9c639f71463cb4c638b68fae6e6feba02fd7eacb56ee035a";
+    "sha256:ed075e01bfbcb888c3b5659e25f76e70e1072c18a1cae53912f3632e77d24317";
 const GOLDEN_DOCKER_ARCHIVE: &str =
     "sha256:fa0379b48e5a4a422e7ad94ab15e0908fdddc4d7976d72feba2f1e1bcf3b8ae0";
 const GOLDEN_ON_BASE: &str =
