@@ -24,7 +24,14 @@ fn build_in(dir: &Path, cache: &Path, args: &[&str]) -> Command {
     command
         .current_dir(dir)
         .env("IMGPACK_CACHE_DIR", cache)
-        .args(["build", "--binary", "linux/amd64=api"])
+        // Layouts are compared blob for blob: provenance records each build's real times.
+        .args([
+            "build",
+            "--provenance",
+            "false",
+            "--binary",
+            "linux/amd64=api",
+        ])
         .args(args);
     command
 }

@@ -704,7 +704,7 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
         "linux/arm64=app-arm64",
     ];
     // The same build without a registry first, to name the blobs the faults aim at.
-    ok(imgpack_in(d)
+    ok(plain_push(d)
         .args(["build", "-q", "--output", "oci:plain:v1"])
         .args(bins));
     let plain = Layout::new(d.join("plain"));
@@ -816,7 +816,7 @@ fn streaming_project(d: &Path) -> ([&'static str; 4], Layout) {
         "--binary",
         "linux/arm64=app-arm64",
     ];
-    ok(imgpack_in(d)
+    ok(plain_push(d)
         .args(["build", "-q", "--output", "oci:plain:v1"])
         .args(bins));
     (bins, Layout::new(d.join("plain")))
@@ -855,9 +855,11 @@ fn a_layer_uploads_while_it_is_compressed_and_arrives_with_its_digest() {
     let (big, big_size) = layer(&plain, "v1", 3);
     assert!(big_size > 30 << 20, "the app layer is {big_size} bytes");
 
+    // --no-cache: the layout build above cached every layer, and a cached layer is not written.
     let output = ok(imgpack_in(d)
         .args([
             "build",
+            "--no-cache",
             "--push",
             &format!("{}/team/stream:v1", proxy.host()),
         ])
@@ -907,7 +909,7 @@ fn a_streamed_upload_cut_midway_goes_up_again_from_the_staged_blob() {
     });
     let err = fails(
         imgpack_in(d)
-            .args(["build", "--retry-timeout", "3"])
+            .args(["build", "--no-cache", "--retry-timeout", "3"])
             .args(["--push", &format!("{}/team/cut:v1", proxy.host())])
             .args(bins),
     );
@@ -935,7 +937,8 @@ fn a_streamed_upload_cut_midway_goes_up_again_from_the_staged_blob() {
         times: 1,
     });
     let output = ok(imgpack_in(d)
-        .args(["build", "--push", &format!("{}/team/cut:v1", proxy.host())])
+        .args(["build", "--no-cache"])
+        .args(["--push", &format!("{}/team/cut:v1", proxy.host())])
         .args(bins));
     assert_eq!(proxy.served(cut), 1);
     let err = stderr(&output);

@@ -107,11 +107,6 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
         base.as_deref(),
     )?;
     let image = build_image(&store, &sets, &plan.settings)?;
-    let push = plan
-        .push
-        .as_ref()
-        .map(|push| push.sink(&app_name, plan.quiet))
-        .transpose()?;
     // Named as it is pushed; an image only written out is named after its binary.
     let subject_name = push
         .as_ref()
