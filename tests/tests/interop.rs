@@ -54,6 +54,8 @@ fn docker_config(dir: &Path, name: &str, host: &str, password: &str) -> PathBuf 
 }
 
 /// imgpack in `dir` with no credentials but those of `config` (None: none at all).
+/// imgpack with a home of its own. Builds here pass `--sbom none --provenance false`:
+/// the tests count exactly which blobs go up (attachments are attest.rs's).
 fn imgpack_in(dir: &Path, config: Option<&Path>) -> Command {
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -141,6 +143,10 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
             let mut command = imgpack_in(d, Some(&config));
             command.args([
                 "build",
+                "--sbom",
+                "none",
+                "--provenance",
+                "false",
                 "-q",
                 "--binary",
                 "linux/amd64=app",
@@ -198,7 +204,9 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
         // A one-part repository name: distribution takes it; container-registry routes only
         // two-part names, and its 404 is explained in one line.
         let mut one_part = imgpack_in(d, Some(&config));
-        one_part.args(["build", "-q", "--binary", "linux/amd64=app"]);
+        one_part
+            .args(["build", "-q", "--sbom", "none", "--provenance", "false"])
+            .args(["--binary", "linux/amd64=app"]);
         one_part.args(["--push", &format!("{host}/app:v1")]);
         match registry.implementation() {
             Implementation::Distribution => drop(ok(&mut one_part)),
@@ -227,6 +235,10 @@ fn a_base_image_is_pulled_from_both_registries() {
         write_static_elf(&d.join("base-app"), Arch::Amd64, b"the base's own binary");
         ok(imgpack_in(d, Some(&config)).args([
             "build",
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
             "-q",
             "--binary",
             "linux/amd64=base-app",
@@ -241,6 +253,10 @@ fn a_base_image_is_pulled_from_both_registries() {
         write_static_elf(&d.join("app"), Arch::Amd64, b"the app on the base");
         ok(imgpack_in(d, Some(&config)).args([
             "build",
+            "--sbom",
+            "none",
+            "--provenance",
+            "false",
             "-q",
             "--binary",
             "linux/amd64=app",
@@ -285,6 +301,10 @@ fn a_two_platform_index_is_pushed_or_refused_before_any_tag() {
         let output = imgpack_in(d, Some(&config))
             .args([
                 "build",
+                "--sbom",
+                "none",
+                "--provenance",
+                "false",
                 "-q",
                 "--output",
                 "oci:layout:v1",
@@ -350,6 +370,10 @@ fn login_a_wrong_password_and_no_credentials_on_both_registries() {
             let mut command = imgpack_in(d, config);
             command.args([
                 "build",
+                "--sbom",
+                "none",
+                "--provenance",
+                "false",
                 "-q",
                 "--binary",
                 "linux/amd64=app",
