@@ -150,14 +150,28 @@ fn pushes_and_base_pulls_need_nothing_beyond_the_spec() {
     let host = registry.host();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // Larger than the unannounced minimum: it must go up in one PATCH.
+    // Larger than the unannounced minimum: it must go up in one PATCH. Pushed from the
+    // layout: a build --push streams that layer while writing it, which this does not count.
     write_static_elf(&d.join("app"), Arch::Amd64, &noise(6 << 20, 13));
-    let printed = pushed(&push(
-        d,
-        &host,
-        "linux/amd64=app",
-        &format!("{host}/team/app:v1"),
-    ));
+    let built = imgpack_in(d, &host, true)
+        .args([
+            "build",
+            "-q",
+            "--binary",
+            "linux/amd64=app",
+            "--output",
+            "oci:layout:v1",
+        ])
+        .args(["--sbom", "none", "--provenance", "false"])
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", stderr(&built));
+    let printed = pushed(
+        &imgpack_in(d, &host, true)
+            .args(["push", "oci:layout:v1", &format!("{host}/team/app:v1")])
+            .output()
+            .unwrap(),
+    );
     let layout = Layout::new(d.join("layout"));
     let digest = layout.entry("v1")["digest"].as_str().unwrap().to_owned();
     assert_eq!(printed, format!("{host}/team/app@{digest}"));

@@ -10,7 +10,7 @@ use crate::{on_path, run, workspace_root};
 
 /// What the end-to-end tests need, each as (a command on PATH or an absolute
 /// path that the package provides, the Debian package).
-const TOOLS: [(&str, &str); 12] = [
+const TOOLS: [(&str, &str); 13] = [
     ("git", "git"),
     // The arm64 runner: a user and mount namespace with a private binfmt_misc.
     ("unshare", "util-linux"),
@@ -25,6 +25,8 @@ const TOOLS: [(&str, &str); 12] = [
         "golang-github-gin-gonic-gin-dev",
     ),
     ("qemu-aarch64-static", "qemu-user-static"),
+    // musl-gcc: the Rust builder image's C linker in tests/tests/job_source.rs.
+    ("musl-gcc", "musl-tools"),
     // sshd for the ssh:// and scp-style git sources (git_source.rs).
     ("/usr/sbin/sshd", "openssh-server"),
     // python3 -m venv: the venv that holds zig for imgpack's own musl builds (`dist`).
