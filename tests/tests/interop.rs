@@ -53,9 +53,15 @@ fn docker_config(dir: &Path, name: &str, host: &str, password: &str) -> PathBuf 
     config
 }
 
+/// `imgpack build` without SBOM or provenance: the tests count exactly which
+/// blobs go up (attachments are tests/tests/attest.rs's).
+fn build_in(dir: &Path, config: Option<&Path>) -> Command {
+    let mut command = imgpack_in(dir, config);
+    command.args(["build", "--sbom", "none", "--provenance", "false"]);
+    command
+}
+
 /// imgpack in `dir` with no credentials but those of `config` (None: none at all).
-/// imgpack with a home of its own. Builds here pass `--sbom none --provenance false`:
-/// the tests count exactly which blobs go up (attachments are attest.rs's).
 fn imgpack_in(dir: &Path, config: Option<&Path>) -> Command {
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
@@ -203,10 +209,8 @@ fn push_re_push_and_pull_back_with_skopeo_on_both_registries() {
 
         // A one-part repository name: distribution takes it; container-registry routes only
         // two-part names, and its 404 is explained in one line.
-        let mut one_part = imgpack_in(d, Some(&config));
-        one_part
-            .args(["build", "-q", "--sbom", "none", "--provenance", "false"])
-            .args(["--binary", "linux/amd64=app"]);
+        let mut one_part = build_in(d, Some(&config));
+        one_part.args(["-q", "--binary", "linux/amd64=app"]);
         one_part.args(["--push", &format!("{host}/app:v1")]);
         match registry.implementation() {
             Implementation::Distribution => drop(ok(&mut one_part)),
@@ -233,12 +237,7 @@ fn a_base_image_is_pulled_from_both_registries() {
         let d = dir.path();
         let config = docker_config(d, "docker", &host, PASSWORD);
         write_static_elf(&d.join("base-app"), Arch::Amd64, b"the base's own binary");
-        ok(imgpack_in(d, Some(&config)).args([
-            "build",
-            "--sbom",
-            "none",
-            "--provenance",
-            "false",
+        ok(build_in(d, Some(&config)).args([
             "-q",
             "--binary",
             "linux/amd64=base-app",
@@ -251,12 +250,7 @@ fn a_base_image_is_pulled_from_both_registries() {
         let base_manifest = &base.manifests(&base.entry("v1"))[0];
 
         write_static_elf(&d.join("app"), Arch::Amd64, b"the app on the base");
-        ok(imgpack_in(d, Some(&config)).args([
-            "build",
-            "--sbom",
-            "none",
-            "--provenance",
-            "false",
+        ok(build_in(d, Some(&config)).args([
             "-q",
             "--binary",
             "linux/amd64=app",
@@ -298,19 +292,8 @@ fn a_two_platform_index_is_pushed_or_refused_before_any_tag() {
         write_static_elf(&d.join("app-amd64"), Arch::Amd64, b"amd64 index");
         write_static_elf(&d.join("app-arm64"), Arch::Arm64, b"arm64 index");
         let target = format!("{host}/team/multi:v1");
-        let output = imgpack_in(d, Some(&config))
-            .args([
-                "build",
-                "--sbom",
-                "none",
-                "--provenance",
-                "false",
-                "-q",
-                "--output",
-                "oci:layout:v1",
-                "--push",
-                &target,
-            ])
+        let output = build_in(d, Some(&config))
+            .args(["-q", "--output", "oci:layout:v1", "--push", &target])
             .args(["--binary", "linux/amd64=app-amd64"])
             .args(["--binary", "linux/arm64=app-arm64"])
             .output()
@@ -367,13 +350,8 @@ fn login_a_wrong_password_and_no_credentials_on_both_registries() {
         let d = dir.path();
         write_static_elf(&d.join("app"), Arch::Amd64, b"auth");
         let push = |config: Option<&Path>, tag: &str| {
-            let mut command = imgpack_in(d, config);
+            let mut command = build_in(d, config);
             command.args([
-                "build",
-                "--sbom",
-                "none",
-                "--provenance",
-                "false",
                 "-q",
                 "--binary",
                 "linux/amd64=app",
