@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::writeback::Writeback;
 use crate::BlobInfo;
 
 /// Told about every blob a [`BlobStore`](crate::BlobStore) starts writing
@@ -166,11 +167,13 @@ impl Drop for Announcer {
 pub(crate) struct AnnouncedFile {
     pub(crate) file: File,
     pub(crate) announcer: Announcer,
+    pub(crate) writeback: Writeback,
 }
 
 impl Write for AnnouncedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let written = self.file.write(buf)?;
+        self.writeback.wrote(&self.file, written);
         self.announcer.wrote(written);
         Ok(written)
     }

@@ -14,6 +14,7 @@ mod json;
 mod store;
 mod temp_errors;
 mod writable;
+mod writeback;
 
 pub use atomic::{write_atomically, AtomicFile};
 pub use cache_dir::cache_dir;

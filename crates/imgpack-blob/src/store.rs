@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use tempfile::NamedTempFile;
 
 use crate::growing::{AnnouncedFile, Announcer};
+use crate::writeback::Writeback;
 use crate::{Digest, DigestWriter, StagingWatcher};
 
 /// A blob's digest and size: what a descriptor needs besides its media type.
@@ -101,7 +102,11 @@ impl BlobStore {
             }
             false => Announcer::silent(),
         };
-        let file = AnnouncedFile { file, announcer };
+        let file = AnnouncedFile {
+            file,
+            announcer,
+            writeback: Writeback::default(),
+        };
         Ok(BlobWriter {
             store: self.clone(),
             temp,
@@ -231,7 +236,9 @@ impl BlobWriter {
     /// Flushes to disk and renames the file to its digest.
     pub fn commit(self) -> Result<BlobInfo> {
         let (buffered, digest, size) = self.writer.finish();
-        let AnnouncedFile { file, announcer } = buffered
+        let AnnouncedFile {
+            file, announcer, ..
+        } = buffered
             .into_inner()
             .map_err(|err| err.into_error())
             .context("cannot write blob")?;
