@@ -25,7 +25,8 @@ use crate::{write_layer, Contents, EntryKind, Layer, LayerContents};
 /// Part of every recipe: bump it whenever imgpack writes the same contents as
 /// other bytes (tar headers, block size, compressor settings), so old entries
 /// are never used for the new format.
-const LAYER_FORMAT: &str = "imgpack layer format 2 (tar gnu, gzip 128 KiB blocks, zstd mt)";
+const LAYER_FORMAT: &str =
+    "imgpack layer format 3 (tar gnu, gzip 128 KiB blocks, zstd mt 1 MiB jobs)";
 /// The libraries that decide the compressed bytes, as pinned in Cargo.toml
 /// (a test checks this against Cargo.lock).
 const COMPRESSION_LIBRARIES: &str = "flate2 1.1.11, zlib-rs 0.6.8, zstd-sys 2.1.3+zstd.1.5.7";

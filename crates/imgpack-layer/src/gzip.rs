@@ -10,6 +10,7 @@
 //! threads give the same bytes. The price against one stream is a few bytes
 //! per block (a sync marker, matches that would reach further back).
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc;
@@ -149,10 +150,37 @@ fn header(level: u32) -> [u8; 10] {
     [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, extra_flags, 255]
 }
 
+thread_local! {
+    /// This thread's deflate state and its level: reset for every block
+    /// instead of allocated (some 300 KiB, zeroed) for each one.
+    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+}
+
 /// One block as raw deflate, primed with `dictionary`; ends byte-aligned with
-/// a sync flush, or with the final block when `last`.
+/// a sync flush, or with the final block when `last`. A reset state compresses
+/// exactly as a new one does.
 fn compress_block(level: u32, dictionary: &[u8], input: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    let mut compress = Compress::new(flate2::Compression::new(level), false);
+    DEFLATE.with_borrow_mut(|state| {
+        let compress = match state {
+            Some((state_level, compress)) if *state_level == level => {
+                compress.reset();
+                compress
+            }
+            _ => {
+                let compress = Compress::new(flate2::Compression::new(level), false);
+                &mut state.insert((level, compress)).1
+            }
+        };
+        deflate_block(compress, dictionary, input, last)
+    })
+}
+
+fn deflate_block(
+    compress: &mut Compress,
+    dictionary: &[u8],
+    input: &[u8],
+    last: bool,
+) -> io::Result<Vec<u8>> {
     if !dictionary.is_empty() {
         compress
             .set_dictionary(dictionary)
