@@ -35,12 +35,19 @@ fn imgpack_runs_as_a_rootless_read_only_job_and_pushes() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // imgpack's own image, as `cargo xtask image` makes it. The dev profile keeps the test
-    // short (no LTO); `cargo xtask ci` has built both musl targets in it already (dist).
+    // imgpack's own image, as `cargo xtask image` makes it. The dev-static profile keeps
+    // the test short (no LTO); `cargo xtask ci` has built both musl targets in it (dist).
     let image_layout = d.join("imgpack-image");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["xtask", "image", "--profile", "dev", "-q", "--output"])
+        .args([
+            "xtask",
+            "image",
+            "--profile",
+            "dev-static",
+            "-q",
+            "--output",
+        ])
         .arg(format!("oci:{}:job", image_layout.display()))
         .status()
         .unwrap();

@@ -35,11 +35,11 @@ fn skopeo_raw(reference: &str) -> Vec<u8> {
     .stdout
 }
 
-/// `cargo xtask image --profile dev -q ARGS…` (imgpack as a debug build keeps the test short).
+/// `cargo xtask image --profile dev-static -q ARGS…` (imgpack as a debug build keeps the test short).
 fn xtask_image(args: &[&str]) {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(workspace_root())
-        .args(["xtask", "image", "--profile", "dev", "-q"])
+        .args(["xtask", "image", "--profile", "dev-static", "-q"])
         .args(args)
         .status()
         .unwrap();

@@ -1,11 +1,12 @@
-//! `cargo xtask ci`: installs what the tests need, then runs fmt, clippy, the
-//! build, `cargo xtask dist --profile dev` and every test with `IMGPACK_E2E=1`.
+//! `cargo xtask ci`: installs what the tests need, then runs fmt, clippy and
+//! every test with `IMGPACK_E2E=1` (see test_lanes), with
+//! `cargo xtask dist --profile dev-static` built alongside.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, Result};
 
+use crate::test_lanes::{self, Gate};
 use crate::{on_path, run, workspace_root};
 
 /// What the end-to-end tests need, each as (a command on PATH or an absolute
@@ -36,6 +37,11 @@ const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-l
 /// The second, independent registry of the end-to-end tests (crates.io); tests/src/registry.rs
 /// looks for it at the same place.
 const CONTAINER_REGISTRY_VERSION: &str = "0.3.1";
+/// The profile of the musl builds that tests/tests/job.rs and job_source.rs pack
+/// with `cargo xtask image --profile dev-static` (Cargo.toml says why it exists).
+const DIST_PROFILE: &str = "dev-static";
+/// The test binaries that run only once those builds are there.
+const NEED_MUSL_BUILDS: [&str; 2] = ["job", "job_source"];
 
 pub fn run_ci() -> Result<()> {
     install_tools()?;
@@ -62,53 +68,43 @@ pub fn run_ci() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    run(cargo().args(["build", "-p", "imgpack"]))?;
-    // The release files, in the dev profile: the same two musl builds that
-    // tests/tests/job.rs packs with `cargo xtask image --profile dev` then
-    // finds fresh, at half the compile time of the LTO'd release profile.
-    crate::dist::run_dist(&["--profile".to_owned(), "dev".to_owned()])?;
-    // With IMGPACK_E2E=1 a missing external tool fails the tests instead of skipping them.
-    run_tests(
-        cargo()
-            .args(["test", "--workspace"])
-            .env("IMGPACK_E2E", "1"),
-    )
-}
-
-/// Runs cargo test, passing its output through, and ends with one total line
-/// (`N passed, N failed`) so the result of the whole run is its last line.
-fn run_tests(command: &mut Command) -> Result<()> {
-    eprintln!("xtask: running {command:?}");
-    let mut child = command.stdout(Stdio::piped()).spawn()?;
-    let (mut passed, mut failed) = (0u64, 0u64);
-    for line in BufReader::new(child.stdout.take().expect("piped stdout")).lines() {
-        let line = line?;
-        println!("{line}");
-        if let Some(summary) = line.strip_prefix("test result: ") {
-            passed += count_before(summary, " passed");
-            failed += count_before(summary, " failed");
-        }
-    }
-    let status = child.wait()?;
-    println!("{passed} passed, {failed} failed");
-    if !status.success() {
-        bail!("cargo test failed with {status}");
-    }
-    Ok(())
-}
-
-/// In `ok. 7 passed; 0 failed; …`, the number before `label`.
-fn count_before(summary: &str, label: &str) -> u64 {
-    summary
-        .split(';')
-        .map(|part| {
-            part.trim()
-                .trim_start_matches("ok. ")
-                .trim_start_matches("FAILED. ")
+    let tests = test_lanes::compile({
+        let mut test = cargo();
+        test.args(["test", "--workspace"]);
+        test
+    })?;
+    let cargo_path = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // imgpack's static musl builds, which the two Job tests pack into its own
+    // image, are compiled while the other tests run: those mostly wait.
+    let musl_built = Gate::default();
+    let outcome = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            let built = crate::dist::run_dist(&["--profile".to_owned(), DIST_PROFILE.to_owned()]);
+            if let Err(err) = &built {
+                println!("xtask: the musl builds failed: {err:#}");
+            }
+            musl_built.open(built.is_ok());
+        });
+        test_lanes::run(tests, lanes(), &cargo_path, &musl_built, |binary| {
+            NEED_MUSL_BUILDS.contains(&binary.test_name.as_str())
         })
-        .find_map(|part| part.strip_suffix(label))
-        .and_then(|number| number.trim().parse().ok())
-        .unwrap_or(0)
+    });
+    // Doc tests are not among the compiled binaries; cargo runs them itself.
+    let doc_tests = run(cargo().args(["test", "--workspace", "--doc", "--quiet"]));
+    println!("{} passed, {} failed", outcome.passed, outcome.failed);
+    if !outcome.failing.is_empty() {
+        bail!("failing: {}", outcome.failing.join(", "));
+    }
+    doc_tests
+}
+
+/// Test binaries running at once (IMGPACK_CI_LANES, default 3).
+fn lanes() -> usize {
+    std::env::var("IMGPACK_CI_LANES")
+        .ok()
+        .and_then(|lanes| lanes.parse().ok())
+        .filter(|lanes| *lanes > 0)
+        .unwrap_or(3)
 }
 
 fn install_tools() -> Result<()> {

@@ -14,6 +14,7 @@ mod ci;
 mod dist;
 mod image;
 mod sbom_venv;
+mod test_lanes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
