@@ -77,6 +77,9 @@ pub struct Quirks {
     /// Every PATCH but an upload's last must be at least this long, and no header says so:
     /// the closing PUT of an upload with a shorter one is refused with 400.
     pub unannounced_chunk_min: Option<usize>,
+    /// The first manifest PUT by digest is answered 400 DIGEST_INVALID, as
+    /// distribution 2.x answers when it reads a layer link another push is rewriting.
+    pub racing_link_once: bool,
 }
 
 /// One request as the fake registry saw it.
@@ -102,6 +105,8 @@ struct Store {
     manifests: HashMap<(String, String), (String, Vec<u8>)>,
     /// (repository, subject digest) → descriptors of its referrers (referrers API only).
     referrers: HashMap<(String, String), Vec<serde_json::Value>>,
+    /// `racing_link_once` has answered.
+    raced: bool,
 }
 
 struct Shared {
@@ -479,6 +484,12 @@ fn route(
                     || (quirks.no_indexes && is_index)
                 {
                     return answer(400);
+                }
+                if quirks.racing_link_once && reference.starts_with("sha256:") && !store.raced {
+                    store.raced = true;
+                    let mut a = answer(400);
+                    a.body = br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#.to_vec();
+                    return a;
                 }
                 let digest = Digest::of_bytes(&body).to_string();
                 let subject = serde_json::from_slice::<serde_json::Value>(&body)

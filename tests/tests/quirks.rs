@@ -247,6 +247,33 @@ fn a_mount_answered_with_an_upload_session_uploads_through_it() {
 }
 
 #[test]
+fn a_manifest_refused_as_digest_invalid_while_another_push_links_its_layers_is_put_again() {
+    let registry = basic(Quirks {
+        racing_link_once: true,
+        ..Quirks::default()
+    });
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("app"), Arch::Amd64, b"racing link");
+    let printed = pushed(&push(
+        d,
+        &host,
+        "linux/amd64=app",
+        &format!("{host}/team/app:v1"),
+    ));
+    let digest = printed.split('@').nth(1).unwrap().to_owned();
+    // Put by digest twice (refused, then stored), then tagged: not taken for a tags-only registry.
+    assert_eq!(
+        registry.count("PUT", &format!("/manifests/{digest}")),
+        2,
+        "{:?}",
+        registry.seen()
+    );
+    assert!(registry.manifest("team/app", "v1").is_some());
+}
+
+#[test]
 fn a_tags_only_registry_takes_one_platform_by_tag_and_refuses_an_index_before_any_tag() {
     // container-registry 0.3.1: manifests PUT by digest and image indexes are refused (400).
     let registry = basic(Quirks {

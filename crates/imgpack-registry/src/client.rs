@@ -568,9 +568,11 @@ impl RegistryClient {
         let status = response.status();
         if status == StatusCode::BAD_REQUEST || status == StatusCode::METHOD_NOT_ALLOWED {
             let what = format!("putting manifest {reference} ({media_type})");
-            return Ok(DigestPut::TagsOnly(
-                self.status_error(response, &what).await,
-            ));
+            let error = racing_link_is_transient(self.status_error(response, &what).await);
+            if error.transient {
+                return Err(error);
+            }
+            return Ok(DigestPut::TagsOnly(error));
         }
         self.manifest_stored(response, &reference, bytes, media_type)
             .await
@@ -606,7 +608,9 @@ impl RegistryClient {
         // 201 in the spec; 200 and 202 come from registries in use (go-containerregistry takes all three).
         if !response.status().is_success() {
             let what = format!("putting manifest {reference} ({media_type})");
-            return Err(self.status_error(response, &what).await);
+            return Err(racing_link_is_transient(
+                self.status_error(response, &what).await,
+            ));
         }
         check_digest(&self.registry, &response, &Digest::of_bytes(bytes))
     }
@@ -620,6 +624,18 @@ impl RegistryClient {
         }
         Err(self.status_error(response, crate::errors::LOGGING_IN).await)
     }
+}
+
+/// A manifest put answered DIGEST_INVALID, although its digest is computed
+/// from the very bytes sent: distribution 2.x answers that when it reads a
+/// layer's link file while another push of the same layer rewrites it (its
+/// file system driver writes links in place), so two pushes of one image at
+/// once fail now and then. Tried again, the link is whole.
+fn racing_link_is_transient(mut error: RequestError) -> RequestError {
+    if error.message.contains("DIGEST_INVALID") {
+        error.transient = true;
+    }
+    error
 }
 
 /// Bytes per PATCH: the configured chunk size (0: the whole blob), never below
