@@ -29,9 +29,19 @@ use crate::{connect, find_credentials, ImageRef, RegistryClient, RequestError, T
 
 /// Merges tried before giving up on the fallback tag.
 const MERGE_ATTEMPTS: usize = 6;
-/// The pause before the second check that the merged index stayed: long
-/// enough for a racing push that read the index before our put to land its own.
-const SETTLE: Duration = Duration::from_millis(300);
+/// The pause before the second check that the merged index stayed must be
+/// long enough for a racing push that read the index before our put to land
+/// its own: that push's read and put take about as long as ours did, so the
+/// pause is a few times ours, within these bounds (a fixed 300 ms was most of
+/// a loopback push's time).
+const SETTLE_PER_MERGE: u32 = 3;
+const SETTLE_MIN: Duration = Duration::from_millis(10);
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
+/// The pause after a merge that took `merge`.
+fn settle_after(merge: Duration) -> Duration {
+    (merge * SETTLE_PER_MERGE).clamp(SETTLE_MIN, SETTLE_MAX)
+}
 
 /// Whether the registry implements the referrers API, as learnt from a PUT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +63,8 @@ pub(crate) async fn push_referrers(
     if image.referrers.is_empty() {
         return Ok(None);
     }
-    let mut support = ReferrersSupport::Api;
-    for referrer in &image.referrers {
+    // The referrer manifests go up at once; their blobs are already there.
+    let puts = image.referrers.iter().map(|referrer| async move {
         let bytes = image.store.read_small(referrer.manifest.digest())?;
         let reference = referrer.manifest.digest().to_string();
         let what = format!(
@@ -70,10 +80,14 @@ pub(crate) async fn push_referrers(
             )
         })
         .await?;
-        if answered.as_deref() != Some(&referrer.subject.digest().to_string()) {
-            support = ReferrersSupport::TagFallback;
-        }
-    }
+        Ok::<_, anyhow::Error>(answered.as_deref() == Some(&referrer.subject.digest().to_string()))
+    });
+    let indexed = futures_util::future::try_join_all(puts).await?;
+    let support = if indexed.iter().all(|indexed| *indexed) {
+        ReferrersSupport::Api
+    } else {
+        ReferrersSupport::TagFallback
+    };
     if support == ReferrersSupport::TagFallback {
         // One tag per subject, updated at once: each waits out its own settle pause.
         let groups = by_subject(&image.referrers);
@@ -110,18 +124,21 @@ async fn update_referrers_tag(
     let tag = referrers_tag(subject);
     let what = format!("updating the referrers tag {repository}:{tag}");
     for _ in 0..MERGE_ATTEMPTS {
+        let merge_started = std::time::Instant::now();
         let existing =
             read_index(client, &push_scope(repository), repository, &tag, reporter).await?;
         let (index, added) = merge_referrers(existing.as_ref(), descriptors);
-        if added {
-            let bytes = canonical_json(&index)?;
-            with_retries(&client.retry, reporter, &what, || {
-                client.put_manifest(repository, &tag, &bytes, OCI_INDEX)
-            })
-            .await?;
+        if !added {
+            // Listed already, and nothing was written that a racing push could undo.
+            return Ok(());
         }
+        let bytes = canonical_json(&index)?;
+        with_retries(&client.retry, reporter, &what, || {
+            client.put_manifest(repository, &tag, &bytes, OCI_INDEX)
+        })
+        .await?;
         if still_listed(client, repository, &tag, descriptors, reporter).await? {
-            tokio::time::sleep(SETTLE).await;
+            tokio::time::sleep(settle_after(merge_started.elapsed())).await;
             if still_listed(client, repository, &tag, descriptors, reporter).await? {
                 return Ok(());
             }
