@@ -9,6 +9,7 @@
 mod atomic;
 mod cache_dir;
 mod digest;
+mod file_digest;
 mod growing;
 mod json;
 mod store;
@@ -19,6 +20,7 @@ mod writeback;
 pub use atomic::{write_atomically, AtomicFile};
 pub use cache_dir::cache_dir;
 pub use digest::{Digest, DigestWriter};
+pub use file_digest::digest_of_file;
 pub use growing::{GrowingBlob, GrowingReader, Growth, StagingWatcher};
 pub use json::canonical_json;
 pub use store::{BlobInfo, BlobStore, BlobWriter};

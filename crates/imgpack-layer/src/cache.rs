@@ -110,10 +110,11 @@ impl LayerCache {
         let Ok(text) = fs::read_to_string(&path) else {
             return Ok(None);
         };
-        let Some((blob, diff_id)) = parse_entry(&text) else {
+        let Some(entry) = parse_entry(&text) else {
             let _ = fs::remove_file(&path);
             return Ok(None);
         };
+        let (blob, diff_id) = (entry.blob.clone(), entry.diff_id.clone());
         if !self.store.contains(&blob.digest) || store.import(&self.store, &blob).is_err() {
             // Pruned, or damaged (a copy checks the digest): rebuilt, and cached again.
             let _ = fs::remove_file(self.store.path(&blob.digest));
@@ -121,12 +122,19 @@ impl LayerCache {
             return Ok(None);
         }
         let staged = store.path(&blob.digest);
-        if digest_of_file(&staged)? != blob {
-            // A hard link shares the damage: drop all three names of it.
-            let _ = fs::remove_file(&staged);
-            let _ = fs::remove_file(self.store.path(&blob.digest));
-            let _ = fs::remove_file(&path);
-            return Ok(None);
+        let stamp = BlobStamp::of(&staged);
+        if stamp.is_none() || stamp != entry.checked {
+            if digest_of_file(&staged)? != blob {
+                // A hard link shares the damage: drop all three names of it.
+                let _ = fs::remove_file(&staged);
+                let _ = fs::remove_file(self.store.path(&blob.digest));
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
+            // Hashed and intact as it stands: the next use only compares the stamp.
+            if let Some(stamp) = stamp.filter(BlobStamp::settled) {
+                let _ = write_entry(&path, &blob, &diff_id, Some(&stamp));
+            }
         }
         // Last use, for pruning; a read-only cache still serves.
         let _ = File::options()
@@ -144,11 +152,8 @@ impl LayerCache {
         self.store
             .import(from, &layer.blob)
             .context("cannot copy a layer into the cache")?;
-        let text = format!(
-            "{ENTRY_HEADER}\nblob {}\nsize {}\ndiff_id {}\n",
-            layer.blob.digest, layer.blob.size, layer.diff_id
-        );
-        imgpack_blob::write_atomically(&self.entry_path(key), text.as_bytes(), 0o600)
+        // No stamp yet: the blob was just written, so its time is not settled.
+        write_entry(&self.entry_path(key), &layer.blob, &layer.diff_id, None)
     }
 
     fn entry_path(&self, key: &Digest) -> PathBuf {
@@ -206,7 +211,7 @@ impl LayerCache {
             let blob = fs::read_to_string(&path)
                 .ok()
                 .and_then(|text| parse_entry(&text))
-                .map(|(blob, _)| blob.digest.hex().to_owned());
+                .map(|entry| entry.blob.digest.hex().to_owned());
             listed.push(ListedEntry {
                 used: metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
                 path,
@@ -245,7 +250,15 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
         .collect())
 }
 
-fn parse_entry(text: &str) -> Option<(BlobInfo, Digest)> {
+/// An entry file: the blob it names, its diffID, and the blob's stamp when it
+/// was last hashed intact.
+struct Entry {
+    blob: BlobInfo,
+    diff_id: Digest,
+    checked: Option<BlobStamp>,
+}
+
+fn parse_entry(text: &str) -> Option<Entry> {
     let mut lines = text.lines();
     if lines.next()? != ENTRY_HEADER {
         return None;
@@ -254,15 +267,86 @@ fn parse_entry(text: &str) -> Option<(BlobInfo, Digest)> {
     let digest = Digest::parse(field("blob")?)?;
     let size = field("size")?.parse().ok()?;
     let diff_id = Digest::parse(field("diff_id")?)?;
-    Some((BlobInfo { digest, size }, diff_id))
+    let checked = field("checked").and_then(BlobStamp::parse);
+    Some(Entry {
+        blob: BlobInfo { digest, size },
+        diff_id,
+        checked,
+    })
+}
+
+fn write_entry(
+    path: &Path,
+    blob: &BlobInfo,
+    diff_id: &Digest,
+    checked: Option<&BlobStamp>,
+) -> Result<()> {
+    let mut text = format!(
+        "{ENTRY_HEADER}\nblob {}\nsize {}\ndiff_id {diff_id}\n",
+        blob.digest, blob.size
+    );
+    if let Some(stamp) = checked {
+        text.push_str(&format!("checked {}\n", stamp.format()));
+    }
+    imgpack_blob::write_atomically(path, text.as_bytes(), 0o600)
+}
+
+/// A cached blob as the file system sees it: inode, size and modification
+/// time. Any write to the file, through any of its hard links (the layouts
+/// a build wrote share them), gives it a new modification time, so a blob
+/// whose stamp is the one it had when it was last hashed intact is used
+/// without hashing it again; one hash of the binary is then all a no-op
+/// rebuild costs. (A change the file system does not see, such as a failing
+/// disk, is not found this way; the registry still checks every upload's digest.)
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct BlobStamp {
+    inode: u64,
+    size: u64,
+    modified_ns: i128,
+}
+
+/// How old a blob's modification time must be before its stamp is trusted:
+/// a write within the same tick of the file system's clock would leave the
+/// time as it was (git's "racy clean" files), so a fresh time proves nothing.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+impl BlobStamp {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = fs::metadata(path).ok()?;
+        Some(Self {
+            inode: metadata.ino(),
+            size: metadata.size(),
+            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
+                + i128::from(metadata.mtime_nsec()),
+        })
+    }
+
+    /// Whether the modification time is old enough to tell later writes apart.
+    fn settled(&self) -> bool {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        now - self.modified_ns >= SETTLED.as_nanos() as i128
+    }
+
+    fn format(&self) -> String {
+        format!("{} {} {}", self.inode, self.size, self.modified_ns)
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.split(' ');
+        let stamp = Self {
+            inode: parts.next()?.parse().ok()?,
+            size: parts.next()?.parse().ok()?,
+            modified_ns: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(stamp)
+    }
 }
 
 fn digest_of_file(path: &Path) -> Result<BlobInfo> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut hasher = DigestWriter::new(io::sink());
-    io::copy(&mut file, &mut hasher).with_context(|| format!("cannot read {}", path.display()))?;
-    let (_, digest, size) = hasher.finish();
-    Ok(BlobInfo { digest, size })
+    imgpack_blob::digest_of_file(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
 /// A layer's complete recipe, hashed: what decides its bytes, and nothing else
@@ -562,6 +646,57 @@ mod tests {
                 .unwrap()
                 .hit
         );
+    }
+
+    /// A blob hashed intact once its time settled is used on its stamp alone;
+    /// a write to it (new time) makes the next use hash it, and rebuild it.
+    #[test]
+    fn a_settled_blob_is_trusted_by_its_stamp_until_written() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let build = |store: &str| {
+            cache
+                .layer(&setup.store(store), &setup.contents(0o755), &options(GZIP))
+                .unwrap()
+        };
+        let first = build("a");
+        let cached_blob = setup
+            .dir
+            .path()
+            .join("cache/layers/blobs/sha256")
+            .join(first.layer.blob.digest.hex());
+        let long_ago = SystemTime::now() - std::time::Duration::from_secs(60);
+        let set_time = |time| {
+            File::options()
+                .append(true)
+                .open(&cached_blob)
+                .unwrap()
+                .set_modified(time)
+                .unwrap()
+        };
+        set_time(long_ago);
+        assert!(build("b").hit, "hashed, intact: the stamp is recorded");
+        let entry = read_dir(&setup.dir.path().join("cache/layers/entries")).unwrap();
+        let text = fs::read_to_string(entry[0].path()).unwrap();
+        assert!(text.contains("\nchecked "), "{text}");
+
+        // A change the file system does not show (same inode, size and time) is not
+        // looked for: the stamp is what is checked.
+        let mut bytes = fs::read(&cached_blob).unwrap();
+        bytes[100] ^= 0xff;
+        File::options()
+            .write(true)
+            .open(&cached_blob)
+            .unwrap()
+            .write_all(&bytes)
+            .unwrap();
+        set_time(long_ago);
+        assert!(build("c").hit);
+        // Written (a new time): hashed on use, found damaged, rebuilt.
+        set_time(SystemTime::now());
+        let rebuilt = build("d");
+        assert!(!rebuilt.hit);
+        assert_eq!(rebuilt.layer, first.layer);
     }
 
     #[test]

@@ -225,12 +225,9 @@ fn binary_part(
     })
 }
 
-/// The SHA-256 of a file, read a piece at a time (binaries can be large).
+/// The SHA-256 of a file: the layer cache has usually hashed it already.
 fn file_sha256(path: &std::path::Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hashed = imgpack_blob::DigestWriter::new(std::io::sink());
-    std::io::copy(&mut file, &mut hashed)?;
-    Ok(hashed.finish().1.hex().to_owned())
+    Ok(imgpack_blob::digest_of_file(path)?.digest.hex().to_owned())
 }
 
 /// The CA bundle, zone files, rootfs and base image, as far as the image has them.
