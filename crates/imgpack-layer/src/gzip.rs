@@ -10,7 +10,6 @@
 //! threads give the same bytes. The price against one stream is a few bytes
 //! per block (a sync marker, matches that would reach further back).
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::mpsc;
@@ -150,29 +149,14 @@ fn header(level: u32) -> [u8; 10] {
     [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, extra_flags, 255]
 }
 
-thread_local! {
-    /// This thread's deflate state and its level: reset for every block
-    /// instead of allocated (some 300 KiB, zeroed) for each one.
-    static DEFLATE: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
-}
-
 /// One block as raw deflate, primed with `dictionary`; ends byte-aligned with
-/// a sync flush, or with the final block when `last`. A reset state compresses
-/// exactly as a new one does.
+/// a sync flush, or with the final block when `last`. Each block gets a new
+/// deflate state: a state reset and reused for the next block (of any layer)
+/// was measured to give other bytes from run to run, so the output would
+/// depend on which blocks a thread compressed before.
 fn compress_block(level: u32, dictionary: &[u8], input: &[u8], last: bool) -> io::Result<Vec<u8>> {
-    DEFLATE.with_borrow_mut(|state| {
-        let compress = match state {
-            Some((state_level, compress)) if *state_level == level => {
-                compress.reset();
-                compress
-            }
-            _ => {
-                let compress = Compress::new(flate2::Compression::new(level), false);
-                &mut state.insert((level, compress)).1
-            }
-        };
-        deflate_block(compress, dictionary, input, last)
-    })
+    let mut compress = Compress::new(flate2::Compression::new(level), false);
+    deflate_block(&mut compress, dictionary, input, last)
 }
 
 fn deflate_block(
@@ -259,6 +243,43 @@ mod tests {
             );
         }
         assert_eq!(gunzip(&one), input);
+    }
+
+    /// The pool is shared by every layer of a build: a thread's earlier blocks
+    /// (other data, other levels) must leave no trace in the next one's bytes.
+    #[test]
+    fn bytes_do_not_depend_on_what_the_threads_compressed_before() {
+        let mut state = 0x9e37_79b9_u32;
+        let mut noise = |len: usize| -> Vec<u8> {
+            (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    (state % 7) as u8 + b'a'
+                })
+                .collect()
+        };
+        let mut input = sample(2 * BLOCK_SIZE);
+        input.extend(noise(3 * BLOCK_SIZE));
+        input.extend(sample(BLOCK_SIZE));
+        let fresh = compress(&input, 6, 1, 1 << 20);
+        let workers = Workers::new(NonZeroUsize::new(2).unwrap()).unwrap();
+        for (level, before) in [
+            (9, noise(4 * BLOCK_SIZE)),
+            (1, sample(5 * BLOCK_SIZE)),
+            (6, noise(BLOCK_SIZE)),
+        ] {
+            let mut other = ParallelGzip::new(Vec::new(), level, workers.clone()).unwrap();
+            other.write_all(&before).unwrap();
+            other.finish().unwrap();
+            let mut gzip = ParallelGzip::new(Vec::new(), 6, workers.clone()).unwrap();
+            gzip.write_all(&input).unwrap();
+            assert!(
+                gzip.finish().unwrap() == fresh,
+                "after a level {level} stream"
+            );
+        }
     }
 
     #[test]

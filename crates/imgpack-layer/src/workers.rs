@@ -10,12 +10,13 @@ use anyhow::{Context, Result};
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// Compression threads at most, whatever `--threads` says. Each holds about
-/// 0.8 MiB (its deflate state and the blocks in flight; 61.6 MiB peak at 64
-/// threads against 24.7 MiB at 16), and beyond some 32 threads the tar
-/// writing and digests that feed them, on one thread per layer, are the
-/// limit. The bytes do not depend on it.
-pub const MAX_THREADS: usize = 32;
+/// Compression threads at most, whatever `--threads` says: the bound on
+/// memory. Each busy thread holds some 3 MiB (a new deflate state per block,
+/// as a reset one was seen to give other bytes, its blocks in flight, and
+/// what its malloc arena keeps): a 275 MB binary peaked at 49 MiB with 12
+/// threads and at 72 MiB with 16. On 2 cores the producer is the limit long
+/// before 12. The bytes do not depend on it.
+pub const MAX_THREADS: usize = 12;
 
 /// A handle on the compression threads. With one thread there is no pool:
 /// blocks are compressed on the caller's thread, in the same way, so the bytes
