@@ -70,7 +70,11 @@ pub fn run_push(args: PushArgs) -> Result<()> {
         );
     };
     check_image_refs(&args.push)?;
-    let signer = crate::sign::load_signer(args.push.sign_key.as_deref(), None)?;
+    let signer = crate::sign::load_signer(&args.push, &crate::cli::FileOnly::default())?;
+    if let Some(key) = &signer {
+        key.unlock()?;
+    }
+    let signer = signer.map(|key| key as Arc<dyn Signer>);
     let (sink, target) = registry_sink(
         &args.target,
         &args.push.tags,

@@ -1,42 +1,110 @@
 //! `imgpack keygen`, `imgpack verify`, and the signer a push signs with
-//! (`--sign-key`, IMGPACK_SIGN_KEY, `sign_key` in imgpack.toml).
+//! (`--sign-key`, IMGPACK_SIGN_KEY, `sign_key` in imgpack.toml; its password
+//! from `--sign-password-file`, the environment or `sign_password_file`).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use imgpack_attest::DsseSigner;
 use imgpack_blob::Digest;
 use imgpack_registry::{Attachment, Verification};
-use imgpack_sign::{password_from_env, KeySigner, PrivateKey, PublicKey, Signer};
+use imgpack_sign::{KeySigner, LockedKey, PrivateKey, PublicKey, Signature, Signer};
+use zeroize::Zeroizing;
 
-use crate::cli::{KeygenArgs, VerifyArgs, SIGN_KEY_ENV};
+use crate::cli::{FileOnly, KeygenArgs, PushFlags, VerifyArgs, SIGN_KEY_ENV};
 use crate::registry::transport;
+use crate::secrets::read_password_file;
 
 /// The signer for a push: `--sign-key`, else IMGPACK_SIGN_KEY, else the
-/// config file's `sign_key`; None when none is set. The key is unlocked now,
-/// so a wrong password fails before anything is built or pushed.
-pub fn load_signer(
-    flag: Option<&Path>,
-    from_file: Option<&Path>,
-) -> Result<Option<Arc<dyn Signer>>> {
+/// config file's `sign_key`; None when none is set. The key file is read and
+/// its password found now, so a missing key or password fails before anything
+/// is built; the key is decrypted by [`PendingKey::unlock`], after the compile.
+pub fn load_signer(flags: &PushFlags, from_file: &FileOnly) -> Result<Option<Arc<PendingKey>>> {
     let from_env = std::env::var_os(SIGN_KEY_ENV)
         .filter(|value| !value.is_empty())
         .map(PathBuf::from);
-    let Some(path) = flag
-        .map(Path::to_owned)
+    let Some(path) = flags
+        .sign_key
+        .clone()
         .or(from_env)
-        .or(from_file.map(Path::to_owned))
+        .or(from_file.sign_key.clone())
     else {
         return Ok(None);
     };
-    let key = PrivateKey::load(&path, password_from_env)?;
-    Ok(Some(Arc::new(KeySigner::new(
+    let key = LockedKey::read(&path)?;
+    let password = match key.is_encrypted() {
+        true => Some(sign_password(flags, from_file)?),
+        false => None,
+    };
+    Ok(Some(Arc::new(PendingKey {
         key,
-        path.display().to_string(),
-    ))))
+        password: Mutex::new(password),
+        unlocked: OnceLock::new(),
+    })))
+}
+
+/// The password of the signing key: `--sign-password-file`, else
+/// IMGPACK_SIGN_PASSWORD or COSIGN_PASSWORD, else `sign_password_file` in
+/// imgpack.toml.
+fn sign_password(flags: &PushFlags, from_file: &FileOnly) -> Result<Zeroizing<String>> {
+    let secrets = crate::secrets::get();
+    if let Some(path) = &flags.sign_password_file {
+        return read_password_file(path, "--sign-password-file");
+    }
+    if secrets.has_sign_password() {
+        return secrets.sign_password();
+    }
+    if let Some(path) = &from_file.sign_password_file {
+        return read_password_file(path, "sign_password_file in imgpack.toml");
+    }
+    secrets.sign_password()
+}
+
+/// A signing key read but not yet decrypted (see [`load_signer`]).
+pub struct PendingKey {
+    key: LockedKey,
+    /// Taken (and dropped) when the key is unlocked.
+    password: Mutex<Option<Zeroizing<String>>>,
+    unlocked: OnceLock<KeySigner>,
+}
+
+impl PendingKey {
+    /// Decrypts the key (once): call it after the compile, before anything is
+    /// signed, so a wrong password fails before anything is written or pushed.
+    pub fn unlock(&self) -> Result<&KeySigner> {
+        // Held while unlocking: two threads never decrypt at once.
+        let mut password = self.password.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(signer) = self.unlocked.get() {
+            return Ok(signer);
+        }
+        let key = self.key.unlock(|| {
+            password
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("the key's password was already used"))
+        })?;
+        let signer = KeySigner::new(key, self.key.path().display().to_string());
+        Ok(self.unlocked.get_or_init(|| signer))
+    }
+}
+
+impl Signer for PendingKey {
+    fn describe(&self) -> String {
+        match self.unlocked.get() {
+            Some(signer) => signer.describe(),
+            None => format!("key {}", self.key.path().display()),
+        }
+    }
+
+    fn sign(&self, payload: &[u8]) -> Result<Signature> {
+        self.unlock()?.sign(payload)
+    }
+
+    fn public_key(&self) -> Option<PublicKey> {
+        self.unlock().ok()?.public_key()
+    }
 }
 
 /// The push's signer as the DSSE signer of the provenance envelope.
@@ -78,7 +146,7 @@ pub fn run_keygen(args: KeygenArgs) -> Result<()> {
             );
         }
     }
-    let password = password_from_env().map_err(|_| {
+    let password = crate::secrets::get().sign_password().map_err(|_| {
         anyhow::anyhow!(
             "no password for the new key: set COSIGN_PASSWORD (or IMGPACK_SIGN_PASSWORD) to it, \
              or set it empty for a key without one"
