@@ -407,6 +407,8 @@ fn a_git_token_reaches_only_the_hosts_it_is_for() {
 
     // From YAML, IMGPACK_GIT_TOKEN_HOSTS unset: the token goes nowhere.
     let line = one_error_line(resolve(d, &attacker_source).envs(token_env));
+    assert!(attacker.requests.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    assert_no_token(&attacker, "resolve, hosts unset");
     assert!(
         line.contains(&format!("authentication refused by {}", attacker.host())),
         "{line}"
@@ -419,8 +421,6 @@ fn a_git_token_reaches_only_the_hosts_it_is_for() {
         )),
         "{line}"
     );
-    assert!(attacker.requests.load(std::sync::atomic::Ordering::SeqCst) > 0);
-    assert_no_token(&attacker, "resolve, hosts unset");
 
     // Listed hosts: the own host only, from YAML and from the command line.
     let listed = [("IMGPACK_GIT_TOKEN_HOSTS", own.host())];
