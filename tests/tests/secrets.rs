@@ -317,6 +317,20 @@ fn the_two_step_job_builds_without_secrets_then_pushes_and_signs() {
         assert!(line.contains(problem), "{line}");
         assert!(line.contains("--sign-password-file"), "{line}");
     }
+    // A password file without a key would sign nothing: refused.
+    let line = one_error_line(
+        imgpack()
+            .current_dir(d)
+            .args([
+                "push",
+                "oci:out/img",
+                &format!("{}/refused:v1", registry.host()),
+            ])
+            .args(["-q", "--sign-password-file"])
+            .arg(&password_file)
+            .env_remove("IMGPACK_SIGN_KEY"),
+    );
+    assert!(line.contains("no key is given: add --sign-key"), "{line}");
     assert!(registry.manifest_digest("refused", "v1").is_none());
 }
 

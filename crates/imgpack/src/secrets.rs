@@ -109,12 +109,13 @@ impl Secrets {
 
 /// IMGPACK_GIT_TOKEN_HOSTS: comma-separated `host[:port]`; `None` when unset or empty.
 fn token_hosts() -> Result<Option<Vec<String>>> {
-    let Some(text) = std::env::var(GIT_TOKEN_HOSTS_ENV)
-        .ok()
-        .filter(|text| !text.trim().is_empty())
-    else {
-        return Ok(None);
-    };
+    match std::env::var(GIT_TOKEN_HOSTS_ENV) {
+        Ok(text) if !text.trim().is_empty() => parse_token_hosts(&text).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn parse_token_hosts(text: &str) -> Result<Vec<String>> {
     let hosts: Vec<String> = text
         .split(',')
         .map(str::trim)
@@ -131,7 +132,7 @@ fn token_hosts() -> Result<Option<Vec<String>>> {
             imgpack_redact::redact_urls(bad)
         );
     }
-    Ok(Some(hosts))
+    Ok(hosts)
 }
 
 /// Unsets `name` after overwriting its value where the kernel shows it.
@@ -226,6 +227,27 @@ pub fn read_password_file(path: &Path, what: &str) -> Result<Zeroizing<String>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_hosts_are_host_and_port_only() {
+        assert_eq!(
+            parse_token_hosts(" github.com, git.example.com:8443 ,").unwrap(),
+            ["github.com", "git.example.com:8443"]
+        );
+        for bad in [
+            "https://github.com",
+            "github.com/team",
+            "tok@github.com",
+            "a b",
+        ] {
+            let err = parse_token_hosts(bad).unwrap_err().to_string();
+            assert!(err.contains("is not HOST[:PORT]"), "{err}");
+        }
+        let err = parse_token_hosts("https://u:SECRET@h")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("SECRET"), "{err}");
+    }
 
     #[test]
     fn a_password_file_is_one_line_of_a_small_regular_file() {

@@ -32,6 +32,12 @@ pub fn load_signer(flags: &PushFlags, from_file: &FileOnly) -> Result<Option<Arc
         .or(from_env)
         .or(from_file.sign_key.clone())
     else {
+        if flags.sign_password_file.is_some() {
+            bail!(
+                "--sign-password-file is the password of a signing key, but no key is given: add \
+                 --sign-key (or set IMGPACK_SIGN_KEY)"
+            );
+        }
         return Ok(None);
     };
     let key = LockedKey::read(&path)?;
