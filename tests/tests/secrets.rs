@@ -291,7 +291,20 @@ fn the_two_step_job_builds_without_secrets_then_pushes_and_signs() {
             .env("IMGPACK_SIGN_PASSWORD", "not-the-password"),
         true,
     );
-    verify(&pushed_line(&pushed), &public);
+    // The provenance the build wrote unsigned is signed by the push.
+    run_expect(
+        imgpack()
+            .args([
+                "verify",
+                &pushed_line(&pushed),
+                "--sbom",
+                "--provenance",
+                "-q",
+                "--key",
+            ])
+            .arg(&public),
+        true,
+    );
 
     // A password file that is not one: one line each, nothing pushed.
     let fifo = d.join("fifo");

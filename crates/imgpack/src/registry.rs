@@ -81,9 +81,12 @@ pub fn run_push(args: PushArgs) -> Result<()> {
         &args.push,
         args.parallelism.jobs(),
         args.quiet,
-        signer,
+        signer.clone(),
     )?;
-    let image = imgpack_layout::read_layout_image(layout)?;
+    let mut image = imgpack_layout::read_layout_image(layout)?;
+    if let Some(signer) = &signer {
+        crate::sign::sign_layout_provenance(&mut image, signer.clone())?;
+    }
     sink.write(&image)
         .with_context(|| format!("cannot push to {}", sink.describe()))?;
     let line = pushed_reference(&target, image.root.digest());

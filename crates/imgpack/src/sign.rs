@@ -118,6 +118,49 @@ pub fn dsse_signer(signer: Arc<dyn Signer>) -> Box<dyn DsseSigner + Send + Sync>
     Box::new(DsseKey(signer))
 }
 
+/// `imgpack push --sign-key` of a layout: a provenance the build wrote there
+/// unsigned (it ran without the key, as in the two-step Job) is signed now;
+/// the signed envelope and its artifact manifest are written beside it in the
+/// layout, which must be writable for that, and pushed in its place.
+pub fn sign_layout_provenance(
+    image: &mut imgpack_image::Image,
+    signer: Arc<dyn Signer>,
+) -> Result<()> {
+    use imgpack_attest::{Envelope, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE};
+    let dsse = dsse_signer(signer);
+    for referrer in &mut image.referrers {
+        let Some(layer) = referrer.blobs.get(1) else {
+            continue;
+        };
+        if referrer.artifact_type != IN_TOTO_MEDIA_TYPE || layer.media_type != DSSE_MEDIA_TYPE {
+            continue;
+        }
+        let bytes = image.store.read_small(layer.digest())?;
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(&bytes) else {
+            continue; // not an envelope: pushed as it is, as before
+        };
+        if !envelope.signatures.is_empty() {
+            continue;
+        }
+        let payload = envelope.payload_bytes().map_err(anyhow::Error::msg)?;
+        let signed = imgpack_attest::envelope(&envelope.payload_type, &payload, Some(&*dsse))
+            .map_err(|err| anyhow::anyhow!("cannot sign the provenance: {err}"))?;
+        *referrer = imgpack_image::attach(
+            &image.store,
+            &referrer.subject,
+            IN_TOTO_MEDIA_TYPE,
+            DSSE_MEDIA_TYPE,
+            &signed.to_json(),
+            referrer.annotations.clone(),
+        )
+        .context(
+            "cannot write the signed provenance into the layout: make it writable, or push \
+             without --sign-key",
+        )?;
+    }
+    Ok(())
+}
+
 /// A [`Signer`] signing DSSE PAE messages: the same ECDSA P-256 DER
 /// signature cosign puts in an attestation's envelope.
 struct DsseKey(Arc<dyn Signer>);
