@@ -8,12 +8,15 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct GitServer {
     port: u16,
     /// Requests answered, for tests that check what was asked.
     pub requests: Arc<AtomicUsize>,
+    /// The `Authorization` header of every request that sent one, for tests
+    /// that check which credentials reached this host.
+    pub authorizations: Arc<Mutex<Vec<String>>>,
 }
 
 impl GitServer {
@@ -30,19 +33,36 @@ impl GitServer {
             )
         });
         let requests = Arc::new(AtomicUsize::new(0));
+        let authorizations = Arc::new(Mutex::new(Vec::new()));
         let counter = requests.clone();
+        let seen = authorizations.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
                 let expected = expected.clone();
                 let counter = counter.clone();
+                let seen = seen.clone();
                 std::thread::spawn(move || {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    let _ = serve(stream, &root, expected.as_deref());
+                    let _ = serve(stream, &root, expected.as_deref(), &seen);
                 });
             }
         });
-        GitServer { port, requests }
+        GitServer {
+            port,
+            requests,
+            authorizations,
+        }
+    }
+
+    /// Every `Authorization` header received so far.
+    pub fn authorizations(&self) -> Vec<String> {
+        self.authorizations.lock().unwrap().clone()
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// `http://127.0.0.1:PORT/NAME`.
@@ -68,9 +88,17 @@ impl Request {
     }
 }
 
-fn serve(stream: TcpStream, root: &Path, expected: Option<&str>) -> std::io::Result<()> {
+fn serve(
+    stream: TcpStream,
+    root: &Path,
+    expected: Option<&str>,
+    seen: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let request = read_request(&mut reader)?;
+    if let Some(authorization) = request.header("authorization") {
+        seen.lock().unwrap().push(authorization.to_owned());
+    }
     let mut out = stream;
     if let Some(expected) = expected {
         if request.header("authorization") != Some(expected) {

@@ -17,6 +17,12 @@ const CRATES_IO: &str = "registry+https://github.com/rust-lang/crates.io-index";
 /// The most a `.dep-v0` section may inflate to.
 const MAX_AUDIT_JSON: u64 = 8 << 20;
 
+/// A source id as an SBOM may show it: a git dependency's URL can hold a
+/// token (`git+https://user:token@host/…`), which never leaves the build.
+fn public_source(source: &str) -> String {
+    imgpack_redact::strip_userinfo(source).into_owned()
+}
+
 /// One Rust package in a binary.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Crate {
@@ -120,7 +126,7 @@ pub fn graph_from_metadata(
         Crate {
             checksum: checksums.get(&(name.clone(), version.clone())).cloned(),
             license: text("license").map(|l| spdx_expression(&l)),
-            source: text("source"),
+            source: text("source").map(|source| public_source(&source)),
             name,
             version,
         }
@@ -348,7 +354,7 @@ fn graph_from_audit(data: &AuditData) -> Result<CrateGraph, String> {
         source: match p.source.as_str() {
             "crates.io" => Some(CRATES_IO.to_owned()),
             "local" => None,
-            other => Some(other.to_owned()),
+            other => Some(public_source(other)),
         },
         license: None,
         checksum: None,
@@ -459,6 +465,21 @@ mod tests {
         assert_eq!(graph.deps.len(), 1);
         assert!(graph.deps[0].from_crates_io());
         assert_eq!(graph.deps[0].version, "1.0.9");
+    }
+
+    #[test]
+    fn git_source_ids_lose_their_credentials() {
+        let data: AuditData = serde_json::from_value(json!({"packages": [
+            {"name": "app", "version": "0.1.0", "source": "local", "dependencies": [1], "root": true},
+            {"name": "dep", "version": "1.0.0",
+             "source": "git+https://alice:PASSWORD@git.example/dep.git?rev=v1#0123abcd"},
+        ]}))
+        .unwrap();
+        let graph = graph_from_audit(&data).unwrap();
+        assert_eq!(
+            graph.deps[0].source.as_deref(),
+            Some("git+https://git.example/dep.git?rev=v1#0123abcd")
+        );
     }
 
     #[test]

@@ -29,7 +29,8 @@ pub(crate) fn require_tool(tool: &str, advice: &'static str, install: &'static s
 
 /// Runs `command`, copying its stderr (and, unless captured, its stdout) to
 /// our stderr line by line behind `[prefix]`, so the output of builds that
-/// run at once stays readable. Returns the exit status and captured stdout lines.
+/// run at once stays readable; URLs lose their credentials (cargo names a git
+/// dependency's URL as Cargo.toml spells it). Returns the exit status and captured stdout lines.
 pub(crate) fn run_prefixed(
     command: &mut Command,
     prefix: &str,
@@ -47,7 +48,7 @@ pub(crate) fn run_prefixed(
     let stdout = child.stdout.take().expect("piped stdout");
     let echo = |line: &str| {
         if !quiet {
-            eprintln!("[{prefix}] {line}");
+            eprintln!("[{prefix}] {}", imgpack_redact::redact_urls(line));
         }
     };
     let (captured, status) = thread::scope(|scope| {
@@ -72,7 +73,7 @@ pub(crate) fn run_prefixed(
         let status = child.wait();
         if quiet && !matches!(status, Ok(s) if s.success()) {
             for line in &error_lines {
-                eprintln!("[{prefix}] {line}");
+                eprintln!("[{prefix}] {}", imgpack_redact::redact_urls(line));
             }
         }
         (captured, status)

@@ -4,8 +4,6 @@
 
 use std::path::Path;
 
-use crate::spec::strip_credentials;
-
 /// Facts about HEAD of the repository holding a directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeadFacts {
@@ -62,5 +60,5 @@ fn tag_at(repo: &gix::Repository, commit: gix::ObjectId) -> Option<String> {
 fn origin_url(repo: &gix::Repository) -> Option<String> {
     let remote = repo.find_remote("origin").ok()?;
     let url = remote.url(gix::remote::Direction::Fetch)?;
-    Some(strip_credentials(&url.to_bstring().to_string()))
+    Some(imgpack_redact::strip_userinfo(&url.to_bstring().to_string()).into_owned())
 }

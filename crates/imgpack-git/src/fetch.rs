@@ -14,7 +14,7 @@ use gix::ObjectId;
 
 use crate::budget::{Budget, Exceeded, Limits};
 use crate::checkout::{check_empty, checkout};
-use crate::credentials::{self, Login, Origin};
+use crate::credentials::{self, GitAuth, Login, Origin};
 use crate::spec::{GitSource, Transport};
 
 /// A checked-out revision.
@@ -34,8 +34,9 @@ pub struct Checkout {
     pub bytes: u64,
 }
 
-/// Fetches `source` into the empty (or missing) directory `dest` and checks out its revision.
-pub fn fetch(source: &GitSource, dest: &Path, limits: Limits) -> Result<Checkout> {
+/// Fetches `source` into the empty (or missing) directory `dest` and checks
+/// out its revision; `auth` says which credentials may go to its host.
+pub fn fetch(source: &GitSource, dest: &Path, limits: Limits, auth: &GitAuth) -> Result<Checkout> {
     check_empty(dest)?;
     let budget = Budget::new(limits);
     let done = AtomicBool::new(false);
@@ -43,7 +44,7 @@ pub fn fetch(source: &GitSource, dest: &Path, limits: Limits) -> Result<Checkout
         scope.spawn(|| budget.watch(&done));
         let result = match source.transport {
             Transport::File => local(source, dest, &budget),
-            Transport::Http | Transport::Ssh => remote(source, dest, &budget),
+            Transport::Http | Transport::Ssh => remote(source, dest, &budget, auth),
         };
         done.store(true, Ordering::SeqCst);
         result
@@ -112,9 +113,14 @@ fn is_abbreviated_id(rev: &str) -> bool {
     (4..40).contains(&rev.len()) && rev.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn remote(source: &GitSource, dest: &Path, budget: &Arc<Budget>) -> Result<(ObjectId, bool)> {
+fn remote(
+    source: &GitSource,
+    dest: &Path,
+    budget: &Arc<Budget>,
+    auth: &GitAuth,
+) -> Result<(ObjectId, bool)> {
     let rev = source.rev.as_deref();
-    match clone(source, dest, budget, Some(wanted(rev))) {
+    match clone(source, dest, budget, auth, Some(wanted(rev))) {
         Ok(repo) => {
             let commit = head_commit(&repo, source)?;
             checkout(&repo, commit, budget)?;
@@ -127,12 +133,12 @@ fn remote(source: &GitSource, dest: &Path, budget: &Arc<Budget>) -> Result<(Obje
                 && rev.is_some_and(|r| is_full_id(r) || is_abbreviated_id(r))
                 && is_missing_revision(&err) =>
         {
-            let repo = clone(source, dest, budget, None)?;
+            let repo = clone(source, dest, budget, auth, None)?;
             let commit = resolve(&repo, rev.expect("checked"), source)?;
             checkout(&repo, commit, budget)?;
             Ok((commit, false))
         }
-        Err(err) => Err(describe(err, source)),
+        Err(err) => Err(describe(err, source, auth)),
     }
 }
 
@@ -141,15 +147,12 @@ fn clone(
     source: &GitSource,
     dest: &Path,
     budget: &Arc<Budget>,
+    auth: &GitAuth,
     wanted: Option<Wanted<'_>>,
 ) -> std::result::Result<gix::Repository, gix::error::Error> {
     let public_url = source.public_url();
     let login = source.host().and_then(|host| {
-        let name = host
-            .rsplit_once(':')
-            .map_or(host.as_str(), |(name, _)| name)
-            .to_owned();
-        credentials::find(source.connect_url(), &name).map(|found| (host, found))
+        credentials::find(source.connect_url(), &host, auth).map(|found| (host, found))
     });
     let mut prepare = gix::prepare_clone(public_url.as_str(), dest)?
         .with_in_memory_config_overrides(ssh_overrides())
@@ -280,11 +283,11 @@ fn is_missing_revision(err: &gix::error::Error) -> bool {
 }
 
 /// gix's error as one line naming the problem and the fix.
-fn describe(err: gix::error::Error, source: &GitSource) -> anyhow::Error {
+fn describe(err: gix::error::Error, source: &GitSource, auth: &GitAuth) -> anyhow::Error {
     let host = source.host().unwrap_or_else(|| source.public_url());
     let rev = source.rev.as_deref().unwrap_or("HEAD");
     if is_refused(&err) {
-        return refused(source, &host);
+        return refused(source, &host, auth);
     }
     if is_unreachable(&err) {
         return anyhow::anyhow!(
@@ -315,17 +318,19 @@ fn is_refused(err: &gix::error::Error) -> bool {
 }
 
 /// Authentication refused: which credentials were tried, and where to give them.
-fn refused(source: &GitSource, host: &str) -> anyhow::Error {
+fn refused(source: &GitSource, host: &str, auth: &GitAuth) -> anyhow::Error {
     if source.transport == Transport::Ssh {
         return anyhow::anyhow!(
             "{source}: authentication refused by {host} (the ssh key was refused): give the key \
              with IMGPACK_GIT_SSH_KEY or GIT_SSH_COMMAND"
         );
     }
-    let name = host.split(':').next().unwrap_or(host);
-    let given = credentials::find(source.connect_url(), name)
-        .map(|(_, origin)| format!("{} were refused", origin.describe()))
-        .unwrap_or_else(|| "no credentials were found".to_owned());
+    let given = match credentials::find(source.connect_url(), host, auth) {
+        Some((_, origin)) => format!("{} were refused", origin.describe()),
+        None => auth
+            .withheld_from(host)
+            .unwrap_or_else(|| "no credentials were found".to_owned()),
+    };
     anyhow::anyhow!(
         "{source}: authentication refused by {host} ({given}): give a token in IMGPACK_GIT_TOKEN \
          (and IMGPACK_GIT_USERNAME), the URL or ~/.netrc"

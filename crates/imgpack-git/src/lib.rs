@@ -12,6 +12,7 @@ mod fetch;
 mod spec;
 
 pub use budget::Limits;
+pub use credentials::{GitAuth, Login, UrlOrigin};
 pub use facts::HeadFacts;
 pub use fetch::{fetch, Checkout};
-pub use spec::{strip_credentials, GitSource, Transport};
+pub use spec::{GitSource, Transport};

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use imgpack_redact::strip_userinfo;
 
 const PREFIX: &str = "git+";
 
@@ -57,11 +58,13 @@ impl GitSource {
     }
 
     pub fn parse(text: &str) -> Result<GitSource> {
+        // Messages quote the spec as given, but never its credentials.
+        let shown = strip_userinfo(text);
         let rest = text.strip_prefix(PREFIX).with_context(|| {
-            format!("'{text}' is not a git source: write git+URL[@REV][#SUBDIR]")
+            format!("'{shown}' is not a git source: write git+URL[@REV][#SUBDIR]")
         })?;
         let (rest, subdir) = match rest.rsplit_once('#') {
-            Some((rest, subdir)) => (rest, Some(parse_subdir(subdir, text)?)),
+            Some((rest, subdir)) => (rest, Some(parse_subdir(subdir, &shown)?)),
             None => (rest, None),
         };
         let path_start = path_start(rest);
@@ -70,9 +73,9 @@ impl GitSource {
             None => (rest, None),
         };
         if let Some(rev) = rev {
-            check_rev(rev, text)?;
+            check_rev(rev, &shown)?;
         }
-        let transport = transport(url, text)?;
+        let transport = transport(url, &shown)?;
         Ok(GitSource {
             url: url.to_owned(),
             transport,
@@ -83,7 +86,7 @@ impl GitSource {
 
     /// The URL with any user name and password removed: what annotations name.
     pub fn public_url(&self) -> String {
-        strip_credentials(&self.url)
+        strip_userinfo(&self.url).into_owned()
     }
 
     /// The URL as given, credentials included: only to connect with.
@@ -119,7 +122,10 @@ fn path_start(url: &str) -> usize {
     url.find(':').map_or(0, |colon| colon + 1)
 }
 
+/// `text` is the whole spec as messages may show it (without credentials).
 fn transport(url: &str, text: &str) -> Result<Transport> {
+    let shown = strip_userinfo(url);
+    let url = shown.as_ref();
     let parsed = parse_url(url).map_err(|err| anyhow::anyhow!("bad git URL in '{text}': {err}"))?;
     match parsed.scheme {
         gix::url::Scheme::Https => Ok(Transport::Http),
@@ -191,18 +197,6 @@ fn parse_subdir(subdir: &str, text: &str) -> Result<Option<PathBuf>> {
     Ok((!path.as_os_str().is_empty()).then_some(path))
 }
 
-/// `https://user:token@host/x.git` → `https://host/x.git`: a token must never end up in an image.
-pub fn strip_credentials(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned(); // scp-like `git@host:x.git` names a user, not a secret
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,22 +264,22 @@ mod tests {
     }
 
     #[test]
-    fn credentials_are_stripped_from_urls() {
+    fn spec_errors_never_show_credentials() {
+        for spec in [
+            "git+https://alice:PASSWORD@git.example/x.git@a..b",
+            "git+https://alice:PASSWORD@git.example/x.git#/abs",
+            "git+https://alice:PASSWORD@git.example/x.git#../up",
+            "git+http://alice:PASSWORD@git.example/x.git",
+            "git+ftp://alice:PASSWORD@git.example/x.git",
+            "git+https://alice:PASSWORD@git.example:99999/x.git",
+        ] {
+            let message = error(spec);
+            assert!(!message.contains("PASSWORD"), "{message}");
+            assert!(message.contains("git.example"), "{message}");
+        }
         assert_eq!(
-            strip_credentials("https://ci:ghp_secret@github.example/x/y.git"),
-            "https://github.example/x/y.git"
-        );
-        assert_eq!(
-            strip_credentials("https://github.example/x/y.git"),
-            "https://github.example/x/y.git"
-        );
-        assert_eq!(
-            strip_credentials("git@github.example:x/y.git"),
-            "git@github.example:x/y.git"
-        );
-        assert_eq!(
-            strip_credentials("ssh://git@host:22/x@y.git"),
-            "ssh://host:22/x@y.git"
+            parse("git+https://alice:PASSWORD@git.example/x.git@v1").to_string(),
+            "git+https://git.example/x.git@v1"
         );
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use imgpack_git::{fetch, GitSource, HeadFacts, Limits};
+use imgpack_git::{fetch, GitAuth, GitSource, HeadFacts, Limits};
 
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = Command::new("git")
@@ -63,7 +63,13 @@ fn a_file_url_checks_out_exactly_the_revision() {
     let url = format!("git+file://{}", origin.display());
 
     let head = GitSource::parse(&format!("{url}#cmd/api")).unwrap();
-    let checkout = fetch(&head, &dir.path().join("head"), Limits::default()).unwrap();
+    let checkout = fetch(
+        &head,
+        &dir.path().join("head"),
+        Limits::default(),
+        &GitAuth::default(),
+    )
+    .unwrap();
     assert_eq!(checkout.commit, second);
     assert_eq!(checkout.project_dir, dir.path().join("head/cmd/api"));
     assert_eq!(
@@ -91,7 +97,7 @@ fn a_file_url_checks_out_exactly_the_revision() {
     for rev in ["v1", &first[..], &first[..8]] {
         let source = GitSource::parse(&format!("{url}@{rev}")).unwrap();
         let dest = dir.path().join(format!("at-{rev}"));
-        let checkout = fetch(&source, &dest, Limits::default()).unwrap();
+        let checkout = fetch(&source, &dest, Limits::default(), &GitAuth::default()).unwrap();
         assert_eq!(checkout.commit, first, "{rev}");
         assert_eq!(
             std::fs::read_to_string(dest.join("cmd/api/main.go")).unwrap(),
@@ -148,7 +154,13 @@ fn missing_revisions_and_directories_are_one_line_each() {
     let url = format!("git+file://{}", origin.display());
     let error = |spec: &str, dest: &str| {
         let source = GitSource::parse(spec).unwrap();
-        let err = fetch(&source, &dir.path().join(dest), Limits::default()).unwrap_err();
+        let err = fetch(
+            &source,
+            &dir.path().join(dest),
+            Limits::default(),
+            &GitAuth::default(),
+        )
+        .unwrap_err();
         format!("{err:#}")
     };
     let err = error(&format!("{url}@no-such-branch"), "a");
@@ -169,9 +181,14 @@ fn a_checkout_larger_than_the_limit_stops() {
         max_bytes: 10,
         ..Limits::default()
     };
-    let err = fetch(&source, &dir.path().join("small"), limits)
-        .unwrap_err()
-        .to_string();
+    let err = fetch(
+        &source,
+        &dir.path().join("small"),
+        limits,
+        &GitAuth::default(),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("larger than 0 MiB") && err.contains("IMGPACK_GIT_MAX_MIB"),
         "{err}"

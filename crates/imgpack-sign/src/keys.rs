@@ -24,24 +24,59 @@ const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
 /// Key files are a few hundred bytes; anything much larger is not a key.
 const KEY_FILE_LIMIT: u64 = 64 << 10;
 
-/// Where the password of an encrypted key comes from, in order.
+/// Where the password of an encrypted key comes from, in order (the command
+/// reads them once at start-up and takes them out of its environment).
 pub const PASSWORD_ENVS: [&str; 2] = ["IMGPACK_SIGN_PASSWORD", "COSIGN_PASSWORD"];
 
-/// The password from the first of [`PASSWORD_ENVS`] that is set (empty is a
-/// password too), or an error naming them.
-pub fn password_from_env() -> Result<Zeroizing<String>> {
-    for name in PASSWORD_ENVS {
-        if let Some(value) = std::env::var_os(name) {
-            let Ok(value) = value.into_string() else {
-                bail!("{name} is not valid UTF-8");
-            };
-            return Ok(Zeroizing::new(value));
-        }
+/// A private key file read and checked but not decrypted: a build reads it
+/// before compiling, so a missing or malformed key fails at once, and unlocks
+/// it afterwards, so no decrypted key is in memory while a project's code runs.
+pub struct LockedKey {
+    path: std::path::PathBuf,
+    text: Zeroizing<String>,
+    encrypted: bool,
+}
+
+impl LockedKey {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = Zeroizing::new(read_key_file(path)?);
+        let cannot = || format!("cannot use the signing key {}", path.display());
+        let block = pem::parse(text.trim_start())
+            .context("it is not a PEM file")
+            .with_context(cannot)?;
+        let encrypted = match block.tag() {
+            SIGSTORE_KEY_LABEL | COSIGN_KEY_LABEL => true,
+            PKCS8_LABEL => false,
+            // Any other label: the same message as a load would give.
+            _ => {
+                PrivateKey::from_pem(&text, || bail!("not encrypted")).with_context(cannot)?;
+                false
+            }
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            text,
+            encrypted,
+        })
     }
-    bail!(
-        "the key is encrypted and no password is set: put it in COSIGN_PASSWORD (or \
-         IMGPACK_SIGN_PASSWORD); set it empty for a key made with an empty password"
-    )
+
+    /// Whether unlocking needs a password.
+    pub fn is_encrypted(&self) -> bool {
+        self.encrypted
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The key, decrypted with `password` when it is encrypted.
+    pub fn unlock(
+        &self,
+        password: impl FnOnce() -> Result<Zeroizing<String>>,
+    ) -> Result<PrivateKey> {
+        PrivateKey::from_pem(&self.text, password)
+            .with_context(|| format!("cannot use the signing key {}", self.path.display()))
+    }
 }
 
 /// A P-256 signing key.

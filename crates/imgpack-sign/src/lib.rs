@@ -14,6 +14,6 @@ pub mod payload;
 mod signer;
 
 pub use cosign::{signature_tag, SignatureImage, SignatureLayer};
-pub use keys::{password_from_env, PrivateKey, PublicKey, PASSWORD_ENVS};
+pub use keys::{LockedKey, PrivateKey, PublicKey, PASSWORD_ENVS};
 pub use payload::{simple_signing_payload, SimpleSigning};
 pub use signer::{check_signatures, KeySigner, Refusal, Signature, Signer};

@@ -163,6 +163,11 @@ pub struct PushFlags {
     #[arg(long, value_name = "FILE")]
     pub sign_key: Option<PathBuf>,
 
+    /// Read the --sign-key password from this file (one line; wins over COSIGN_PASSWORD and
+    /// IMGPACK_SIGN_PASSWORD); also `sign_password_file` in imgpack.toml.
+    #[arg(long, value_name = "FILE")]
+    pub sign_password_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -186,6 +191,7 @@ impl Default for PushFlags {
             chunk_size: 0,
             retry_timeout: DEFAULT_RETRY_TIMEOUT,
             sign_key: None,
+            sign_password_file: None,
             registry: RegistryArgs::default(),
         }
     }
@@ -439,6 +445,11 @@ pub struct BuildArgs {
     #[arg(skip)]
     pub checkout_root: Option<PathBuf>,
 
+    /// Where a git source's URL came from: the command line, or YAML read by
+    /// `imgpack resolve` (whose hosts get IMGPACK_GIT_TOKEN only when listed).
+    #[arg(skip)]
+    pub url_origin: imgpack_git::UrlOrigin,
+
     /// Print only the digest (or, with --push, the pushed reference).
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -479,6 +490,9 @@ pub struct FileOnly {
     /// `sign_key`, resolved against the file's directory (`--sign-key` and
     /// IMGPACK_SIGN_KEY win).
     pub sign_key: Option<PathBuf>,
+    /// `sign_password_file`, resolved against the file's directory
+    /// (`--sign-password-file` and the password variables win).
+    pub sign_password_file: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ struct Section {
     zones: Option<Vec<String>>,
     /// The key pushes are signed with (`--sign-key`), relative to the file.
     sign_key: Option<String>,
+    /// The file holding `sign_key`'s password, relative to the file.
+    sign_password_file: Option<String>,
     go: Option<GoSection>,
     rust: Option<RustSection>,
     files: Option<Vec<FilesEntry>>,
@@ -439,6 +441,12 @@ impl Config {
         if args.from_file.sign_key.is_none() {
             args.from_file.sign_key = s.sign_key.as_ref().map(|key| self.dir().join(key));
         }
+        if args.from_file.sign_password_file.is_none() {
+            args.from_file.sign_password_file = s
+                .sign_password_file
+                .as_ref()
+                .map(|file| self.dir().join(file));
+        }
         self.fill_files(args, s)?;
         if !args.binaries.is_empty() {
             return Ok(());
@@ -600,13 +608,19 @@ mod tests {
 
     #[test]
     fn sign_key_is_relative_to_the_file_and_kept_apart_from_the_flag() {
-        let (dir, config) = load_text("sign_key = \"keys/ci.key\"\n");
+        let (dir, config) =
+            load_text("sign_key = \"keys/ci.key\"\nsign_password_file = \"keys/ci.password\"\n");
         let config = config.unwrap().unwrap();
         let build = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
         assert_eq!(
             build.from_file.sign_key,
             Some(dir.path().join("keys/ci.key"))
         );
+        assert_eq!(
+            build.from_file.sign_password_file,
+            Some(dir.path().join("keys/ci.password"))
+        );
+        assert!(build.push_flags.sign_password_file.is_none());
         // The flag stays unset: the environment (IMGPACK_SIGN_KEY) goes between the two.
         assert!(build.push_flags.sign_key.is_none());
     }

@@ -26,7 +26,8 @@ pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<Staging>> {
     let limits = limits()?;
     // A staging directory: removed at the end, on a signal, or by the next run after a kill.
     let dir = crate::staging::create(args.tmpdir.as_deref())?;
-    let checkout = imgpack_git::fetch(&source, &dir.path().join("src"), limits)?;
+    let auth = crate::secrets::get().git_auth(args.url_origin)?;
+    let checkout = imgpack_git::fetch(&source, &dir.path().join("src"), limits, &auth)?;
     if !args.quiet {
         eprintln!(
             "imgpack: checked out {source} at {}{} ({} KiB)",

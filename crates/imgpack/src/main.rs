@@ -15,6 +15,7 @@ mod git_source;
 mod outputs;
 mod registry;
 mod resolve;
+mod secrets;
 mod ship;
 mod sign;
 mod staging;
@@ -25,6 +26,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First, while this is the only thread: nothing started later inherits a secret.
+    secrets::take_from_environment();
     staging::clean_up_on_signals();
     let cli = cli::Cli::parse();
     let result = match cli.command {
@@ -41,8 +44,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line: the error and its causes, outermost first.
-            eprintln!("error: {err:#}");
+            // One line: the error and its causes, outermost first; no URL
+            // keeps its credentials, whichever layer wrote it.
+            let message = format!("{err:#}");
+            eprintln!("error: {}", imgpack_redact::redact_urls(&message));
             ExitCode::FAILURE
         }
     }

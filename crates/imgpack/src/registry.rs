@@ -70,16 +70,23 @@ pub fn run_push(args: PushArgs) -> Result<()> {
         );
     };
     check_image_refs(&args.push)?;
-    let signer = crate::sign::load_signer(args.push.sign_key.as_deref(), None)?;
+    let signer = crate::sign::load_signer(&args.push, &crate::cli::FileOnly::default())?;
+    if let Some(key) = &signer {
+        key.unlock()?;
+    }
+    let signer = signer.map(|key| key as Arc<dyn Signer>);
     let (sink, target) = registry_sink(
         &args.target,
         &args.push.tags,
         &args.push,
         args.parallelism.jobs(),
         args.quiet,
-        signer,
+        signer.clone(),
     )?;
-    let image = imgpack_layout::read_layout_image(layout)?;
+    let mut image = imgpack_layout::read_layout_image(layout)?;
+    if let Some(signer) = &signer {
+        crate::sign::sign_layout_provenance(&mut image, signer.clone())?;
+    }
     sink.write(&image)
         .with_context(|| format!("cannot push to {}", sink.describe()))?;
     let line = pushed_reference(&target, image.root.digest());

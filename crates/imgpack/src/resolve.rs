@@ -224,7 +224,8 @@ fn build_each(paths: &[String], args: &ResolveArgs) -> Result<BTreeMap<String, S
                 let Some(path) = queue.lock().expect("not poisoned").pop() else {
                     break;
                 };
-                let result = build_one(path, args).with_context(|| format!("imgpack://{path}"));
+                let result = build_one(path, args)
+                    .with_context(|| format!("imgpack://{}", imgpack_redact::redact_urls(path)));
                 results
                     .lock()
                     .expect("not poisoned")
@@ -261,7 +262,8 @@ fn build_one(path: &str, args: &ResolveArgs) -> Result<String> {
     })?;
     if lines.len() != 1 {
         bail!(
-            "{path} describes {} images: imgpack:// must name one",
+            "{} describes {} images: imgpack:// must name one",
+            imgpack_redact::redact_urls(path),
             lines.len()
         );
     }
@@ -279,6 +281,8 @@ fn build_args(path: &str, args: &ResolveArgs) -> BuildArgs {
             ..args.push.clone()
         },
         quiet: args.quiet,
+        // The YAML may come from someone else: its git hosts are not the user's word.
+        url_origin: imgpack_git::UrlOrigin::Manifest,
         ..BuildArgs::push_project(path)
     }
 }
@@ -317,10 +321,13 @@ mod tests {
         else {
             unreachable!()
         };
-        let Command::Build(build) = Cli::parse_from(argv(&["build", "cmd/api", "--push"])).command
+        let Command::Build(mut build) =
+            Cli::parse_from(argv(&["build", "cmd/api", "--push"])).command
         else {
             unreachable!()
         };
+        // The one difference: a git URL from YAML is not the user's word.
+        build.url_origin = imgpack_git::UrlOrigin::Manifest;
         assert_eq!(
             format!("{:?}", build_args("cmd/api", &resolve)),
             format!("{build:?}")

@@ -1,47 +1,164 @@
 //! `imgpack keygen`, `imgpack verify`, and the signer a push signs with
-//! (`--sign-key`, IMGPACK_SIGN_KEY, `sign_key` in imgpack.toml).
+//! (`--sign-key`, IMGPACK_SIGN_KEY, `sign_key` in imgpack.toml; its password
+//! from `--sign-password-file`, the environment or `sign_password_file`).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{bail, Context, Result};
 use imgpack_attest::DsseSigner;
 use imgpack_blob::Digest;
 use imgpack_registry::{Attachment, Verification};
-use imgpack_sign::{password_from_env, KeySigner, PrivateKey, PublicKey, Signer};
+use imgpack_sign::{KeySigner, LockedKey, PrivateKey, PublicKey, Signature, Signer};
+use zeroize::Zeroizing;
 
-use crate::cli::{KeygenArgs, VerifyArgs, SIGN_KEY_ENV};
+use crate::cli::{FileOnly, KeygenArgs, PushFlags, VerifyArgs, SIGN_KEY_ENV};
 use crate::registry::transport;
+use crate::secrets::read_password_file;
 
 /// The signer for a push: `--sign-key`, else IMGPACK_SIGN_KEY, else the
-/// config file's `sign_key`; None when none is set. The key is unlocked now,
-/// so a wrong password fails before anything is built or pushed.
-pub fn load_signer(
-    flag: Option<&Path>,
-    from_file: Option<&Path>,
-) -> Result<Option<Arc<dyn Signer>>> {
+/// config file's `sign_key`; None when none is set. The key file is read and
+/// its password found now, so a missing key or password fails before anything
+/// is built; the key is decrypted by [`PendingKey::unlock`], after the compile.
+pub fn load_signer(flags: &PushFlags, from_file: &FileOnly) -> Result<Option<Arc<PendingKey>>> {
     let from_env = std::env::var_os(SIGN_KEY_ENV)
         .filter(|value| !value.is_empty())
         .map(PathBuf::from);
-    let Some(path) = flag
-        .map(Path::to_owned)
+    let Some(path) = flags
+        .sign_key
+        .clone()
         .or(from_env)
-        .or(from_file.map(Path::to_owned))
+        .or(from_file.sign_key.clone())
     else {
+        if flags.sign_password_file.is_some() {
+            bail!(
+                "--sign-password-file is the password of a signing key, but no key is given: add \
+                 --sign-key (or set IMGPACK_SIGN_KEY)"
+            );
+        }
         return Ok(None);
     };
-    let key = PrivateKey::load(&path, password_from_env)?;
-    Ok(Some(Arc::new(KeySigner::new(
+    let key = LockedKey::read(&path)?;
+    let password = match key.is_encrypted() {
+        true => Some(sign_password(flags, from_file)?),
+        false => None,
+    };
+    Ok(Some(Arc::new(PendingKey {
         key,
-        path.display().to_string(),
-    ))))
+        password: Mutex::new(password),
+        unlocked: OnceLock::new(),
+    })))
+}
+
+/// The password of the signing key: `--sign-password-file`, else
+/// IMGPACK_SIGN_PASSWORD or COSIGN_PASSWORD, else `sign_password_file` in
+/// imgpack.toml.
+fn sign_password(flags: &PushFlags, from_file: &FileOnly) -> Result<Zeroizing<String>> {
+    let secrets = crate::secrets::get();
+    if let Some(path) = &flags.sign_password_file {
+        return read_password_file(path, "--sign-password-file");
+    }
+    if secrets.has_sign_password() {
+        return secrets.sign_password();
+    }
+    if let Some(path) = &from_file.sign_password_file {
+        return read_password_file(path, "sign_password_file in imgpack.toml");
+    }
+    secrets.sign_password()
+}
+
+/// A signing key read but not yet decrypted (see [`load_signer`]).
+pub struct PendingKey {
+    key: LockedKey,
+    /// Taken (and dropped) when the key is unlocked.
+    password: Mutex<Option<Zeroizing<String>>>,
+    unlocked: OnceLock<KeySigner>,
+}
+
+impl PendingKey {
+    /// Decrypts the key (once): call it after the compile, before anything is
+    /// signed, so a wrong password fails before anything is written or pushed.
+    pub fn unlock(&self) -> Result<&KeySigner> {
+        // Held while unlocking: two threads never decrypt at once.
+        let mut password = self.password.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(signer) = self.unlocked.get() {
+            return Ok(signer);
+        }
+        let key = self.key.unlock(|| {
+            password
+                .take()
+                .ok_or_else(|| anyhow::anyhow!("the key's password was already used"))
+        })?;
+        let signer = KeySigner::new(key, self.key.path().display().to_string());
+        Ok(self.unlocked.get_or_init(|| signer))
+    }
+}
+
+impl Signer for PendingKey {
+    fn describe(&self) -> String {
+        match self.unlocked.get() {
+            Some(signer) => signer.describe(),
+            None => format!("key {}", self.key.path().display()),
+        }
+    }
+
+    fn sign(&self, payload: &[u8]) -> Result<Signature> {
+        self.unlock()?.sign(payload)
+    }
+
+    fn public_key(&self) -> Option<PublicKey> {
+        self.unlock().ok()?.public_key()
+    }
 }
 
 /// The push's signer as the DSSE signer of the provenance envelope.
 pub fn dsse_signer(signer: Arc<dyn Signer>) -> Box<dyn DsseSigner + Send + Sync> {
     Box::new(DsseKey(signer))
+}
+
+/// `imgpack push --sign-key` of a layout: a provenance the build wrote there
+/// unsigned (it ran without the key, as in the two-step Job) is signed now;
+/// the signed envelope and its artifact manifest are written beside it in the
+/// layout, which must be writable for that, and pushed in its place.
+pub fn sign_layout_provenance(
+    image: &mut imgpack_image::Image,
+    signer: Arc<dyn Signer>,
+) -> Result<()> {
+    use imgpack_attest::{Envelope, DSSE_MEDIA_TYPE, IN_TOTO_MEDIA_TYPE};
+    let dsse = dsse_signer(signer);
+    for referrer in &mut image.referrers {
+        let Some(layer) = referrer.blobs.get(1) else {
+            continue;
+        };
+        if referrer.artifact_type != IN_TOTO_MEDIA_TYPE || layer.media_type != DSSE_MEDIA_TYPE {
+            continue;
+        }
+        let bytes = image.store.read_small(layer.digest())?;
+        let Ok(envelope) = serde_json::from_slice::<Envelope>(&bytes) else {
+            continue; // not an envelope: pushed as it is, as before
+        };
+        if !envelope.signatures.is_empty() {
+            continue;
+        }
+        let payload = envelope.payload_bytes().map_err(anyhow::Error::msg)?;
+        let signed = imgpack_attest::envelope(&envelope.payload_type, &payload, Some(&*dsse))
+            .map_err(|err| anyhow::anyhow!("cannot sign the provenance: {err}"))?;
+        *referrer = imgpack_image::attach(
+            &image.store,
+            &referrer.subject,
+            IN_TOTO_MEDIA_TYPE,
+            DSSE_MEDIA_TYPE,
+            &signed.to_json(),
+            referrer.annotations.clone(),
+        )
+        .context(
+            "cannot write the signed provenance into the layout: make it writable, or push \
+             without --sign-key",
+        )?;
+    }
+    Ok(())
 }
 
 /// A [`Signer`] signing DSSE PAE messages: the same ECDSA P-256 DER
@@ -78,7 +195,7 @@ pub fn run_keygen(args: KeygenArgs) -> Result<()> {
             );
         }
     }
-    let password = password_from_env().map_err(|_| {
+    let password = crate::secrets::get().sign_password().map_err(|_| {
         anyhow::anyhow!(
             "no password for the new key: set COSIGN_PASSWORD (or IMGPACK_SIGN_PASSWORD) to it, \
              or set it empty for a key without one"

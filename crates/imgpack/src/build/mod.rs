@@ -76,6 +76,11 @@ fn run_plan(plan: BuildPlan) -> Result<String> {
     let staging = crate::staging::create(plan.tmpdir.as_deref())?;
     let store = BlobStore::open(staging.path())?;
     let (binaries, extras) = compile(&plan, staging.path())?;
+    // Only now, with the project's code (build scripts, cgo compilers) done:
+    // the decrypted key is never in memory while it runs.
+    if let Some(key) = plan.push.as_ref().and_then(|push| push.signer.as_ref()) {
+        key.unlock()?;
+    }
     let app_name = common_app_name(plan.name.as_deref(), &binaries)?;
     let push = match &plan.push {
         Some(push) => Some(push.sink(&app_name, plan.quiet)?),

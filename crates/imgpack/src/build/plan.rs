@@ -14,10 +14,11 @@ use imgpack_platform::{Binary, Platform};
 use imgpack_registry::{ImageRef, RegistrySink, TransportOptions};
 use imgpack_sign::Signer;
 
-use crate::cli::{BuildArgs, PushFlags};
+use crate::cli::{BuildArgs, FileOnly, PushFlags};
 use crate::git::{expand_tag, GitInfo};
 use crate::outputs::{parse_output, Output};
 use crate::registry::registry_sink;
+use crate::sign::PendingKey;
 use crate::values::{check_env, check_port, check_user, check_workdir, key_values};
 
 /// A checked request: every flag parsed and validated before any work starts.
@@ -109,8 +110,9 @@ pub(super) struct PushPlan {
     pub(super) flags: PushFlags,
     /// Blobs uploaded at once (`--jobs`).
     pub(super) jobs: usize,
-    /// Signs the pushed manifests (`--sign-key`), unlocked when planning.
-    pub(super) signer: Option<Arc<dyn Signer>>,
+    /// Signs the pushed manifests (`--sign-key`): read when planning,
+    /// unlocked once the compile has finished.
+    pub(super) signer: Option<Arc<PendingKey>>,
 }
 
 impl PushPlan {
@@ -123,7 +125,7 @@ impl PushPlan {
                 &self.flags,
                 self.jobs,
                 quiet,
-                self.signer.clone(),
+                self.dyn_signer(),
             ),
             (None, Some(repository)) => {
                 let (first, rest) = self
@@ -137,11 +139,15 @@ impl PushPlan {
                     &self.flags,
                     self.jobs,
                     quiet,
-                    self.signer.clone(),
+                    self.dyn_signer(),
                 )
             }
             (None, None) => unreachable!("checked when planning"),
         }
+    }
+
+    fn dyn_signer(&self) -> Option<Arc<dyn Signer>> {
+        self.signer.clone().map(|key| key as Arc<dyn Signer>)
     }
 }
 
@@ -190,7 +196,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
             push_plan(
                 reference,
                 repository,
-                args.from_file.sign_key.as_deref(),
+                &args.from_file,
                 &args.push_flags,
                 args.parallelism.jobs(),
                 git.as_ref(),
@@ -264,7 +270,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
     // `--sign-key` signs the provenance's DSSE envelope too.
     attest.signer = push
         .as_ref()
-        .and_then(|push| push.signer.clone())
+        .and_then(PushPlan::dyn_signer)
         .map(crate::sign::dsse_signer);
     Ok(BuildPlan {
         more_paths: args.from_file.more_paths.clone(),
@@ -303,7 +309,7 @@ fn project_dir(inputs: &Inputs) -> PathBuf {
 fn push_plan(
     reference: &str,
     file_repository: Option<&str>,
-    file_sign_key: Option<&Path>,
+    from_file: &FileOnly,
     flags: &PushFlags,
     jobs: usize,
     git: Option<&GitInfo>,
@@ -314,7 +320,7 @@ fn push_plan(
         .iter()
         .map(|tag| expand_tag(tag, git))
         .collect::<Result<Vec<_>>>()?;
-    let signer = crate::sign::load_signer(flags.sign_key.as_deref(), file_sign_key)?;
+    let signer = crate::sign::load_signer(flags, from_file)?;
     let plan = if reference.is_empty() {
         // Like a flag, the environment wins over the config file.
         let repository = std::env::var("IMGPACK_REPO")
@@ -488,6 +494,7 @@ fn check_push_flags_unused(flags: &PushFlags, pulls_base: bool) -> Result<()> {
         ("--tag", !flags.tags.is_empty()),
         ("--image-refs", flags.image_refs.is_some()),
         ("--sign-key", flags.sign_key.is_some()),
+        ("--sign-password-file", flags.sign_password_file.is_some()),
         // A base image is pulled from a registry too.
         (
             "--insecure-registry",
