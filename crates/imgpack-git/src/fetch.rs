@@ -343,7 +343,7 @@ fn describe(err: gix::error::Error, source: &GitSource) -> anyhow::Error {
     }
     if is_no_repository(&err) {
         return anyhow::anyhow!(
-            "{source}: no git repository at {} ({host} answered HTTP 404 Not Found): check the URL",
+            "{source}: no git repository at {} ({host} answered HTTP 404): check the URL",
             source.public_url()
         );
     }
@@ -358,7 +358,8 @@ fn describe(err: gix::error::Error, source: &GitSource) -> anyhow::Error {
 /// The server answered 404 to the first request (the ref advertisement):
 /// no repository is at that URL, which is not the same as a missing revision.
 fn is_no_repository(err: &gix::error::Error) -> bool {
-    mentions(err, &["404 Not Found"])
+    // reqwest's "HTTP status client error (404 <reason>)": servers word the reason differently.
+    mentions(err, &["error (404 ", "404 Not Found"])
 }
 
 fn is_refused(err: &gix::error::Error) -> bool {
