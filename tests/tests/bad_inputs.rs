@@ -556,3 +556,235 @@ fn a_refused_login_says_where_the_password_came_from_and_not_to_log_in() {
     );
     assert!(!dir.path().join("docker/config.json").exists());
 }
+
+// Issue 19, item 8: the smaller defects.
+
+/// A `.go.buildinfo` section as Go ≥ 1.18 writes it: magic, flags, then the Go version and
+/// the module text (framed by 16-byte sentinels) as varint-prefixed strings.
+fn go_buildinfo(modinfo: &str) -> Vec<u8> {
+    let mut blob = b"\xff Go buildinf:".to_vec();
+    blob.extend_from_slice(&[8, 2]);
+    blob.resize(32, 0);
+    let framed = [&[0x30u8; 16][..], modinfo.as_bytes(), &[0xf9; 16]].concat();
+    for string in [&b"go1.22.0"[..], &framed] {
+        let mut len = string.len();
+        while len >= 0x80 {
+            blob.push((len as u8 & 0x7f) | 0x80);
+            len >>= 7;
+        }
+        blob.push(len as u8);
+        blob.extend_from_slice(string);
+    }
+    blob
+}
+
+/// A `.dep-v0` section: cargo auditable's zlib-compressed JSON.
+fn dep_v0(json: &serde_json::Value) -> Vec<u8> {
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(json.to_string().as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn crafted_build_information_in_a_binary_gets_one_printable_line() {
+    let dir = project();
+    let d = dir.path();
+    let escape = "\u{1b}]0;owned\u{7}\u{1b}[2J";
+    let go = ElfBuilder::new(Arch::Amd64)
+        .payload(b"go".to_vec())
+        .section(
+            ".go.buildinfo",
+            go_buildinfo(&format!(
+                "path\texample.com/app\nmod\texample.com/app\t(devel)\t\n{escape}\tx\n"
+            )),
+        );
+    // The root lists itself as its own dependency: once a panic (an index out of range).
+    let rust = ElfBuilder::new(Arch::Amd64).payload(b"rust".to_vec()).section(
+        ".dep-v0",
+        dep_v0(&serde_json::json!({"packages": [
+            {"name": "app", "version": "0.1.0", "source": "local", "dependencies": [0], "root": true},
+        ]})),
+    );
+    for (name, binary, expected) in [
+        (
+            "go-app",
+            go,
+            "unexpected build information line '\\u{1b}]0;owned\\u{7}\\u{1b}[2J",
+        ),
+        ("rust-app", rust, "depends on the root package app 0.1.0"),
+    ] {
+        std::fs::write(d.join(name), binary.build()).unwrap();
+        let output = imgpack_in(d)
+            .args(["build", "-q", "--binary", &format!("linux/amd64={name}")])
+            .args(["-o", &format!("oci:out-{name}:v1")])
+            .output()
+            .unwrap();
+        let err = error_line(&output);
+        assert!(
+            !stderr(&output).chars().any(|c| c.is_control() && c != '\n'),
+            "{name}: {:?}",
+            stderr(&output)
+        );
+        assert!(
+            err.contains(expected) && err.contains("--sbom none"),
+            "{name}: {err}"
+        );
+        assert!(
+            !d.join(format!("out-{name}")).exists(),
+            "{name}: an output was written"
+        );
+    }
+}
+
+/// `project()`'s image in oci:layout:v1, with an SBOM attached; returns index.json's path.
+fn layout_with_sbom(dir: &Path) -> std::path::PathBuf {
+    let output = imgpack_in(dir)
+        .args([
+            "build",
+            "-q",
+            "--binary",
+            "linux/amd64=app",
+            "-o",
+            "oci:layout:v1",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    dir.join("layout/index.json")
+}
+
+#[test]
+fn two_index_entries_with_one_tag_get_one_clear_line() {
+    let dir = project();
+    let d = dir.path();
+    let index_path = layout_with_sbom(d);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let entries = index["manifests"].as_array().unwrap();
+    let image = entries
+        .iter()
+        .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == "v1")
+        .unwrap()
+        .clone();
+    let mut sbom = entries
+        .iter()
+        .find(|e| e["artifactType"].is_string())
+        .expect("an SBOM entry")
+        .clone();
+    sbom["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "v1"});
+    let mut other = image.clone();
+    other["digest"] = serde_json::json!(format!("sha256:{}", "0".repeat(64)));
+    // Image first: the other was silently ignored; SBOM first: "bad platform '/'".
+    for (case, first, second) in [
+        ("image first", &image, &other),
+        ("SBOM first", &sbom, &image),
+    ] {
+        let mut crafted = index.clone();
+        crafted["manifests"] = serde_json::json!([first, second]);
+        std::fs::write(&index_path, crafted.to_string()).unwrap();
+        let err = fails_in(
+            d,
+            &["push", "-q", "oci:layout:v1", "127.0.0.1:1/team/app:v1"],
+        );
+        assert!(
+            err.contains("gives the tag 'v1' to 2 manifests")
+                && err.contains(first["digest"].as_str().unwrap())
+                && err.contains(second["digest"].as_str().unwrap()),
+            "{case}: {err}"
+        );
+        assert!(!err.contains("bad platform"), "{case}: {err}");
+    }
+}
+
+#[test]
+fn an_unusable_cache_directory_names_the_variable_and_no_cache() {
+    let dir = project();
+    let d = dir.path();
+    // A file where the cache directory should be.
+    std::fs::write(d.join("not-a-dir"), "x").unwrap();
+    let build = [
+        "build",
+        "-q",
+        "--binary",
+        "linux/amd64=app",
+        "-o",
+        "oci:out:v1",
+    ];
+    let err = fails_with(
+        imgpack_in(d)
+            .env("IMGPACK_CACHE_DIR", d.join("not-a-dir"))
+            .args(build),
+    );
+    assert!(
+        err.contains("IMGPACK_CACHE_DIR") && err.contains("--no-cache"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&d.join("not-a-dir").display().to_string()),
+        "{err}"
+    );
+    assert!(!d.join("out").exists(), "an output was written");
+    let output = imgpack_in(d)
+        .env("IMGPACK_CACHE_DIR", d.join("not-a-dir"))
+        .args(build)
+        .arg("--no-cache")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "--no-cache: {}", stderr(&output));
+}
+
+#[test]
+fn keygen_with_a_directory_prefix_writes_the_default_name_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("keys")).unwrap();
+    let output = imgpack_in(d)
+        .args(["keygen", "--output-key-prefix", "keys/"])
+        .env("COSIGN_PASSWORD", "")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut written: Vec<String> = std::fs::read_dir(d.join("keys"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    // Not the hidden keys/.key and keys/.pub.
+    assert_eq!(written, ["cosign.key", "cosign.pub"]);
+    assert!(
+        stderr(&output).contains("keys/cosign.key"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn image_refs_are_replaced_whole_never_rewritten_in_place() {
+    let dir = project();
+    let d = dir.path();
+    layout_with_sbom(d);
+    let registry = imgpack_e2e::fake_registry::FakeRegistry::start(Default::default());
+    let refs = d.join("refs/image.txt");
+    std::fs::create_dir(d.join("refs")).unwrap();
+    std::fs::write(&refs, "old\n").unwrap();
+    // A second name for the old file: a rewrite in place would show through it.
+    std::fs::hard_link(&refs, d.join("old.txt")).unwrap();
+    let target = format!("{}/team/app:v1", registry.host());
+    let output = imgpack_in(d)
+        .args([
+            "push",
+            "-q",
+            "oci:layout:v1",
+            &target,
+            "--image-refs",
+            "refs/image.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(std::fs::read_to_string(&refs).unwrap(), printed);
+    assert_eq!(std::fs::read_to_string(d.join("old.txt")).unwrap(), "old\n");
+    let names: Vec<_> = std::fs::read_dir(d.join("refs")).unwrap().collect();
+    assert_eq!(names.len(), 1, "a temporary file was left: {names:?}");
+}

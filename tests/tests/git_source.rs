@@ -275,6 +275,64 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// `imgpack build -q SOURCE --output oci:out:v1` in `dir`.
+fn build_source(dir: &Path, source: &str) -> Command {
+    let mut command = imgpack();
+    command
+        .current_dir(dir)
+        .args(["build", "-q", source, "--output", "oci:out:v1"]);
+    command
+}
+
+#[test]
+fn a_missing_repository_a_host_file_url_and_a_bad_limit_are_named_as_such() {
+    if !have_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (repo, _) = repository(d);
+    let served = d.join("served");
+    std::fs::create_dir(&served).unwrap();
+    publish(&repo, &served, "team/app");
+    let server = GitServer::start(&served, None);
+
+    // The server answers 404: there is no repository there, whatever the revision.
+    let url = server.url("team/nothing.git");
+    for source in [format!("git+{url}"), format!("git+{url}@v1")] {
+        let err = one_error_line(&mut build_source(d, &source));
+        assert!(
+            err.contains(&format!("no git repository at {url}")) && err.contains("404"),
+            "{source}: {err}"
+        );
+        assert!(!err.contains("no such revision"), "{source}: {err}");
+    }
+
+    // file://git/repo: git would ignore the host and read /repo.
+    let err = one_error_line(&mut build_source(d, "git+file://git/repo"));
+    assert!(
+        err.contains("file://HOST/PATH is not supported: use file:///ABSOLUTE/PATH"),
+        "{err}"
+    );
+    assert!(!err.contains("not a git repository"), "{err}");
+
+    // Each limit's error suggests its own default.
+    let local = format!("git+file://{}", repo.display());
+    for (variable, default, other) in [
+        ("IMGPACK_GIT_MAX_MIB", "4096", "600"),
+        ("IMGPACK_GIT_TIMEOUT", "600", "4096"),
+    ] {
+        let err = one_error_line(build_source(d, &local).env(variable, "lots"));
+        assert!(
+            err.contains(&format!("{variable}='lots' is not a whole number"))
+                && err.contains(&format!("e.g. {default}")),
+            "{err}"
+        );
+        assert!(!err.contains(other), "{err}");
+    }
+    assert!(!d.join("out").exists(), "an output was written");
+}
+
 #[test]
 fn ssh_and_scp_style_remotes_use_the_key_and_known_hosts_given() {
     if !have_tool("go") || !have_tool("git") {

@@ -153,7 +153,9 @@ pub fn graph_from_metadata(
                 .into_iter()
                 .flatten()
                 .any(|kind| kind["kind"].is_null());
-            if normal && packages.get(child).is_some_and(|p| !is_proc_macro(p)) {
+            // A cycle back to the root cannot be built; cargo never reports one.
+            let linked = child != root_id && packages.get(child).is_some_and(|p| !is_proc_macro(p));
+            if normal && linked {
                 children.insert(child);
                 queue.push(child);
             }
@@ -379,6 +381,17 @@ fn graph_from_audit(data: &AuditData) -> Result<CrateGraph, String> {
         queue.extend(children.iter().copied());
         reached.insert(at, children);
     }
+    if let Some((&at, _)) = reached
+        .iter()
+        .find(|(_, children)| children.contains(&root))
+    {
+        return Err(format!(
+            "its .dep-v0 list is malformed: {} depends on the root package {}, a cycle \
+             cargo never builds",
+            describe(&data.packages[at]),
+            describe(&data.packages[root])
+        ));
+    }
     let mut deps: Vec<(Crate, usize)> = reached
         .keys()
         .filter(|&&i| i != root)
@@ -400,6 +413,11 @@ fn graph_from_audit(data: &AuditData) -> Result<CrateGraph, String> {
         deps: deps.into_iter().map(|(c, _)| c).collect(),
         edges,
     })
+}
+
+/// `name version` of a listed package, quoted safely: the list comes from the binary.
+fn describe(package: &AuditPackage) -> String {
+    crate::printable(&format!("{} {}", package.name, package.version))
 }
 
 #[cfg(test)]
@@ -480,6 +498,45 @@ mod tests {
             graph.deps[0].source.as_deref(),
             Some("git+https://git.example/dep.git?rev=v1#0123abcd")
         );
+    }
+
+    #[test]
+    fn an_auditable_list_whose_root_depends_on_itself_is_refused() {
+        for packages in [
+            json!([{"name": "app", "version": "0.1.0", "source": "local", "dependencies": [0], "root": true}]),
+            json!([
+                {"name": "app", "version": "0.1.0", "source": "local", "dependencies": [1], "root": true},
+                {"name": "lib\u{1b}[2J", "version": "1.0.0", "source": "crates.io", "dependencies": [0]},
+            ]),
+        ] {
+            let data: AuditData = serde_json::from_value(json!({ "packages": packages })).unwrap();
+            let err = graph_from_audit(&data).unwrap_err();
+            assert!(
+                err.contains("depends on the root package app 0.1.0"),
+                "{err}"
+            );
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn a_metadata_cycle_back_to_the_root_is_not_followed() {
+        let metadata = json!({
+            "workspace_members": ["app@1.0.0"],
+            "packages": [package("app@1.0.0", &["bin"], "MIT"), package("lib@1.0.0", &["lib"], "MIT")],
+            "resolve": {"root": "app@1.0.0", "nodes": [
+                {"id": "app@1.0.0", "deps": [dep("app@1.0.0", None), dep("lib@1.0.0", None)]},
+                {"id": "lib@1.0.0", "deps": [dep("app@1.0.0", None)]},
+            ]}
+        });
+        let selection = CargoSelection {
+            target: "x86_64-unknown-linux-musl",
+            ..Default::default()
+        };
+        let graph = graph_from_metadata(&metadata, &selection, &HashMap::new()).unwrap();
+        assert_eq!(graph.deps.len(), 1);
+        assert_eq!(graph.edges[&None], BTreeSet::from([0]));
+        assert_eq!(graph.edges[&Some(0)], BTreeSet::new());
     }
 
     #[test]

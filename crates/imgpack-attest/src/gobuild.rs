@@ -5,6 +5,8 @@
 
 use goblin::elf::Elf;
 
+use crate::printable;
+
 /// The magic that starts the build information blob.
 const MAGIC: &[u8; 14] = b"\xff Go buildinf:";
 /// The blob header is 32 bytes; inline strings follow it.
@@ -136,18 +138,21 @@ pub fn parse_modinfo(text: &str) -> Result<GoBuildInfo, String> {
             ["dep", module @ ..] => info.deps.push(module_of(module, line)?),
             ["=>", module @ ..] => {
                 let replacement = module_of(module, line)?;
-                let last = info
-                    .deps
-                    .last_mut()
-                    .or(info.main.as_mut())
-                    .ok_or_else(|| format!("replacement before any module: '{line}'"))?;
+                let last = info.deps.last_mut().or(info.main.as_mut()).ok_or_else(|| {
+                    format!("replacement before any module: '{}'", printable(line))
+                })?;
                 last.replace = Some(Box::new(replacement));
             }
             ["build", setting] => {
                 let (key, value) = setting.split_once('=').unwrap_or((setting, ""));
                 info.settings.push((key.to_owned(), value.to_owned()));
             }
-            _ => return Err(format!("unexpected build information line '{line}'")),
+            _ => {
+                return Err(format!(
+                    "unexpected build information line '{}'",
+                    printable(line)
+                ))
+            }
         }
     }
     Ok(info)
@@ -156,7 +161,7 @@ pub fn parse_modinfo(text: &str) -> Result<GoBuildInfo, String> {
 fn module_of(fields: &[&str], line: &str) -> Result<GoModule, String> {
     let field = |index: usize| fields.get(index).copied().unwrap_or("").to_owned();
     if field(0).is_empty() {
-        return Err(format!("module line without a path: '{line}'"));
+        return Err(format!("module line without a path: '{}'", printable(line)));
     }
     Ok(GoModule {
         path: field(0),
@@ -239,5 +244,21 @@ mod tests {
         assert!(parse_modinfo("dep\n").is_err());
         assert!(parse_modinfo("=>\tx\tv1\t\n").is_err());
         assert!(parse_modinfo("what\tis\tthis\n").is_err());
+    }
+
+    #[test]
+    fn a_bad_line_is_quoted_without_control_characters() {
+        let evil = "\u{1b}]0;owned\u{7}\u{1b}[2J\tgo\r";
+        for text in [
+            format!("{evil}\n"),
+            format!("dep\t\t{evil}\n"),
+            format!("=>\t{evil}\n"),
+        ] {
+            let err = parse_modinfo(&text).unwrap_err();
+            assert!(!err.chars().any(char::is_control), "{err:?}");
+            assert!(err.contains("\\u{1b}]0;owned"), "{err}");
+        }
+        let err = read_go_buildinfo(&fake_binary(&format!("path\tx\n{evil}\n"))).unwrap_err();
+        assert!(!err.chars().any(char::is_control), "{err:?}");
     }
 }

@@ -49,3 +49,39 @@ pub fn linked_of_file(path: &std::path::Path) -> Result<Linked, String> {
     }
     Ok(Linked::Unknown)
 }
+
+/// Longest text from a binary that an error message quotes.
+const QUOTE_LIMIT: usize = 200;
+
+/// Text read from a binary, made safe to print in one error line: control
+/// characters (terminal escapes, newlines) are escaped as `\u{1b}`, `\n`,
+/// and it is cut at [`QUOTE_LIMIT`] characters.
+pub(crate) fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(QUOTE_LIMIT) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    if text.chars().count() > QUOTE_LIMIT {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn text_from_a_binary_cannot_drive_the_terminal() {
+        let shown = super::printable("x\u{1b}]0;owned\u{7}\nnext\tline\r");
+        assert_eq!(shown, "x\\u{1b}]0;owned\\u{7}\\nnext\\tline\\r");
+        assert!(!shown.chars().any(char::is_control));
+        let long = "a".repeat(1000);
+        assert_eq!(
+            super::printable(&long).chars().count(),
+            super::QUOTE_LIMIT + 1
+        );
+    }
+}

@@ -28,6 +28,9 @@ impl Default for Limits {
     }
 }
 
+/// How long work may go on after the interrupt flag went up before it is abandoned.
+pub(crate) const GRACE: Duration = Duration::from_secs(1);
+
 /// Which limit stopped the work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Exceeded {
@@ -95,17 +98,23 @@ impl Budget {
         }
     }
 
-    /// Raises the interrupt flag once the time is up or too many bytes went
-    /// through, until `done` is set.
-    pub(crate) fn watch(&self, done: &AtomicBool) {
-        while !done.load(Ordering::SeqCst) {
-            if self.started.elapsed() >= self.limits.timeout {
-                self.stop(Exceeded::Time);
-                return;
-            }
-            self.check_size();
-            std::thread::sleep(Duration::from_millis(50));
+    /// Raises the interrupt flag if the time is up or too many bytes went through.
+    pub(crate) fn check(&self) {
+        if self.started.elapsed() >= self.limits.timeout {
+            self.stop(Exceeded::Time);
         }
+        self.check_size();
+    }
+
+    /// Whether the time is up and [`GRACE`] has passed since: work that has
+    /// not stopped by then ignores the interrupt flag (it waits for a server).
+    pub(crate) fn overdue(&self) -> bool {
+        self.started.elapsed() >= self.limits.timeout + GRACE
+    }
+
+    /// What is left of the time: the most any one wait for a server may take.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.limits.timeout.saturating_sub(self.started.elapsed())
     }
 
     /// A progress tree whose byte counters draw on this budget.
@@ -220,16 +229,21 @@ mod tests {
     }
 
     #[test]
-    fn the_clock_raises_the_interrupt() {
+    fn the_clock_raises_the_interrupt_then_gives_up() {
         let budget = Budget::new(Limits {
             timeout: Duration::from_millis(100),
             max_bytes: u64::MAX,
         });
-        budget.watch(&AtomicBool::new(false));
+        budget.check();
+        assert_eq!(budget.exceeded(), None);
+        assert!(budget.remaining() > Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(120));
+        budget.check();
         assert_eq!(budget.exceeded(), Some(Exceeded::Time));
-        let done = AtomicBool::new(true);
-        let quick = Budget::new(Limits::default());
-        quick.watch(&done);
-        assert_eq!(quick.exceeded(), None);
+        assert!(budget.interrupt.load(Ordering::SeqCst));
+        assert_eq!(budget.remaining(), Duration::ZERO);
+        assert!(!budget.overdue(), "the grace has not passed");
+        std::thread::sleep(GRACE);
+        assert!(budget.overdue());
     }
 }

@@ -5,8 +5,9 @@
 //! in place as `git clone --shared` does, so a read-only mount is enough.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use gix::remote::fetch::Shallow;
@@ -39,16 +40,7 @@ pub struct Checkout {
 pub fn fetch(source: &GitSource, dest: &Path, limits: Limits, auth: &GitAuth) -> Result<Checkout> {
     check_empty(dest)?;
     let budget = Budget::new(limits);
-    let done = AtomicBool::new(false);
-    let result = std::thread::scope(|scope| {
-        scope.spawn(|| budget.watch(&done));
-        let result = match source.transport {
-            Transport::File => local(source, dest, &budget),
-            Transport::Http | Transport::Ssh => remote(source, dest, &budget, auth),
-        };
-        done.store(true, Ordering::SeqCst);
-        result
-    });
+    let result = fetch_within_budget(source, dest, &budget, auth);
     budget.check_size();
     if let Some(err) = over_budget(source, &budget) {
         return Err(err);
@@ -72,6 +64,48 @@ pub fn fetch(source: &GitSource, dest: &Path, limits: Limits, auth: &GitAuth) ->
         shallow,
         bytes: budget.bytes(),
     })
+}
+
+/// Fetches and checks out on a thread of its own while this one watches the
+/// budget. gix polls the interrupt flag while it reads a pack or writes
+/// files, but not while it waits for a server's answer (the ref
+/// advertisement at connect, a negotiation round, an ssh handshake): a wait
+/// like that still going on [`GRACE`](crate::budget::GRACE) after the time
+/// is up is abandoned, and its thread ends on its own transport's timeout,
+/// which is never longer than the budget ([`http_options`], [`ssh_command`]).
+fn fetch_within_budget(
+    source: &GitSource,
+    dest: &Path,
+    budget: &Arc<Budget>,
+    auth: &GitAuth,
+) -> Result<(ObjectId, bool)> {
+    let (send, receive) = mpsc::channel();
+    let (source, dest, budget_of_thread) = (source.clone(), dest.to_owned(), budget.clone());
+    let auth = auth.clone();
+    std::thread::Builder::new()
+        .name("imgpack-git".into())
+        .spawn(move || {
+            let result = match source.transport {
+                Transport::File => local(&source, &dest, &budget_of_thread),
+                Transport::Http | Transport::Ssh => {
+                    remote(&source, &dest, &budget_of_thread, &auth)
+                }
+            };
+            let _ = send.send(result);
+        })
+        .context("cannot start a thread for the git fetch")?;
+    loop {
+        match receive.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => return result,
+            Err(RecvTimeoutError::Disconnected) => bail!("the git fetch ended without a result"),
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        budget.check();
+        if budget.overdue() {
+            // The caller reports the time limit (over_budget).
+            bail!("the git fetch did not stop when its time was up");
+        }
+    }
 }
 
 /// The error to report when a limit, not the server, ended the fetch.
@@ -154,11 +188,12 @@ fn clone(
     let login = source.host().and_then(|host| {
         credentials::find(source.connect_url(), &host, auth).map(|found| (host, found))
     });
+    let wait = budget.remaining().min(MAX_WAIT);
     let mut prepare = gix::prepare_clone(public_url.as_str(), dest)?
-        .with_in_memory_config_overrides(ssh_overrides())
+        .with_in_memory_config_overrides(ssh_overrides(wait))
         .configure_connection(move |connection| {
             connection.set_credentials(credentials_for(login.clone()));
-            connection.set_transport_options(Box::new(http_options()));
+            connection.set_transport_options(Box::new(http_options(wait)));
             Ok(())
         });
     prepare = match wanted {
@@ -205,11 +240,17 @@ fn credentials_for(
     }
 }
 
-/// Reads stall after a minute without data: a server that stops sending cannot hang a build.
-fn http_options() -> gix::protocol::transport::client::blocking_io::http::Options {
+/// The longest a fetch waits for a server's answer, or for the next bytes of one.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Connecting, each answer's head and each read of a body may take `wait`
+/// (a minute, or less when less of the budget is left): a server that stops
+/// sending cannot hang a build, nor keep an abandoned fetch going long.
+fn http_options(wait: Duration) -> gix::protocol::transport::client::blocking_io::http::Options {
+    let wait = wait.max(Duration::from_secs(1));
     let reqwest = gix::protocol::transport::client::blocking_io::http::reqwest::Options {
-        configure_client: Some(Box::new(|builder| {
-            Ok(builder.timeout(std::time::Duration::from_secs(60)))
+        configure_client: Some(Box::new(move |builder| {
+            Ok(builder.timeout(wait).connect_timeout(wait))
         })),
         configure_request: None,
     };
@@ -224,7 +265,7 @@ fn http_options() -> gix::protocol::transport::client::blocking_io::http::Option
 /// that would hang a Job), bounded connection time, and the key and
 /// known_hosts file that `IMGPACK_GIT_SSH_KEY` and `IMGPACK_GIT_SSH_KNOWN_HOSTS`
 /// name (a Secret mounted in a Job, typically).
-fn ssh_overrides() -> Vec<String> {
+fn ssh_overrides(wait: Duration) -> Vec<String> {
     if std::env::var_os("GIT_SSH_COMMAND").is_some() {
         return Vec::new();
     }
@@ -233,15 +274,18 @@ fn ssh_overrides() -> Vec<String> {
         "core.sshCommand={}",
         ssh_command(
             env("IMGPACK_GIT_SSH_KEY"),
-            env("IMGPACK_GIT_SSH_KNOWN_HOSTS")
+            env("IMGPACK_GIT_SSH_KNOWN_HOSTS"),
+            wait
         )
     )]
 }
 
-fn ssh_command(key: Option<String>, known_hosts: Option<String>) -> String {
+/// ssh's connection and handshake get at most 20 s, or `wait` when less is left.
+fn ssh_command(key: Option<String>, known_hosts: Option<String>, wait: Duration) -> String {
     let quote = |path: &str| format!("'{}'", path.replace('\'', "'\\''"));
+    let connect = wait.as_secs().clamp(1, 20);
     let mut command =
-        "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15".to_owned();
+        format!("ssh -o BatchMode=yes -o ConnectTimeout={connect} -o ServerAliveInterval=15");
     if let Some(key) = key {
         command.push_str(&format!(" -o IdentitiesOnly=yes -i {}", quote(&key)));
     }
@@ -275,11 +319,12 @@ fn resolve(repo: &gix::Repository, rev: &str, source: &GitSource) -> Result<Obje
 }
 
 fn is_missing_revision(err: &gix::error::Error) -> bool {
-    err.classify().is_not_found()
+    let missing = err.classify().is_not_found()
         || mentions(
             err,
             &["didn't have the requested", "not our ref", "not found"],
-        )
+        );
+    missing && !is_no_repository(err)
 }
 
 /// gix's error as one line naming the problem and the fix.
@@ -303,12 +348,25 @@ fn describe(err: gix::error::Error, source: &GitSource, auth: &GitAuth) -> anyho
              above (trust the host key with IMGPACK_GIT_SSH_KNOWN_HOSTS, give a key with IMGPACK_GIT_SSH_KEY)"
         );
     }
+    if is_no_repository(&err) {
+        return anyhow::anyhow!(
+            "{source}: no git repository at {} ({host} answered HTTP 404): check the URL",
+            source.public_url()
+        );
+    }
     if is_missing_revision(&err) {
         return anyhow::anyhow!(
             "{source}: no such revision '{rev}': give a branch, a tag or a commit id that the repository has"
         );
     }
     anyhow::anyhow!("{source}: cannot fetch: {}", root_cause(&err))
+}
+
+/// The server answered 404 to the first request (the ref advertisement):
+/// no repository is at that URL, which is not the same as a missing revision.
+fn is_no_repository(err: &gix::error::Error) -> bool {
+    // reqwest's "HTTP status client error (404 <reason>)": servers word the reason differently.
+    mentions(err, &["error (404 ", "404 Not Found"])
 }
 
 fn is_refused(err: &gix::error::Error) -> bool {
@@ -499,11 +557,15 @@ mod tests {
         assert_eq!(
             ssh_command(
                 Some("/ssh/it's key".into()),
-                Some("/ssh/known_hosts".into())
+                Some("/ssh/known_hosts".into()),
+                MAX_WAIT
             ),
             "ssh -o BatchMode=yes -o ConnectTimeout=20 -o ServerAliveInterval=15 \
              -o IdentitiesOnly=yes -i '/ssh/it'\\''s key' -o UserKnownHostsFile='/ssh/known_hosts'"
         );
+        // Less time left than ssh's own 20 s: ssh gives up sooner.
+        assert!(ssh_command(None, None, Duration::from_secs(5)).contains("ConnectTimeout=5 "));
+        assert!(ssh_command(None, None, Duration::ZERO).contains("ConnectTimeout=1 "));
     }
 
     #[test]

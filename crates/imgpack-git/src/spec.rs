@@ -147,6 +147,16 @@ fn transport(url: &str, text: &str) -> Result<Transport> {
                      or build the directory itself"
                 );
             }
+            // git ignores the host of file://HOST/PATH: `file://git/repo` would read /repo.
+            if parsed
+                .host()
+                .is_some_and(|host| !host.is_empty() && host != "localhost")
+            {
+                bail!(
+                    "git+{url}: file://HOST/PATH is not supported: use file:///ABSOLUTE/PATH \
+                     (three slashes)"
+                );
+            }
             if !parsed.path.starts_with(b"/") {
                 bail!("git+{url}: a file:// URL needs an absolute path, e.g. git+file:///src/repo");
             }
@@ -259,6 +269,12 @@ mod tests {
         assert!(error("git+file:///repo@main..dev").contains("bad revision"));
         assert!(error("git+file:///repo@-x").contains("bad revision"));
         assert!(error("git+/src/repo").contains("git+file:///"));
+        for hosted in ["git+file://git/repo", "git+file://host:22/src/repo@v1"] {
+            let err = error(hosted);
+            assert!(err.contains("file://HOST/PATH is not supported"), "{err}");
+        }
+        let local = parse("git+file://localhost/src/repo");
+        assert_eq!(local.transport, Transport::File);
         assert!(GitSource::is_git_source("git+https://x/y"));
         assert!(!GitSource::is_git_source("./cmd/git+x"));
     }

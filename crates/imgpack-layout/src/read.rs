@@ -23,10 +23,27 @@ pub fn read_layout_image(spec: &str) -> Result<Image> {
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let Some(entry) = entries
+    let tagged: Vec<&Value> = entries
         .iter()
-        .find(|e| e["annotations"][REF_NAME_ANNOTATION] == tag)
-    else {
+        .filter(|e| e["annotations"][REF_NAME_ANNOTATION] == tag)
+        .collect();
+    if tagged.len() > 1 {
+        let digests: Vec<String> = tagged
+            .iter()
+            .map(|e| match e["digest"].as_str().and_then(Digest::parse) {
+                Some(digest) => digest.to_string(),
+                None => "(no sha256 digest)".to_owned(),
+            })
+            .collect();
+        bail!(
+            "{}: index.json gives the tag '{tag}' to {} manifests ({}): a tag names one image; \
+             remove the extra entries or write the layout again",
+            dir.display(),
+            tagged.len(),
+            digests.join(", ")
+        );
+    }
+    let Some(entry) = tagged.first().copied() else {
         let tags: Vec<&str> = entries
             .iter()
             .filter_map(|e| e["annotations"][REF_NAME_ANNOTATION].as_str())

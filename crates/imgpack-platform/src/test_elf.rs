@@ -20,6 +20,8 @@ pub struct ElfBuilder {
     interpreter: Option<String>,
     needed: Option<Vec<String>>,
     payload: Vec<u8>,
+    /// Named sections after the payload, with a section header table.
+    sections: Vec<(String, Vec<u8>)>,
 }
 
 impl ElfBuilder {
@@ -30,6 +32,7 @@ impl ElfBuilder {
             interpreter: None,
             needed: None,
             payload: Vec::new(),
+            sections: Vec::new(),
         }
     }
 
@@ -62,10 +65,69 @@ impl ElfBuilder {
         self
     }
 
+    /// A section named `name` holding `bytes` (`.go.buildinfo`, `.dep-v0`), listed in a
+    /// section header table after the payload.
+    pub fn section(mut self, name: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.sections.push((name.to_owned(), bytes.into()));
+        self
+    }
+
     pub fn build(&self) -> Vec<u8> {
         let mut out = self.headers(self.payload.len() as u64);
         out.extend_from_slice(&self.payload);
+        if !self.sections.is_empty() {
+            self.append_sections(&mut out);
+        }
         out
+    }
+
+    /// Appends the sections, a `.shstrtab` naming them and the section header table
+    /// (a null entry first, as ELF requires), and points the file header at the table.
+    fn append_sections(&self, out: &mut Vec<u8>) {
+        let (_, is_64, little) = self.arch.elf_signature();
+        let w = Words { is_64, little };
+        let mut names = vec![0u8];
+        let mut placed = Vec::new();
+        for (name, bytes) in &self.sections {
+            placed.push((
+                names.len() as u32,
+                1u32,
+                out.len() as u64,
+                bytes.len() as u64,
+            ));
+            names.extend_from_slice(name.as_bytes());
+            names.push(0);
+            out.extend_from_slice(bytes);
+        }
+        let shstrtab_name = names.len() as u32;
+        names.extend_from_slice(b".shstrtab\0");
+        placed.push((shstrtab_name, 3, out.len() as u64, names.len() as u64));
+        out.extend_from_slice(&names);
+        out.resize(out.len().next_multiple_of(8), 0);
+        let table_at = out.len() as u64;
+        let entry_size = if is_64 { 64 } else { 40 };
+        out.resize(out.len() + entry_size, 0); // SHN_UNDEF
+        for (name, kind, offset, size) in &placed {
+            w.u32(out, *name);
+            w.u32(out, *kind);
+            w.addr(out, 0); // flags: not loaded
+            w.addr(out, 0); // address
+            w.addr(out, *offset);
+            w.addr(out, *size);
+            w.u32(out, 0);
+            w.u32(out, 0);
+            w.addr(out, 1);
+            w.addr(out, 0);
+        }
+        let (shoff_at, shentsize_at) = if is_64 { (0x28, 0x3a) } else { (0x20, 0x2e) };
+        let mut field = Vec::new();
+        w.addr(&mut field, table_at);
+        out[shoff_at..shoff_at + field.len()].copy_from_slice(&field);
+        let mut counts = Vec::new();
+        w.u16(&mut counts, entry_size as u16);
+        w.u16(&mut counts, placed.len() as u16 + 1);
+        w.u16(&mut counts, placed.len() as u16); // .shstrtab is the last
+        out[shentsize_at..shentsize_at + 6].copy_from_slice(&counts);
     }
 
     /// Everything before a payload of `payload_len` bytes (the builder's own payload is
@@ -226,5 +288,36 @@ impl Words {
             self.u32(out, flags);
         }
         self.addr(out, if kind == PT_LOAD { 0x1000 } else { 1 });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sections_are_listed_for_elf_readers() {
+        for arch in [Arch::Amd64, Arch::Arm, Arch::S390x] {
+            let bytes = ElfBuilder::new(arch)
+                .payload(b"code".to_vec())
+                .section(".dep-v0", b"audit".to_vec())
+                .section(".go.buildinfo", b"info".to_vec())
+                .build();
+            let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+            let found: Vec<(&str, &[u8])> = elf
+                .section_headers
+                .iter()
+                .filter_map(|s| {
+                    let name = elf.shdr_strtab.get_at(s.sh_name)?;
+                    let at = s.sh_offset as usize;
+                    Some((name, &bytes[at..at + s.sh_size as usize]))
+                })
+                .collect();
+            assert!(found.contains(&(".dep-v0", &b"audit"[..])), "{found:?}");
+            assert!(
+                found.contains(&(".go.buildinfo", &b"info"[..])),
+                "{found:?}"
+            );
+        }
     }
 }

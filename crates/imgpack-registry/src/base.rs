@@ -54,7 +54,13 @@ async fn resolve(
     })?;
     let cache = cache_dir().context("no cache directory for base images: set IMGPACK_CACHE_DIR")?;
     // Base layers may hold private code: the cache is its owner's only.
-    create_private_dir(&cache)?;
+    if let Err(err) = create_private_dir(&cache) {
+        bail!(
+            "the cache directory {} cannot be used for base images ({err:#}): set \
+             IMGPACK_CACHE_DIR to a directory you can write",
+            cache.display()
+        );
+    }
     let mut source = Source {
         store: BlobStore::open(cache.join("base"))?,
         refs_dir: cache.join("base-refs"),

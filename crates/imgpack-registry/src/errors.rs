@@ -133,6 +133,22 @@ pub(crate) fn transport_error(registry: &str, err: &reqwest::Error) -> RequestEr
     }
 }
 
+/// Whether nothing accepted the connection (ECONNREFUSED), read from the
+/// I/O error under reqwest's, not from its text.
+pub(crate) fn is_refused(err: &reqwest::Error) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(cause) = current {
+        if cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        current = cause.source();
+    }
+    false
+}
+
 /// Whether a TLS attempt failed because the server does not speak TLS at all
 /// (a plain-HTTP server answering a ClientHello), rather than a bad certificate.
 pub(crate) fn is_not_tls(err: &RequestError) -> bool {

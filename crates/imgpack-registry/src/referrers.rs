@@ -253,9 +253,9 @@ pub async fn list_referrers(
     subject: &Digest,
     artifact_type: Option<&str>,
 ) -> Result<Vec<Value>> {
-    let reporter = Reporter::new(true);
+    let reporter = &client.reporter;
     let what = format!("listing the referrers of {repository}@{subject}");
-    let from_api = with_retries(&client.retry, &reporter, &what, || {
+    let from_api = with_retries(&client.retry, reporter, &what, || {
         client.referrers_api(repository, subject)
     })
     .await?;
@@ -263,7 +263,7 @@ pub async fn list_referrers(
         Some(bytes) => Some(parse_index(&bytes).with_context(|| what.clone())?),
         None => {
             let tag = referrers_tag(subject);
-            read_index(client, &pull_scope(repository), repository, &tag, &reporter).await?
+            read_index(client, &pull_scope(repository), repository, &tag, reporter).await?
         }
     };
     let manifests = index

@@ -15,14 +15,37 @@ use crate::progress::Reporter;
 pub struct RetryPolicy {
     /// Upper bound on the time spent retrying one operation (a blob, a manifest).
     pub max_elapsed: Duration,
+    /// Hard bound on first contact (`GET /v2/`, tries and waits together): a
+    /// registry that has not answered by then is down or not there, and the
+    /// user hears so instead of waiting out `max_elapsed`.
+    pub first_contact: Duration,
     pub max_tries: usize,
     pub min_delay: Duration,
+}
+
+/// Retrying one blob or manifest (`--retry-timeout` when not given).
+pub const DEFAULT_MAX_ELAPSED: Duration = Duration::from_secs(120);
+/// First contact when `--retry-timeout` is not given: three 10 s pings of
+/// an HTTPS registry, or one over each scheme of a loopback one, with backoff.
+pub const DEFAULT_FIRST_CONTACT: Duration = Duration::from_secs(30);
+
+impl RetryPolicy {
+    /// The policy of a `--retry-timeout` given on the command line: it bounds
+    /// first contact too.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self {
+            max_elapsed: timeout,
+            first_contact: timeout,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            max_elapsed: Duration::from_secs(120),
+            max_elapsed: DEFAULT_MAX_ELAPSED,
+            first_contact: DEFAULT_FIRST_CONTACT,
             max_tries: 8,
             min_delay: Duration::from_millis(250),
         }

@@ -102,9 +102,9 @@ pub async fn read_signatures(
     digest: &Digest,
 ) -> Result<Vec<(SignatureLayer, Vec<u8>)>> {
     let tag = signature_tag(digest);
-    let reporter = Reporter::new(true);
+    let reporter = &client.reporter;
     let what = format!("reading the signatures of {digest}");
-    let Some(image) = with_retries(&client.retry, &reporter, &what, || {
+    let Some(image) = with_retries(&client.retry, reporter, &what, || {
         client.signature_image(repository, &tag, false)
     })
     .await?
@@ -122,7 +122,7 @@ pub async fn read_signatures(
             continue;
         }
         let what = format!("reading signature payload {}", layer.blob.digest);
-        let payload = with_retries(&client.retry, &reporter, &what, || {
+        let payload = with_retries(&client.retry, reporter, &what, || {
             client.small_blob(repository, &layer.blob)
         })
         .await?;

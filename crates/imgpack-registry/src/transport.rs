@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use reqwest::header::WWW_AUTHENTICATE;
@@ -12,7 +13,7 @@ use reqwest::StatusCode;
 use url::Url;
 
 use crate::auth::Authenticator;
-use crate::errors::{is_not_tls, is_transient, transport_error, RequestError};
+use crate::errors::{is_not_tls, is_refused, is_transient, transport_error, RequestError};
 use crate::limits::{PING_DEADLINE, REQUEST_DEADLINE};
 use crate::progress::Reporter;
 use crate::retry::with_retries;
@@ -171,11 +172,8 @@ pub async fn connect(
     let mut clients = Clients::new(options, insecure)?;
     let plain_allowed = insecure || is_loopback(registry);
     let reporter = Reporter::new(options.quiet);
-    let what = format!("contacting registry {registry}");
-    let (base, challenge) = with_retries(&options.retry, &reporter, &what, || {
-        probe(&clients, registry, plain_allowed)
-    })
-    .await?;
+    let (base, challenge) =
+        first_contact(&clients, registry, plain_allowed, &options.retry, &reporter).await?;
     clients.registry = Some(base.origin());
     let auth = Authenticator::new(clients.clone(), base.clone(), registry, credentials);
     if let Some(challenge) = challenge {
@@ -191,6 +189,63 @@ pub async fn connect(
         retry: options.retry.clone(),
         reporter,
     })
+}
+
+/// After this long without an answer at first contact, a line says what imgpack waits for.
+const SLOW_CONTACT: Duration = Duration::from_secs(5);
+
+/// First contact, tried again on transient failures within its own budget
+/// ([`RetryPolicy::first_contact`]), which is a hard deadline: a try still
+/// waiting for an answer is cut off too. With no budget (`--retry-timeout 0`),
+/// one try, bounded by the ping's deadlines. A registry that keeps imgpack
+/// waiting hears about it after [`SLOW_CONTACT`].
+async fn first_contact(
+    clients: &Clients,
+    registry: &str,
+    plain_allowed: bool,
+    retry: &RetryPolicy,
+    reporter: &Reporter,
+) -> Result<(Url, Option<String>)> {
+    let what = format!("contacting registry {registry}");
+    let budget = retry.first_contact;
+    let policy = RetryPolicy {
+        max_elapsed: budget,
+        ..retry.clone()
+    };
+    let deadline = tokio::time::Instant::now() + budget;
+    let contact = with_retries(&policy, reporter, &what, || async {
+        let probing = probe(clients, registry, plain_allowed);
+        if budget.is_zero() {
+            return probing.await;
+        }
+        tokio::time::timeout_at(deadline, probing)
+            .await
+            .unwrap_or_else(|_| Err(silent(registry, budget)))
+    });
+    tokio::pin!(contact);
+    tokio::select! {
+        result = &mut contact => result,
+        () = tokio::time::sleep(SLOW_CONTACT) => {
+            let limit = match budget.is_zero() {
+                true => String::new(),
+                false => format!(" (up to {}s in all; --retry-timeout sets it)", budget.as_secs()),
+            };
+            reporter.line(&format!(
+                "registry {registry} has not answered GET /v2/ for {}s; still trying{limit}",
+                SLOW_CONTACT.as_secs()
+            ));
+            contact.await
+        }
+    }
+}
+
+/// A registry that never answered within first contact's budget: final, the time is up.
+fn silent(registry: &str, budget: Duration) -> RequestError {
+    RequestError::fatal(format!(
+        "registry {registry} stopped answering (no answer to GET /v2/ within {}s; \
+         --retry-timeout sets how long to wait)",
+        budget.as_secs()
+    ))
 }
 
 /// One first contact: HTTPS, then plain HTTP where allowed; a loopback
@@ -280,7 +335,7 @@ async fn ping(
         .send()
         .await
         .map_err(|err| PingFailure {
-            error: transport_error(registry, &err),
+            error: first_contact_error(registry, &err),
             answered: None,
         })?;
     let status = response.status();
@@ -305,6 +360,20 @@ async fn ping(
             answered: Some(status),
         }),
     }
+}
+
+/// A failed ping. A refused connection is final here, unlike later in a
+/// push: at first contact nothing listens at that address (a wrong host or
+/// port, a registry not started), and retrying only delays saying so. A
+/// registry that restarts mid-push refuses too, and is retried there.
+fn first_contact_error(registry: &str, err: &reqwest::Error) -> RequestError {
+    if is_refused(err) {
+        return RequestError::fatal(format!(
+            "cannot connect to registry {registry}: connection refused (nothing listens there): \
+             is it running, and are host and port right?"
+        ));
+    }
+    transport_error(registry, err)
 }
 
 #[cfg(test)]
@@ -336,6 +405,58 @@ mod tests {
             error: RequestError::fatal(message),
             answered: answered.map(|s| StatusCode::from_u16(s).unwrap()),
         }
+    }
+
+    /// A loopback port where nothing listens (bound, then released).
+    fn nobody() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn a_refused_first_contact_is_final_and_said_so() {
+        let registry = nobody();
+        let options = TransportOptions {
+            quiet: true,
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let err = connect(&registry, &options, Credentials::default())
+            .await
+            .err()
+            .expect("nothing listens");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains("connection refused (nothing listens there)"),
+            "{text}"
+        );
+        assert!(!text.contains("tries"), "it was tried again: {text}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+    }
+
+    #[tokio::test]
+    async fn first_contact_has_a_hard_deadline() {
+        // Accepts connections (the kernel's backlog) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let registry = silent.local_addr().unwrap().to_string();
+        let options = TransportOptions {
+            quiet: true,
+            retry: RetryPolicy::with_timeout(Duration::from_secs(1)),
+            ..Default::default()
+        };
+        let started = std::time::Instant::now();
+        let err = connect(&registry, &options, Credentials::default())
+            .await
+            .err()
+            .expect("nothing answers");
+        let text = format!("{err:#}");
+        // The ping's own deadline is 10 s; the budget cuts it.
+        assert!(started.elapsed() < Duration::from_secs(5), "{text}");
+        assert!(
+            text.contains(&format!("registry {registry} stopped answering"))
+                && text.contains("within 1s"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -9,7 +9,6 @@ use oci_spec::distribution::Reference;
 use serde_json::Value;
 
 use crate::limits::DOCUMENT_LIMIT;
-use crate::progress::Reporter;
 use crate::retry::with_retries;
 use crate::runtime::block_on;
 use crate::{connect, find_credentials, hub, RegistryClient, TransportOptions};
@@ -141,10 +140,10 @@ async fn attachment(
         .and_then(Value::as_str)
         .unwrap_or("(none)")
         .to_owned();
-    let reporter = Reporter::new(true);
+    let reporter = &client.reporter;
     let what = format!("fetching referrer {digest}");
     let reference = digest.to_string();
-    let (bytes, _) = with_retries(&client.retry, &reporter, &what, || {
+    let (bytes, _) = with_retries(&client.retry, reporter, &what, || {
         client.get_manifest(repository, &reference)
     })
     .await?;
@@ -171,7 +170,7 @@ async fn attachment(
         }
         let what = format!("fetching the provenance {}", blob.digest);
         document = Some(
-            with_retries(&client.retry, &reporter, &what, || {
+            with_retries(&client.retry, reporter, &what, || {
                 client.small_blob(repository, &blob)
             })
             .await?,
@@ -194,9 +193,9 @@ async fn resolve(
     repository: &str,
     reference: &str,
 ) -> Result<(Digest, Vec<(Digest, Option<String>)>)> {
-    let reporter = Reporter::new(true);
+    let reporter = &client.reporter;
     let what = format!("fetching {repository}:{reference}");
-    let (bytes, _) = with_retries(&client.retry, &reporter, &what, || {
+    let (bytes, _) = with_retries(&client.retry, reporter, &what, || {
         client.get_manifest(repository, reference)
     })
     .await?;

@@ -2,9 +2,11 @@
 //! imgpack.toml can give, which travel with the build flags.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use imgpack_layer::FileSpec;
+use imgpack_registry::RetryPolicy;
 
 /// Environment variable that sets `--tmpdir`.
 pub const TMPDIR_ENV: &str = "IMGPACK_TMPDIR";
@@ -152,10 +154,8 @@ pub struct PushFlags {
           value_parser = clap::value_parser!(u64).range(0..=MAX_CHUNK_MIB))]
     pub chunk_size: u64,
 
-    /// Give up on a blob or manifest after retrying transient failures for this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_RETRY_TIMEOUT,
-          value_parser = clap::value_parser!(u64).range(0..=MAX_RETRY_TIMEOUT))]
-    pub retry_timeout: u64,
+    #[command(flatten)]
+    pub retry: RetryArgs,
 
     /// Sign the pushed index and every platform manifest, as cosign does, with this P-256 key
     /// (cosign's encrypted .key, password in COSIGN_PASSWORD, or PKCS#8 PEM); also
@@ -179,8 +179,26 @@ pub const SIGN_KEY_ENV: &str = "IMGPACK_SIGN_KEY";
 const MAX_CHUNK_MIB: u64 = 4096;
 /// Largest `--retry-timeout`: a day.
 const MAX_RETRY_TIMEOUT: u64 = 86_400;
-/// `--retry-timeout` when not given, in seconds.
-pub const DEFAULT_RETRY_TIMEOUT: u64 = 120;
+
+/// `--retry-timeout`, for every command that pushes to or reads from a registry.
+#[derive(Args, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryArgs {
+    /// Give up on a blob or manifest after retrying transient failures for this many seconds
+    /// (default 120), and on reaching a registry at all after this many (default 30).
+    #[arg(long, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_RETRY_TIMEOUT))]
+    pub retry_timeout: Option<u64>,
+}
+
+impl RetryArgs {
+    /// The registry client's retry policy: the defaults, or the one timeout given.
+    pub fn policy(self) -> RetryPolicy {
+        match self.retry_timeout {
+            Some(seconds) => RetryPolicy::with_timeout(Duration::from_secs(seconds)),
+            None => RetryPolicy::default(),
+        }
+    }
+}
 
 /// The values clap gives when no push flag is on the command line.
 impl Default for PushFlags {
@@ -189,7 +207,7 @@ impl Default for PushFlags {
             tags: Vec::new(),
             image_refs: None,
             chunk_size: 0,
-            retry_timeout: DEFAULT_RETRY_TIMEOUT,
+            retry: RetryArgs::default(),
             sign_key: None,
             sign_password_file: None,
             registry: RegistryArgs::default(),
@@ -240,6 +258,9 @@ pub struct VerifyArgs {
     /// signed with the key.
     #[arg(long)]
     pub provenance: bool,
+
+    #[command(flatten)]
+    pub retry: RetryArgs,
 
     #[command(flatten)]
     pub registry: RegistryArgs,

@@ -44,20 +44,25 @@ pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<Staging>> {
 /// IMGPACK_GIT_TIMEOUT (seconds) and IMGPACK_GIT_MAX_MIB over the defaults.
 fn limits() -> Result<Limits> {
     let mut limits = Limits::default();
-    if let Some(seconds) = env_number("IMGPACK_GIT_TIMEOUT")? {
+    let default_mib = limits.max_bytes >> 20;
+    if let Some(seconds) = env_number("IMGPACK_GIT_TIMEOUT", limits.timeout.as_secs())? {
         limits.timeout = Duration::from_secs(seconds);
     }
-    if let Some(mib) = env_number("IMGPACK_GIT_MAX_MIB")? {
+    if let Some(mib) = env_number("IMGPACK_GIT_MAX_MIB", default_mib)? {
         limits.max_bytes = mib.saturating_mul(1 << 20);
     }
     Ok(limits)
 }
 
-fn env_number(name: &str) -> Result<Option<u64>> {
+/// A whole number from `name`; its error suggests `default`, that variable's own default.
+fn env_number(name: &str, default: u64) -> Result<Option<u64>> {
     match std::env::var(name) {
         Ok(value) if !value.trim().is_empty() => {
             value.trim().parse().map(Some).with_context(|| {
-                format!("{name}='{value}' is not a whole number: set it to e.g. 600")
+                format!(
+                    "{name}='{}' is not a whole number: set it to e.g. {default} (the default)",
+                    value.escape_debug()
+                )
             })
         }
         _ => Ok(None),

@@ -4,15 +4,14 @@
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::Digest;
 use imgpack_image::Sink;
-use imgpack_registry::{ImageRef, PushOptions, RegistrySink, RetryPolicy, TransportOptions};
+use imgpack_registry::{ImageRef, PushOptions, RegistrySink, TransportOptions};
 use imgpack_sign::Signer;
 
-use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs};
+use crate::cli::{LoginArgs, PushArgs, PushFlags, RegistryArgs, RetryArgs};
 
 /// A registry sink for `target` and the parsed reference, from the push
 /// flags; `jobs` blobs are uploaded at once.
@@ -31,27 +30,25 @@ pub fn registry_sink(
     let sink = RegistrySink::new(
         target.clone(),
         tags.to_vec(),
-        transport(&flags.registry, Some(flags), quiet),
+        transport(&flags.registry, flags.retry, Some(flags), quiet),
         PushOptions { jobs, quiet },
         signer,
     );
     Ok((sink, target))
 }
 
-/// How to reach registries: the registry flags, and a push's chunk size and retry budget.
-pub fn transport(args: &RegistryArgs, push: Option<&PushFlags>, quiet: bool) -> TransportOptions {
-    let retry = match push {
-        Some(flags) => RetryPolicy {
-            max_elapsed: Duration::from_secs(flags.retry_timeout),
-            ..RetryPolicy::default()
-        },
-        None => RetryPolicy::default(),
-    };
+/// How to reach registries: the registry flags, the retry budget, and a push's chunk size.
+pub fn transport(
+    args: &RegistryArgs,
+    retry: RetryArgs,
+    push: Option<&PushFlags>,
+    quiet: bool,
+) -> TransportOptions {
     TransportOptions {
         insecure_registries: args.insecure_registries.clone(),
         ca_files: args.registry_ca.clone(),
         chunk_size: push.map_or(0, |flags| flags.chunk_size << 20),
-        retry,
+        retry: retry.policy(),
         quiet,
     }
 }
@@ -106,11 +103,14 @@ pub fn check_image_refs(flags: &PushFlags) -> Result<()> {
     }
 }
 
-/// `--image-refs FILE`: the pushed `REPOSITORY@sha256:…` lines, one per image.
+/// `--image-refs FILE`: the pushed `REPOSITORY@sha256:…` lines, one per
+/// image, written beside the file and renamed onto it, so a reader (a
+/// deploy step polling for it) sees the old file or the whole new one.
 pub fn write_image_refs(path: &Path, lines: &[String]) -> Result<()> {
     let text: String = lines.iter().map(|line| format!("{line}\n")).collect();
     std::fs::create_dir_all(imgpack_blob::parent_or_dot(path))
-        .and_then(|()| std::fs::write(path, text))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| imgpack_blob::write_atomically(path, text.as_bytes(), 0o644))
         .with_context(|| format!("cannot write --image-refs {}", path.display()))
 }
 
@@ -129,7 +129,7 @@ pub fn run_login(args: LoginArgs) -> Result<()> {
         &args.server,
         &args.username,
         &password,
-        &transport(&args.registry, None, false),
+        &transport(&args.registry, RetryArgs::default(), None, false),
     )?;
     eprintln!(
         "imgpack: login to {} succeeded; credentials saved in {stored}",

@@ -183,9 +183,7 @@ impl DsseSigner for DsseKey {
 /// `imgpack keygen [--output-key-prefix PREFIX]`: PREFIX.key (cosign's
 /// encrypted format, mode 0600) and PREFIX.pub, never over existing files.
 pub fn run_keygen(args: KeygenArgs) -> Result<()> {
-    let prefix = args.output_key_prefix.display().to_string();
-    let private_path = PathBuf::from(format!("{prefix}.key"));
-    let public_path = PathBuf::from(format!("{prefix}.pub"));
+    let (private_path, public_path) = key_paths(&args.output_key_prefix);
     for path in [&private_path, &public_path] {
         if path.exists() {
             bail!(
@@ -221,6 +219,33 @@ pub fn run_keygen(args: KeygenArgs) -> Result<()> {
     Ok(())
 }
 
+/// The default file name of a key pair, as cosign names it.
+const DEFAULT_KEY_NAME: &str = "cosign";
+
+/// PREFIX.key and PREFIX.pub, as cosign names them. A prefix that names a
+/// directory only (`keys/`, `.`, `..`) means the default name in that
+/// directory (`keys/cosign.key`), never the hidden `keys/.key`.
+fn key_paths(prefix: &Path) -> (PathBuf, PathBuf) {
+    let text = prefix.as_os_str().to_string_lossy();
+    let names_directory = text.is_empty()
+        || text.ends_with('/')
+        || matches!(
+            prefix.components().next_back(),
+            Some(std::path::Component::CurDir | std::path::Component::ParentDir)
+        )
+        || text.ends_with("/.");
+    let stem = match names_directory {
+        true => prefix.join(DEFAULT_KEY_NAME),
+        false => prefix.to_owned(),
+    };
+    let with = |extension: &str| {
+        let mut name = stem.clone().into_os_string();
+        name.push(extension);
+        PathBuf::from(name)
+    };
+    (with(".key"), with(".pub"))
+}
+
 /// Creates `path` (it must not exist) with `mode` and writes `bytes`.
 fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     let cannot = || format!("cannot write {}", path.display());
@@ -239,7 +264,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
 /// the key for the repository; the first that does not ends it with one line.
 pub fn run_verify(args: VerifyArgs) -> Result<()> {
     let key = PublicKey::load(&args.key)?;
-    let transport = transport(&args.registry, None, true);
+    let transport = transport(&args.registry, args.retry, None, args.quiet);
     let verification = imgpack_registry::verify_signatures(&args.reference, &key, &transport)?;
     let repository = &verification.repository;
     let failed: Vec<_> = verification
@@ -390,5 +415,33 @@ fn provenance_problem(
     match about_subject {
         true => Ok(()),
         false => Err("is a statement about another manifest".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_naming_a_directory_gets_the_default_name_in_it() {
+        let paths = |prefix: &str| {
+            let (key, public) = key_paths(Path::new(prefix));
+            (key.display().to_string(), public.display().to_string())
+        };
+        assert_eq!(paths("cosign"), ("cosign.key".into(), "cosign.pub".into()));
+        assert_eq!(
+            paths("keys/ci"),
+            ("keys/ci.key".into(), "keys/ci.pub".into())
+        );
+        assert_eq!(paths("v1.2"), ("v1.2.key".into(), "v1.2.pub".into()));
+        for (prefix, key) in [
+            ("keys/", "keys/cosign.key"),
+            ("keys/.", "keys/./cosign.key"),
+            (".", "./cosign.key"),
+            ("..", "../cosign.key"),
+            ("/tmp/keys//", "/tmp/keys//cosign.key"),
+        ] {
+            assert_eq!(paths(prefix).0, key, "{prefix}");
+        }
     }
 }

@@ -92,13 +92,24 @@ fn threads(flag: Option<u16>) -> Result<NonZeroUsize> {
 }
 
 /// The layer cache, unless `--no-cache`; a build without any cache directory
-/// (no HOME) simply builds without it.
+/// (no HOME) simply builds without it. One that cannot be used (a file, no
+/// permission) is named before any work, with both ways out.
 fn cache_plan(no_cache: bool) -> Result<Option<CachePlan>> {
     if no_cache {
         return Ok(None);
     }
     let max_size = crate::cache::max_size()?;
-    Ok(imgpack_blob::cache_dir().map(|dir| CachePlan { dir, max_size }))
+    let Some(dir) = imgpack_blob::cache_dir() else {
+        return Ok(None);
+    };
+    if let Err(err) = imgpack_layer::LayerCache::open(&dir) {
+        bail!(
+            "the cache directory {} cannot be used ({err:#}): set IMGPACK_CACHE_DIR to a \
+             directory you can write, or build with --no-cache",
+            dir.display()
+        );
+    }
+    Ok(Some(CachePlan { dir, max_size }))
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
@@ -284,6 +295,7 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
         base: args.base.clone(),
         transport: crate::registry::transport(
             &args.push_flags.registry,
+            args.push_flags.retry,
             Some(&args.push_flags),
             args.quiet,
         ),
