@@ -279,6 +279,7 @@ fn build_args(path: &str, args: &ResolveArgs) -> BuildArgs {
             ..args.push.clone()
         },
         quiet: args.quiet,
+        trust_source_config: args.trust_source_config,
         ..BuildArgs::push_project(path)
     }
 }
@@ -303,6 +304,7 @@ mod tests {
             "9",
             "--insecure-registry",
             "reg:5000",
+            "--trust-source-config",
             "-q",
         ];
         let argv = |command: &[&str]| -> Vec<String> {
