@@ -152,10 +152,13 @@ fn read_toml(path: &Path) -> Option<Table> {
     std::fs::read_to_string(path).ok()?.parse::<Table>().ok()
 }
 
+fn table(value: Option<&Value>) -> Option<&Table> {
+    value.and_then(Value::as_table)
+}
+
 /// The first key of a cargo config file that runs a program named by the
 /// file or points cargo at the builder's files.
 fn cargo_key_that_runs(config: &Table) -> Option<String> {
-    let table = |value: Option<&Value>| value.and_then(Value::as_table);
     if let Some(build) = table(config.get("build")) {
         for key in [
             "rustc",
