@@ -660,6 +660,28 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_out_of_a_local_project_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
+        let path = dir.path().join("imgpack.toml");
+        std::fs::write(&path, "[[files]]\nsrc = \"etc-link/hostname\"\ndst = \"/h\"\n").unwrap();
+        let err = load(&cli(&["--config", path.to_str().unwrap(), "--output", "oci:x"]))
+            .err()
+            .expect("refused");
+        let project = dir.path().canonicalize().unwrap();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "{}:1: [[files]] entry 1: src 'etc-link/hostname' is outside the project directory \
+                 {} through the symlink etc-link -> /etc: copy it into the project, or set \
+                 allow_outside_project = true in this entry",
+                path.display(),
+                project.display()
+            )
+        );
+    }
+
+    #[test]
     fn flags_override_the_file_and_entries_override_the_top_level() {
         let text = "user = \"1000:1000\"\ncmd = [\"serve\"]\nplatforms = [\"linux/amd64\", \"linux/arm64\"]\n\
                     env = { GIN_MODE = \"release\" }\n[go]\nldflags = \"-X main.v=1\"\n\n\
