@@ -394,10 +394,13 @@ fn generated_toml() -> impl Strategy<Value = Vec<u8>> {
 /// code): where a section sets one, a git source's file must be refused.
 fn untrusted_keys_set(file: &toml::Table) -> Vec<String> {
     let mut found = Vec::new();
-    let images = file.get("image").and_then(|v| v.as_array()).cloned().unwrap_or_default();
-    let sections = std::iter::once(file.clone()).chain(
-        images.iter().filter_map(|v| v.as_table().cloned()),
-    );
+    let images = file
+        .get("image")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let sections =
+        std::iter::once(file.clone()).chain(images.iter().filter_map(|v| v.as_table().cloned()));
     for section in sections {
         let text = |key: &str| section.get(key).and_then(|v| v.as_str()).map(str::to_owned);
         for key in ["ca_certs", "tzdata"] {
@@ -415,11 +418,18 @@ fn untrusted_keys_set(file: &toml::Table) -> Vec<String> {
             found.push("base".into());
         }
         if let Some(go) = section.get("go").and_then(|v| v.as_table()) {
-            if go.get("env").and_then(|v| v.as_table()).is_some_and(|env| !env.is_empty()) {
+            if go
+                .get("env")
+                .and_then(|v| v.as_table())
+                .is_some_and(|env| !env.is_empty())
+            {
                 found.push("[go] env".into());
             }
             // Quoted words are go's to split; a file with quotes is judged by the other keys.
-            let ldflags = go.get("ldflags").and_then(|v| v.as_str()).unwrap_or_default();
+            let ldflags = go
+                .get("ldflags")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
             let mut words = ldflags.split_whitespace();
             while let Some(word) = words.next().filter(|_| !ldflags.contains(['\'', '"'])) {
                 let name = word.trim_start_matches('-');
@@ -433,11 +443,20 @@ fn untrusted_keys_set(file: &toml::Table) -> Vec<String> {
                 }
             }
         }
-        for entry in section.get("files").and_then(|v| v.as_array()).into_iter().flatten() {
+        for entry in section
+            .get("files")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
             if entry.get("allow_outside_project").and_then(|v| v.as_bool()) == Some(true) {
                 found.push("[[files]] allow_outside_project".into());
             }
-            if entry.get("src").and_then(|v| v.as_str()).is_some_and(|s| s.starts_with('/')) {
+            if entry
+                .get("src")
+                .and_then(|v| v.as_str())
+                .is_some_and(|s| s.starts_with('/'))
+            {
                 found.push("[[files]] src".into());
             }
         }

@@ -112,7 +112,10 @@ fn a_committed_config_cannot_copy_host_files_into_the_image() {
         .iter()
         .flat_map(|layer| layout.layer_entries(layer["digest"].as_str().unwrap()))
         .any(|(path, ..)| path == "leak/hostname");
-    assert!(copied, "--trust-source-config restores the file's [[files]]");
+    assert!(
+        copied,
+        "--trust-source-config restores the file's [[files]]"
+    );
 }
 
 /// A cgo file and `[go] env` that would run the command as the C compiler.
@@ -376,7 +379,11 @@ fn resolve_refuses_the_same_keys() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (repo, commit) = repository(d, &[("imgpack.toml", "sign_key = \"/k/cosign.key\"\n")], &[]);
+    let (repo, commit) = repository(
+        d,
+        &[("imgpack.toml", "sign_key = \"/k/cosign.key\"\n")],
+        &[],
+    );
     let reference = source(&repo, &commit, "");
     let yaml = d.join("deploy.yaml");
     std::fs::write(&yaml, format!("image: imgpack://{reference}\n")).unwrap();

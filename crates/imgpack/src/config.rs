@@ -664,10 +664,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
         let path = dir.path().join("imgpack.toml");
-        std::fs::write(&path, "[[files]]\nsrc = \"etc-link/hostname\"\ndst = \"/h\"\n").unwrap();
-        let err = load(&cli(&["--config", path.to_str().unwrap(), "--output", "oci:x"]))
-            .err()
-            .expect("refused");
+        std::fs::write(
+            &path,
+            "[[files]]\nsrc = \"etc-link/hostname\"\ndst = \"/h\"\n",
+        )
+        .unwrap();
+        let err = load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--output",
+            "oci:x",
+        ]))
+        .err()
+        .expect("refused");
         let project = dir.path().canonicalize().unwrap();
         assert_eq!(
             format!("{err:#}"),

@@ -98,7 +98,10 @@ fn link_out_of(root: &Path, dir: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
 /// `go.work` in `dir`, numbered, comments removed: (file name, (line, text)).
 fn go_directives(dir: &Path) -> Vec<(String, (usize, String))> {
     let mut found = Vec::new();
-    for (file, wanted) in [("go.mod", &["replace"][..]), ("go.work", &["replace", "use"])] {
+    for (file, wanted) in [
+        ("go.mod", &["replace"][..]),
+        ("go.work", &["replace", "use"]),
+    ] {
         let Ok(text) = std::fs::read_to_string(dir.join(file)) else {
             continue;
         };
@@ -113,7 +116,8 @@ fn go_directives(dir: &Path) -> Vec<(String, (usize, String))> {
                 Some(name) => Some((name, line)),
                 None => wanted.iter().find_map(|name| {
                     let rest = line.strip_prefix(name)?;
-                    rest.starts_with([' ', '\t', '(']).then(|| (*name, rest.trim()))
+                    rest.starts_with([' ', '\t', '('])
+                        .then(|| (*name, rest.trim()))
                 }),
             };
             let Some((name, rest)) = directive else {
@@ -125,7 +129,9 @@ fn go_directives(dir: &Path) -> Vec<(String, (usize, String))> {
                 let body = if name == "use" {
                     rest.to_owned()
                 } else {
-                    rest.split_once("=>").map(|(_, to)| to.trim().to_owned()).unwrap_or_default()
+                    rest.split_once("=>")
+                        .map(|(_, to)| to.trim().to_owned())
+                        .unwrap_or_default()
                 };
                 found.push((file.to_owned(), (index + 1, body)));
             }
@@ -281,22 +287,42 @@ mod tests {
         );
         std::fs::write(root.join("go.mod"), "module x\nreplace ex.com/a => ./a\n").unwrap();
         std::fs::write(project.join("go.work"), "go 1.22\nuse /srv/other\n").unwrap();
-        assert!(refused(&root, &project).contains("cmd/api/go.work:2 names the directory /srv/other"));
+        assert!(
+            refused(&root, &project).contains("cmd/api/go.work:2 names the directory /srv/other")
+        );
         std::fs::remove_file(project.join("go.work")).unwrap();
 
         std::fs::create_dir_all(root.join(".cargo")).unwrap();
         for (text, key) in [
             ("[build]\nrustc-wrapper = \"sh\"\n", "build.rustc-wrapper"),
-            ("[target.x86_64-unknown-linux-musl]\nlinker = \"/bin/sh\"\n", "target.x86_64-unknown-linux-musl.linker"),
-            ("[target.'cfg(unix)']\nrunner = \"sh\"\n", "target.cfg(unix).runner"),
-            ("[build]\nrustflags = [\"-C\", \"linker=/bin/sh\"]\n", "build.rustflags"),
+            (
+                "[target.x86_64-unknown-linux-musl]\nlinker = \"/bin/sh\"\n",
+                "target.x86_64-unknown-linux-musl.linker",
+            ),
+            (
+                "[target.'cfg(unix)']\nrunner = \"sh\"\n",
+                "target.cfg(unix).runner",
+            ),
+            (
+                "[build]\nrustflags = [\"-C\", \"linker=/bin/sh\"]\n",
+                "build.rustflags",
+            ),
             ("paths = [\"/srv/crate\"]\n", "paths"),
-            ("[registries.x]\ncredential-provider = \"sh\"\n", "registries.x.credential-provider"),
-            ("[source.v]\ndirectory = \"/srv/vendor\"\n", "source.v.directory"),
+            (
+                "[registries.x]\ncredential-provider = \"sh\"\n",
+                "registries.x.credential-provider",
+            ),
+            (
+                "[source.v]\ndirectory = \"/srv/vendor\"\n",
+                "source.v.directory",
+            ),
         ] {
             std::fs::write(root.join(".cargo/config.toml"), text).unwrap();
             let err = refused(&root, &project);
-            assert!(err.contains(&format!(".cargo/config.toml sets `{key}`")), "{err}");
+            assert!(
+                err.contains(&format!(".cargo/config.toml sets `{key}`")),
+                "{err}"
+            );
         }
         std::fs::write(
             root.join(".cargo/config.toml"),
@@ -305,9 +331,19 @@ mod tests {
         .unwrap();
         assert!(check_checkout("s", &root, &project).is_ok());
 
-        std::fs::write(root.join("rust-toolchain.toml"), "[toolchain]\npath = \"/opt/x\"\n").unwrap();
-        assert!(refused(&root, &project).contains("rust-toolchain.toml names a toolchain by its path"));
-        std::fs::write(root.join("rust-toolchain.toml"), "[toolchain]\nchannel = \"1.80\"\n").unwrap();
+        std::fs::write(
+            root.join("rust-toolchain.toml"),
+            "[toolchain]\npath = \"/opt/x\"\n",
+        )
+        .unwrap();
+        assert!(
+            refused(&root, &project).contains("rust-toolchain.toml names a toolchain by its path")
+        );
+        std::fs::write(
+            root.join("rust-toolchain.toml"),
+            "[toolchain]\nchannel = \"1.80\"\n",
+        )
+        .unwrap();
         assert!(check_checkout("s", &root, &project).is_ok());
 
         symlink("../../../outside.go", project.join("evil.go")).unwrap();

@@ -67,12 +67,14 @@ pub(super) const UNTRUSTED_KEYS: &[UntrustedKey] = &[
     },
     UntrustedKey {
         key: "[go] env",
-        refused: "may not set the environment of go build (CC, GOFLAGS, PATH and the like run programs)",
+        refused:
+            "may not set the environment of go build (CC, GOFLAGS, PATH and the like run programs)",
         set_in: go_env,
     },
     UntrustedKey {
         key: "[go] ldflags",
-        refused: "may not pass linker flags that run or read programs and files (only -X, -s and -w)",
+        refused:
+            "may not pass linker flags that run or read programs and files (only -X, -s and -w)",
         set_in: go_ldflags,
     },
 ];
@@ -147,7 +149,9 @@ fn unsafe_ldflag(ldflags: &str) -> Option<String> {
             continue;
         };
         let flag = flag.strip_prefix('-').unwrap_or(flag);
-        let (name, value) = flag.split_once('=').map_or((flag, None), |(n, v)| (n, Some(v)));
+        let (name, value) = flag
+            .split_once('=')
+            .map_or((flag, None), |(n, v)| (n, Some(v)));
         match name {
             "X" if value.is_none() => {
                 words.next();
