@@ -275,6 +275,36 @@ fn config_paths_cannot_leave_the_checkout_through_a_committed_symlink() {
     );
 }
 
+/// `go build` compiles a `.go` file wherever its symlink points: a committed link to one of
+/// the builder's files is refused before anything is compiled.
+#[test]
+fn a_committed_symlink_out_of_the_checkout_is_refused() {
+    if !tools() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let host = host_dir(d);
+    let outside = host.join("extra.go");
+    std::fs::write(
+        &outside,
+        "package main\n\nvar fromTheHost = \"host secret\"\n",
+    )
+    .unwrap();
+    let (repo, commit) = repository(d, &[], &[("extra.go", &outside)]);
+    let source = source(&repo, &commit, "");
+    assert_refused(
+        d,
+        &mut build(d, &source),
+        &format!(
+            "error: {source}: the symlink extra.go -> {} leads out of the repository: a git \
+             source may not reach the builder's files or programs: remove it from the \
+             repository, or add --trust-source-config to trust it",
+            outside.display()
+        ),
+    );
+}
+
 /// Every key of the table, each alone, refused before anything is fetched or compiled; the
 /// same file is fine locally.
 #[test]
