@@ -48,11 +48,9 @@ pub fn build_all(mut args: BuildArgs) -> Result<Vec<String>> {
     let checkout = crate::git_source::check_out(&mut args)?;
     let config = crate::config::load(&args)?;
     // After the file's own paths, which name the link more precisely.
-    if let (Some((_, name)), Some(root), Some(project)) =
-        (&checkout, &args.checkout_root, &args.source)
-    {
+    if let (Some((_, name)), Some(root)) = (&checkout, &args.checkout_root) {
         if !args.trust_source_config {
-            crate::config::check_checkout(name, root, project)?;
+            crate::config::check_checkout(name, root)?;
         }
     }
     let builds = match config {

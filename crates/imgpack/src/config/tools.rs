@@ -16,51 +16,71 @@ use toml::{Table, Value};
 use super::trust::TRUST_FLAG;
 use crate::confine::{check_inside, Escape};
 
-/// Checks the checkout at `root`, whose project is `project`. `source` names
-/// the git source in messages.
-pub(crate) fn check_checkout(source: &str, root: &Path, project: &Path) -> Result<()> {
-    let refuse = |what: String| -> Result<()> {
-        bail!(
-            "{source}: {what}: a git source may not reach the builder's files or programs: \
-             remove it from the repository, or add {TRUST_FLAG} to trust it"
-        )
-    };
-    if let Some((link, target)) = link_out_of(root, root)? {
-        return refuse(format!(
-            "the symlink {} -> {} leads out of the repository",
-            shown(root, &link),
-            target.display()
-        ));
-    }
-    for dir in project.ancestors().take_while(|dir| dir.starts_with(root)) {
-        for (file, directive) in go_directives(dir) {
-            if let Some((line, path)) = local_module_outside(root, dir, &directive) {
-                return refuse(format!(
-                    "{}:{line} names the directory {path}, outside the repository",
-                    shown(root, &dir.join(&file))
-                ));
-            }
-        }
-        for file in [".cargo/config.toml", ".cargo/config"] {
-            let path = dir.join(file);
-            if let Some(key) = read_toml(&path).and_then(|t| cargo_key_that_runs(&t)) {
-                return refuse(format!(
-                    "{} sets `{key}`, which runs a program or reads a file of the builder",
-                    shown(root, &path)
-                ));
-            }
-        }
-        for file in ["rust-toolchain.toml", "rust-toolchain"] {
-            let path = dir.join(file);
-            if toolchain_is_a_path(&path) {
-                return refuse(format!(
-                    "{} names a toolchain by its path",
-                    shown(root, &path)
-                ));
-            }
+/// Checks every directory of the checkout at `root` (`.git` aside): one
+/// line for the first thing refused. `source` names the git source.
+pub(crate) fn check_checkout(source: &str, root: &Path) -> Result<()> {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        if let Some(what) = refused_in(root, &dir, &mut pending)? {
+            bail!(
+                "{source}: {what}: a git source may not reach the builder's files or programs: \
+                 remove it from the repository, or add {TRUST_FLAG} to trust it"
+            );
         }
     }
     Ok(())
+}
+
+/// What `dir` holds that is refused; its subdirectories go to `pending`.
+fn refused_in(root: &Path, dir: &Path, pending: &mut Vec<PathBuf>) -> Result<Option<String>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    entries.sort();
+    for path in entries.into_iter().rev() {
+        if dir == root && path.file_name().is_some_and(|name| name == ".git") {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_symlink() {
+            if let Err(Escape::Link { target, .. }) = check_inside(root, &path) {
+                return Ok(Some(format!(
+                    "the symlink {} -> {} leads out of the repository",
+                    shown(root, &path),
+                    target.display()
+                )));
+            }
+        } else if meta.is_dir() {
+            pending.push(path);
+        }
+    }
+    for (file, directive) in go_directives(dir) {
+        if let Some((line, path)) = local_module_outside(root, dir, &directive) {
+            return Ok(Some(format!(
+                "{}:{line} names the directory {path}, outside the repository",
+                shown(root, &dir.join(&file))
+            )));
+        }
+    }
+    for file in [".cargo/config.toml", ".cargo/config"] {
+        let path = dir.join(file);
+        if let Some(key) = read_toml(&path).and_then(|t| cargo_key_that_runs(&t)) {
+            return Ok(Some(format!(
+                "{} sets `{key}`, which runs a program or reads a file of the builder",
+                shown(root, &path)
+            )));
+        }
+    }
+    for file in ["rust-toolchain.toml", "rust-toolchain"] {
+        let path = dir.join(file);
+        if toolchain_is_a_path(&path) {
+            return Ok(Some(format!(
+                "{} names a toolchain by its path",
+                shown(root, &path)
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn shown(root: &Path, path: &Path) -> String {
@@ -68,30 +88,6 @@ fn shown(root: &Path, path: &Path) -> String {
         .unwrap_or(path)
         .display()
         .to_string()
-}
-
-/// The first symlink under `dir` (`.git` aside) that leads out of `root`.
-fn link_out_of(root: &Path, dir: &Path) -> Result<Option<(PathBuf, PathBuf)>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    entries.sort();
-    for path in entries {
-        if dir == root && path.file_name().is_some_and(|name| name == ".git") {
-            continue;
-        }
-        let meta = std::fs::symlink_metadata(&path)?;
-        if meta.is_symlink() {
-            if let Err(Escape::Link { target, .. }) = check_inside(root, &path) {
-                return Ok(Some((path, target)));
-            }
-        } else if meta.is_dir() {
-            if let Some(found) = link_out_of(root, &path)? {
-                return Ok(Some(found));
-            }
-        }
-    }
-    Ok(None)
 }
 
 /// The `replace` lines of `go.mod` and the `replace` and `use` lines of
@@ -258,8 +254,8 @@ mod tests {
 
     use super::*;
 
-    fn refused(root: &Path, project: &Path) -> String {
-        check_checkout("git+file:///r", root, project)
+    fn refused(root: &Path) -> String {
+        check_checkout("git+file:///r", root)
             .unwrap_err()
             .to_string()
     }
@@ -273,7 +269,7 @@ mod tests {
         std::fs::create_dir_all(root.join(".git/objects")).unwrap();
         symlink("/etc", root.join(".git/objects/elsewhere")).unwrap();
         symlink("../api", root.join("cmd/also")).unwrap();
-        assert!(check_checkout("s", &root, &project).is_ok());
+        assert!(check_checkout("s", &root).is_ok());
 
         std::fs::write(
             root.join("go.mod"),
@@ -281,15 +277,13 @@ mod tests {
         )
         .unwrap();
         assert!(
-            refused(&root, &project).contains("go.mod:5 names the directory ../../b"),
+            refused(&root).contains("go.mod:5 names the directory ../../b"),
             "{}",
-            refused(&root, &project)
+            refused(&root)
         );
         std::fs::write(root.join("go.mod"), "module x\nreplace ex.com/a => ./a\n").unwrap();
         std::fs::write(project.join("go.work"), "go 1.22\nuse /srv/other\n").unwrap();
-        assert!(
-            refused(&root, &project).contains("cmd/api/go.work:2 names the directory /srv/other")
-        );
+        assert!(refused(&root).contains("cmd/api/go.work:2 names the directory /srv/other"));
         std::fs::remove_file(project.join("go.work")).unwrap();
 
         std::fs::create_dir_all(root.join(".cargo")).unwrap();
@@ -318,7 +312,7 @@ mod tests {
             ),
         ] {
             std::fs::write(root.join(".cargo/config.toml"), text).unwrap();
-            let err = refused(&root, &project);
+            let err = refused(&root);
             assert!(
                 err.contains(&format!(".cargo/config.toml sets `{key}`")),
                 "{err}"
@@ -329,25 +323,23 @@ mod tests {
             "[build]\nrustflags = [\"-C\", \"target-feature=+crt-static\"]\n[env]\nA = \"1\"\n",
         )
         .unwrap();
-        assert!(check_checkout("s", &root, &project).is_ok());
+        assert!(check_checkout("s", &root).is_ok());
 
         std::fs::write(
             root.join("rust-toolchain.toml"),
             "[toolchain]\npath = \"/opt/x\"\n",
         )
         .unwrap();
-        assert!(
-            refused(&root, &project).contains("rust-toolchain.toml names a toolchain by its path")
-        );
+        assert!(refused(&root).contains("rust-toolchain.toml names a toolchain by its path"));
         std::fs::write(
             root.join("rust-toolchain.toml"),
             "[toolchain]\nchannel = \"1.80\"\n",
         )
         .unwrap();
-        assert!(check_checkout("s", &root, &project).is_ok());
+        assert!(check_checkout("s", &root).is_ok());
 
         symlink("../../../outside.go", project.join("evil.go")).unwrap();
-        let err = refused(&root, &project);
+        let err = refused(&root);
         assert_eq!(
             err,
             "git+file:///r: the symlink cmd/api/evil.go -> ../../../outside.go leads out of the \
