@@ -239,3 +239,29 @@ pub fn publish(repo: &Path, root: &Path, name: &str) -> PathBuf {
     assert!(status.success(), "git clone --bare failed");
     bare
 }
+
+/// Runs git in `dir` as a test's fixed author at a fixed time; returns its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .env("GIT_COMMITTER_DATE", "2024-05-01T12:00:00Z")
+        .env("GIT_AUTHOR_DATE", "2024-05-01T12:00:00Z")
+        .output()
+        .expect("git runs");
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}

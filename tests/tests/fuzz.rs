@@ -1,6 +1,7 @@
 //! Property tests of every parser of untrusted input: references and platforms, manifests and
 //! indexes, `WWW-Authenticate` challenges, the base-layer tar reader (and diff IDs), ELF headers,
-//! and imgpack.toml (through the binary, so every check after parsing is covered too). Inputs
+//! and imgpack.toml (through the binary, so every check after parsing is covered too; also as
+//! the untrusted file of a git source, whose accepted forms set no refused key). Inputs
 //! are seeds from tests/fuzz/corpus (or built in code, for binary formats) mutated at random:
 //! no input may panic, hang or be accepted in a form the caller cannot trust.
 //!
@@ -350,5 +351,178 @@ proptest! {
         prop_assert_eq!(output.status.code(), Some(1), "{}", err);
         let last = err.trim_end().lines().last().unwrap_or_default();
         prop_assert!(last.starts_with("error: "), "{}", err);
+    }
+}
+
+/// What a generated imgpack.toml line may say: a safe form and an untrusted one of each key
+/// of the table in crates/imgpack/src/config/trust.rs, and keys that are always fine.
+const TOML_LINES: &[&str] = &[
+    "name = \"api\"",
+    "ca_certs = \"embedded\"",
+    "ca_certs = \"/etc/ssl/private/ca.pem\"",
+    "tzdata = \"host\"",
+    "tzdata = \"zoneinfo\"",
+    "sign_key = \"keys/cosign.key\"",
+    "base = \"registry.example.com/base:1\"",
+    "base = \"oci:/var/lib/base\"",
+    "user = \"65532\"",
+    "env = { A = \"1\" }",
+    "[go]\nldflags = \"-X main.v=1 -s -w\"",
+    "[go]\nldflags = \"-X main.v=1 -extldflags=-static\"",
+    "[go]\ntags = [\"netgo\"]",
+    "[go]\nenv = { GOFLAGS = \"-toolexec=/bin/sh\" }",
+    "[rust]\nprofile = \"release\"",
+    "[[files]]\nsrc = \"imgpack.toml\"\ndst = \"/etc/a\"",
+    "[[files]]\nsrc = \"/etc/hostname\"\ndst = \"/etc/h\"",
+    "[[files]]\nsrc = \"imgpack.toml\"\ndst = \"/etc/b\"\nallow_outside_project = true",
+    "[[files]]\nsrc = \"imgpack.toml\"\ndst = \"/etc/c\"\nallow_outside_project = false",
+    "[[image]]\nname = \"w\"\nsign_key = \"k\"",
+    "[[image]]\nname = \"v\"",
+];
+
+/// A file of random lines of [`TOML_LINES`]: tables last, so every key lands where it says.
+fn generated_toml() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(0..TOML_LINES.len(), 0..6).prop_map(|mut picks| {
+        picks.sort_by_key(|&i| TOML_LINES[i].starts_with('['));
+        picks.dedup();
+        let lines: Vec<&str> = picks.iter().map(|&i| TOML_LINES[i]).collect();
+        format!("{}\n", lines.join("\n")).into_bytes()
+    })
+}
+
+/// The keys of the trust table a parsed file sets, judged here on their own (not by imgpack's
+/// code): where a section sets one, a git source's file must be refused.
+fn untrusted_keys_set(file: &toml::Table) -> Vec<String> {
+    let mut found = Vec::new();
+    let images = file
+        .get("image")
+        .and_then(|v| v.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let sections =
+        std::iter::once(file.clone()).chain(images.iter().filter_map(|v| v.as_table().cloned()));
+    for section in sections {
+        let text = |key: &str| section.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+        for key in ["ca_certs", "tzdata"] {
+            if text(key).is_some_and(|v| !["embedded", "host", "none"].contains(&v.as_str())) {
+                found.push(key.to_owned());
+            }
+        }
+        if section.contains_key("sign_key") {
+            found.push("sign_key".into());
+        }
+        let local_schemes = ["oci:", "oci-archive:", "docker-archive:", "file:"];
+        if text("base").is_some_and(|b| {
+            b.starts_with(['/', '.', '~']) || local_schemes.iter().any(|s| b.starts_with(s))
+        }) {
+            found.push("base".into());
+        }
+        if let Some(go) = section.get("go").and_then(|v| v.as_table()) {
+            if go
+                .get("env")
+                .and_then(|v| v.as_table())
+                .is_some_and(|env| !env.is_empty())
+            {
+                found.push("[go] env".into());
+            }
+            // Quoted words are go's to split; a file with quotes is judged by the other keys.
+            let ldflags = go
+                .get("ldflags")
+                .and_then(|v| v.as_str())
+                .unwrap_or_default();
+            let mut words = ldflags.split_whitespace();
+            while let Some(word) = words.next().filter(|_| !ldflags.contains(['\'', '"'])) {
+                let name = word.trim_start_matches('-');
+                match name.split_once('=').map_or(name, |(name, _)| name) {
+                    _ if !word.starts_with('-') => {}
+                    "X" if !name.contains('=') => {
+                        words.next();
+                    }
+                    "X" | "s" | "w" => {}
+                    _ => found.push("[go] ldflags".into()),
+                }
+            }
+        }
+        for entry in section
+            .get("files")
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            if entry.get("allow_outside_project").and_then(|v| v.as_bool()) == Some(true) {
+                found.push("[[files]] allow_outside_project".into());
+            }
+            if entry
+                .get("src")
+                .and_then(|v| v.as_str())
+                .is_some_and(|s| s.starts_with('/'))
+            {
+                found.push("[[files]] src".into());
+            }
+        }
+    }
+    found
+}
+
+/// Runs `command`, killed after a minute: a hang is a failure, not a stuck test run.
+fn output_within_a_minute(command: &mut std::process::Command) -> std::process::Output {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("imgpack did not finish within a minute: {command:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+proptest! {
+    #![proptest_config(config("imgpack_toml_git", 40))]
+    #[test]
+    fn imgpack_toml_from_a_git_source_is_accepted_only_without_untrusted_keys(
+        bytes in prop_oneof![
+            mutated(vec![corpus_file("imgpack-untrusted.toml"), corpus_file("imgpack.toml")]),
+            generated_toml(),
+        ]
+    ) {
+        use imgpack_e2e::git_server::git;
+        if !have_tool("git") {
+            return Ok(());
+        }
+        // A repository holding only the file: once the file is accepted, the build stops at
+        // "no project", so every run is quick.
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q"]);
+        std::fs::write(repo.join("imgpack.toml"), &bytes).unwrap();
+        git(&repo, &["add", "-A"]);
+        git(&repo, &["commit", "-q", "-m", "fuzz"]);
+        let output = output_within_a_minute(
+            imgpack()
+                .current_dir(dir.path())
+                .args(["build", &format!("git+file://{}", repo.display()), "-q", "-o", "oci:out"]),
+        );
+        let err = stderr(&output);
+        prop_assert!(!err.contains("panicked"), "{}", err);
+        prop_assert_eq!(output.status.code(), Some(1), "{}", err);
+        let last = err.trim_end().lines().last().unwrap_or_default();
+        prop_assert!(last.starts_with("error: "), "{}", err);
+        prop_assert!(!dir.path().join("out").exists());
+        // Every refusal of the file names it; any other error comes after it was accepted.
+        let accepted = !last.contains("imgpack.toml");
+        if accepted {
+            let parsed = std::str::from_utf8(&bytes).ok().and_then(|t| t.parse::<toml::Table>().ok());
+            let set = parsed.as_ref().map(untrusted_keys_set).unwrap_or_default();
+            prop_assert!(set.is_empty(), "accepted a file that sets {:?}: {}\n{}", set, last, text(&bytes));
+        } else if last.contains("--trust-source-config") {
+            prop_assert!(last.starts_with("error: imgpack.toml:"), "{}", last);
+        }
     }
 }

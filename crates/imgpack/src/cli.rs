@@ -95,6 +95,11 @@ pub struct ResolveArgs {
     #[command(flatten)]
     pub push: PushFlags,
 
+    /// Trust the imgpack.toml of imgpack://git+… sources as a local one: let it set keys
+    /// that reach outside the checkout or run programs (allow_outside_project, sign_key…).
+    #[arg(long)]
+    pub trust_source_config: bool,
+
     /// No progress output; only the YAML.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -456,6 +461,11 @@ pub struct BuildArgs {
     /// directory; also IMGPACK_CONFIG).
     #[arg(long, value_name = "FILE", env = CONFIG_ENV)]
     pub config: Option<PathBuf>,
+
+    /// Trust the imgpack.toml of a git source as a local one: let it set keys that reach
+    /// outside the checkout or run programs (allow_outside_project, sign_key, [go] env…).
+    #[arg(long)]
+    pub trust_source_config: bool,
 
     /// Settings only a config file can give (see config.rs).
     #[arg(skip)]

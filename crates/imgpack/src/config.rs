@@ -10,7 +10,13 @@ use anyhow::{bail, Context, Result};
 use imgpack_layer::FileSpec;
 use serde::Deserialize;
 
+mod tools;
+mod trust;
+pub(crate) use tools::check_checkout;
+use trust::Trust;
+
 use crate::cli::BuildArgs;
+use crate::confine::{check_inside, Escape};
 use crate::values::{check_env_name, check_port, check_user, check_workdir, octal_mode};
 
 /// One image's settings: the top level of the file, or an `[[image]]` entry.
@@ -87,12 +93,19 @@ struct FilesEntry {
 /// A loaded `imgpack.toml`.
 pub struct Config {
     path: PathBuf,
+    /// The path messages name: relative to the checkout for a git source's file.
+    shown: PathBuf,
     text: String,
     top: Section,
+    trust: Trust,
+    /// The checkout of the git source the file came from: its paths stay inside.
+    checkout: Option<PathBuf>,
 }
 
 /// Finds the config file: `--config`/`IMGPACK_CONFIG`, else `imgpack.toml` in
 /// the project directory or the current one. A file named explicitly must exist.
+/// One found in a git source's checkout is untrusted unless `--trust-source-config`
+/// ([`trust`]), and must not be a link out of the checkout.
 pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
     let path = match &args.config {
         Some(path) => path.clone(),
@@ -108,6 +121,25 @@ pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
             }
         }
     };
+    // A file named on the command line or by IMGPACK_CONFIG is the user's own.
+    let checkout = args.checkout_root.clone().filter(|_| args.config.is_none());
+    let shown = checkout
+        .as_ref()
+        .and_then(|root| path.strip_prefix(root).ok())
+        .map_or_else(|| path.clone(), Path::to_path_buf);
+    if let Some(root) = &checkout {
+        if let Err(escape) = check_inside(root, &path) {
+            bail!(
+                "{}: the config file leaves the repository {}: commit the file itself",
+                shown.display(),
+                escape.describe()
+            );
+        }
+    }
+    let trust = match &checkout {
+        Some(_) if !args.trust_source_config => Trust::Untrusted,
+        _ => Trust::Trusted,
+    };
     let text = std::fs::read_to_string(&path).map_err(|err| {
         anyhow::anyhow!(
             "cannot read the config file {} ({err}): {}",
@@ -115,8 +147,18 @@ pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
             read_advice(&err, &path)
         )
     })?;
-    let top: Section = toml::from_str(&text).map_err(|err| parse_error(&path, &text, &err))?;
-    let config = Config { path, text, top };
+    let top: Section = toml::from_str(&text).map_err(|err| parse_error(&shown, &text, &err))?;
+    let config = Config {
+        path,
+        shown,
+        text,
+        top,
+        trust,
+        checkout,
+    };
+    if config.trust == Trust::Untrusted {
+        config.check_trusted_keys()?;
+    }
     config.validate()?;
     Ok(Some(config))
 }
@@ -212,8 +254,8 @@ impl Config {
                 .is_some_and(|rest| rest.trim_start().starts_with('='))
         });
         match line {
-            Some(index) => format!("{}:{}: key `{key}`", self.path.display(), index + 1),
-            None => format!("{}: key `{key}`", self.path.display()),
+            Some(index) => format!("{}:{}: key `{key}`", self.shown.display(), index + 1),
+            None => format!("{}: key `{key}`", self.shown.display()),
         }
     }
 
@@ -231,10 +273,10 @@ impl Config {
         match line {
             Some(line) => format!(
                 "{}:{line}: [[{table}]] entry {}",
-                self.path.display(),
+                self.shown.display(),
                 index + 1
             ),
-            None => format!("{}: [[{table}]] entry {}", self.path.display(), index + 1),
+            None => format!("{}: [[{table}]] entry {}", self.shown.display(), index + 1),
         }
     }
 
@@ -291,6 +333,7 @@ impl Config {
         if s.path.is_some() && s.paths.is_some() {
             bail!("{}: give either `path` or `paths`", at("paths"));
         }
+        self.check_projects_inside(s)?;
         for key in s.env.iter().flat_map(|m| m.keys()) {
             check_env_name(key).with_context(|| at("env"))?;
         }
@@ -318,8 +361,14 @@ impl Config {
             );
         }
         let src = self.dir().join(&entry.src);
-        let real = match src.canonicalize() {
-            Ok(real) => real,
+        // First: a link out of the project is refused before its target is looked at.
+        if entry.allow_outside_project != Some(true) {
+            if let Err(escape) = check_inside(&self.dir(), &src) {
+                bail!("{}", self.outside_project(&entry.src, &escape));
+            }
+        }
+        match src.canonicalize() {
+            Ok(_) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => bail!(
                 "src '{}' does not exist (it is relative to {})",
                 entry.src,
@@ -331,15 +380,6 @@ impl Config {
                 self.dir().display()
             ),
         };
-        let project = self.dir().canonicalize().unwrap_or_else(|_| self.dir());
-        if !real.starts_with(&project) && entry.allow_outside_project != Some(true) {
-            bail!(
-                "src '{}' is outside the project directory {}: copy it into the project, or set \
-                 allow_outside_project = true in this entry",
-                entry.src,
-                project.display()
-            );
-        }
         Ok(FileSpec {
             src,
             dst: entry.dst.clone(),
@@ -348,6 +388,56 @@ impl Config {
             uid: entry.uid.unwrap_or(0),
             gid: entry.gid.unwrap_or(0),
         })
+    }
+
+    /// Why a `[[files]] src` outside the file's directory is refused, and what to do.
+    fn outside_project(&self, src: &str, escape: &Escape) -> String {
+        let link = match escape {
+            Escape::Link { .. } => format!(" {}", escape.describe()),
+            Escape::Named => String::new(),
+        };
+        let advice = match self.trust {
+            Trust::Untrusted => "copy the files into the repository",
+            Trust::Trusted => {
+                "copy it into the project, or set allow_outside_project = true in this entry"
+            }
+        };
+        match &self.checkout {
+            Some(_) => format!(
+                "src '{src}' is outside the directory of {}{link}: {advice}",
+                self.shown.display()
+            ),
+            None => {
+                let project = self.dir().canonicalize().unwrap_or_else(|_| self.dir());
+                format!(
+                    "src '{src}' is outside the project directory {}{link}: {advice}",
+                    project.display()
+                )
+            }
+        }
+    }
+
+    /// In a git source, `path` and `paths` name directories of the checkout:
+    /// a symlink or `..` out of it is refused.
+    fn check_projects_inside(&self, s: &Section) -> Result<()> {
+        let Some(root) = &self.checkout else {
+            return Ok(());
+        };
+        let (key, paths) = match (&s.path, &s.paths) {
+            (Some(path), _) => ("path", std::slice::from_ref(path)),
+            (None, Some(paths)) => ("paths", paths.as_slice()),
+            (None, None) => return Ok(()),
+        };
+        for path in paths {
+            if let Err(escape) = check_inside(root, &self.dir().join(path)) {
+                bail!(
+                    "{}: '{path}' leaves the repository {}: name a directory inside the repository",
+                    self.locate(key),
+                    escape.describe()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The builds this file asks for: each `[[image]]` entry (all of them when
@@ -575,6 +665,37 @@ mod tests {
         assert!(err.contains("imgpack.toml:1: key `workdir`"), "{err}");
         let err = error("this is not toml\n");
         assert!(err.contains("imgpack.toml:1"), "{err}");
+    }
+
+    #[test]
+    fn a_symlink_out_of_a_local_project_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc", dir.path().join("etc-link")).unwrap();
+        let path = dir.path().join("imgpack.toml");
+        std::fs::write(
+            &path,
+            "[[files]]\nsrc = \"etc-link/hostname\"\ndst = \"/h\"\n",
+        )
+        .unwrap();
+        let err = load(&cli(&[
+            "--config",
+            path.to_str().unwrap(),
+            "--output",
+            "oci:x",
+        ]))
+        .err()
+        .expect("refused");
+        let project = dir.path().canonicalize().unwrap();
+        assert_eq!(
+            format!("{err:#}"),
+            format!(
+                "{}:1: [[files]] entry 1: src 'etc-link/hostname' is outside the project directory \
+                 {} through the symlink etc-link -> /etc: copy it into the project, or set \
+                 allow_outside_project = true in this entry",
+                path.display(),
+                project.display()
+            )
+        );
     }
 
     #[test]

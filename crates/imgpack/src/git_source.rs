@@ -3,17 +3,18 @@
 //! run at the root of a clone: the checkout is a git repository whose origin
 //! is the URL, so tags, annotations and the image are those of a local clone.
 
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use imgpack_git::{GitSource, Limits};
 
 use crate::cli::BuildArgs;
 use crate::staging::Staging;
 
 /// Replaces a git source in `args` by its checkout; the checkout lives as
-/// long as the returned directory.
-pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<Staging>> {
+/// long as the returned directory, returned with the source's name (no credentials).
+pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<(Staging, String)>> {
     let Some(spec) = args
         .source
         .as_deref()
@@ -36,9 +37,18 @@ pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<Staging>> {
             checkout.bytes >> 10
         );
     }
+    // The checkout is the repository's: `#SUBDIR` may not lead out of it through a link.
+    if let Err(escape) = crate::confine::check_inside(&checkout.root, &checkout.project_dir) {
+        let subdir = source.subdir.as_deref().unwrap_or(Path::new("."));
+        bail!(
+            "{source}: #{} leaves the repository {}: name a directory inside the repository",
+            subdir.display(),
+            escape.describe()
+        );
+    }
     args.source = Some(checkout.project_dir);
     args.checkout_root = Some(checkout.root);
-    Ok(Some(dir))
+    Ok(Some((dir, source.to_string())))
 }
 
 /// IMGPACK_GIT_TIMEOUT (seconds) and IMGPACK_GIT_MAX_MIB over the defaults.

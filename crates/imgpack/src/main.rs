@@ -10,6 +10,7 @@ mod build;
 mod cache;
 mod cli;
 mod config;
+mod confine;
 mod git;
 mod git_source;
 mod outputs;

@@ -283,6 +283,7 @@ fn build_args(path: &str, args: &ResolveArgs) -> BuildArgs {
         quiet: args.quiet,
         // The YAML may come from someone else: its git hosts are not the user's word.
         url_origin: imgpack_git::UrlOrigin::Manifest,
+        trust_source_config: args.trust_source_config,
         ..BuildArgs::push_project(path)
     }
 }
@@ -307,6 +308,7 @@ mod tests {
             "9",
             "--insecure-registry",
             "reg:5000",
+            "--trust-source-config",
             "-q",
         ];
         let argv = |command: &[&str]| -> Vec<String> {

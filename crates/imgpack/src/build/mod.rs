@@ -45,8 +45,15 @@ pub fn build_all(mut args: BuildArgs) -> Result<Vec<String>> {
     check_push_is_not_a_path(&args)?;
     check_image_refs(&args.push_flags)?;
     // A git source becomes its checkout before the config file is looked for in it.
-    let _checkout = crate::git_source::check_out(&mut args)?;
-    let builds = match crate::config::load(&args)? {
+    let checkout = crate::git_source::check_out(&mut args)?;
+    let config = crate::config::load(&args)?;
+    // After the file's own paths, which name the link more precisely.
+    if let (Some((_, name)), Some(root)) = (&checkout, &args.checkout_root) {
+        if !args.trust_source_config {
+            crate::config::check_checkout(name, root)?;
+        }
+    }
+    let builds = match config {
         Some(config) => config.builds(&args)?,
         None => vec![args],
     };
