@@ -61,7 +61,9 @@ pub fn find(url: &str, host: &str) -> Option<(Login, Origin)> {
         ));
     }
     let netrc = netrc_path()?;
-    let text = std::fs::read_to_string(netrc).ok()?;
+    // Bounded, and a FIFO or device there is refused rather than waited on.
+    let text =
+        imgpack_blob::read_local_text(&netrc, &imgpack_blob::local_file::CREDENTIALS_FILE).ok()?;
     from_netrc(&text, host).map(|login| (login, Origin::Netrc))
 }
 

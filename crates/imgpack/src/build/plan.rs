@@ -97,7 +97,14 @@ fn cache_plan(no_cache: bool) -> Result<Option<CachePlan>> {
         return Ok(None);
     }
     let max_size = crate::cache::max_size()?;
-    Ok(imgpack_blob::cache_dir().map(|dir| CachePlan { dir, max_size }))
+    let Some(dir) = imgpack_blob::cache_dir() else {
+        return Ok(None);
+    };
+    // Before anything is compiled: a cache others can write is refused.
+    if dir.exists() {
+        imgpack_blob::check_private_cache(&dir, imgpack_blob::LAYER_CACHE_WAY_OUT)?;
+    }
+    Ok(Some(CachePlan { dir, max_size }))
 }
 
 /// Where `--push` goes: a reference given, or `$IMGPACK_REPO/NAME` once the
