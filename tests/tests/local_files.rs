@@ -51,7 +51,9 @@ fn all_refused_in_time(cases: Vec<(&str, Command, Check)>) {
         if child.try_wait().unwrap().is_none() {
             let _ = child.kill();
             let _ = child.wait();
-            failures.push(format!("{what}: still running after {HANG:?} (blocked on a FIFO?)"));
+            failures.push(format!(
+                "{what}: still running after {HANG:?} (blocked on a FIFO?)"
+            ));
             continue;
         }
         let line = error_line(&child.wait_with_output().unwrap());
@@ -83,7 +85,11 @@ fn a_fifo_where_a_file_is_read_ends_the_run_at_once_with_one_line() {
     mkfifo(&d.join("fifo"));
     // A layout whose index.json is a FIFO, read by push and added to by build.
     std::fs::create_dir_all(d.join("layout")).unwrap();
-    std::fs::write(d.join("layout/oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        d.join("layout/oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     mkfifo(&d.join("layout/index.json"));
     let names_the_fifo = |line: &str| line.contains("fifo is a FIFO, not a regular file");
     let names_the_index = |line: &str| line.contains("index.json is a FIFO, not a regular file");
@@ -151,7 +157,12 @@ fn a_cache_entry_replaced_by_a_fifo_ends_the_build_at_once_with_one_line() {
         true,
     );
     let entries = cache.join("layers/entries");
-    let entry = std::fs::read_dir(&entries).unwrap().next().unwrap().unwrap().path();
+    let entry = std::fs::read_dir(&entries)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     std::fs::remove_file(&entry).unwrap();
     mkfifo(&entry);
     let mut second = build_in(d);
@@ -161,7 +172,11 @@ fn a_cache_entry_replaced_by_a_fifo_ends_the_build_at_once_with_one_line() {
     let names_the_entry = |line: &str| {
         line.contains(&format!("{} is a FIFO", entry.display())) && line.contains("--no-cache")
     };
-    all_refused_in_time(vec![("a FIFO in the layer cache", second, &names_the_entry)]);
+    all_refused_in_time(vec![(
+        "a FIFO in the layer cache",
+        second,
+        &names_the_entry,
+    )]);
 }
 
 /// A sparse file of 1 GiB: no disk, but a reader that trusts its size
@@ -195,7 +210,11 @@ fn a_gib_index_json_or_config_is_refused_in_bounded_memory() {
     let dir = project();
     let d = dir.path();
     std::fs::create_dir_all(d.join("layout")).unwrap();
-    std::fs::write(d.join("layout/oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        d.join("layout/oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     sparse_gib(&d.join("layout/index.json"));
     sparse_gib(&d.join("big.toml"));
     let runs: [(&str, Command); 2] = [

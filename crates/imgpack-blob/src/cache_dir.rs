@@ -29,7 +29,12 @@ pub fn cache_dir() -> Option<PathBuf> {
 /// process and root.
 pub fn check_private_cache(root: &Path, way_out: &str) -> anyhow::Result<()> {
     static CHECKED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-    if CHECKED.lock().expect("not poisoned").iter().any(|p| p == root) {
+    if CHECKED
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .any(|p| p == root)
+    {
         return Ok(());
     }
     // SAFETY: geteuid has no preconditions and cannot fail.

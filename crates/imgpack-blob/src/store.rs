@@ -162,10 +162,8 @@ impl BlobStore {
     /// link, it also leaves the source's file untouched, change time included.)
     pub fn copy_checked(&self, source: &BlobStore, blob: &BlobInfo) -> Result<()> {
         let from = source.path(&blob.digest);
-        let (mut reader, _) =
-            crate::open_regular(&from, &crate::local_file::STORED_BLOB).map_err(|err| {
-                anyhow::anyhow!("{err}")
-            })?;
+        let (mut reader, _) = crate::open_regular(&from, &crate::local_file::STORED_BLOB)
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
         let mut writer = self.writer_announced(false)?;
         io::copy(&mut reader, &mut writer).with_context(|| {
             format!(
@@ -190,7 +188,8 @@ impl BlobStore {
     /// it against its digest: what is on disk may have changed since it was
     /// written (a shared cache, a layout edited by hand).
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
-        let bytes = crate::read_local_file(&self.path(digest), &crate::local_file::CACHED_DOCUMENT)?;
+        let bytes =
+            crate::read_local_file(&self.path(digest), &crate::local_file::CACHED_DOCUMENT)?;
         let actual = Digest::of_bytes(&bytes);
         if actual != *digest {
             bail!(

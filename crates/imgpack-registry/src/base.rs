@@ -168,8 +168,7 @@ impl Source<'_> {
         // Only an unreachable registry falls back to the cache: a tag the
         // registry answers for (or refuses) is never replaced by an old one.
         if let Err(err) = self.client().await {
-            let cached = read_record(&self.ref_file())
-                .and_then(|d| Digest::parse(d.trim()));
+            let cached = read_record(&self.ref_file()).and_then(|d| Digest::parse(d.trim()));
             return match cached.filter(|digest| self.store.contains(digest)) {
                 Some(digest) => {
                     self.reporter.line(&format!(
@@ -351,8 +350,7 @@ impl Source<'_> {
     /// A layer's diff ID, computed once and remembered beside the cache.
     fn diff_id(&self, layer: &BlobRef) -> Result<Digest> {
         let remembered = self.diff_ids_dir.join(layer.digest().hex());
-        if let Some(digest) = read_record(&remembered).and_then(|text| Digest::parse(text.trim()))
-        {
+        if let Some(digest) = read_record(&remembered).and_then(|text| Digest::parse(text.trim())) {
             return Ok(digest);
         }
         let file = self.store.open_blob(layer.digest())?;

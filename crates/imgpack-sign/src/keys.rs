@@ -189,16 +189,16 @@ impl PublicKey {
 }
 
 fn read_key_file(path: &Path) -> Result<String> {
-    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::KEY_FILE).map_err(|err| {
-        match err.io_error() {
+    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::KEY_FILE).map_err(
+        |err| match err.io_error() {
             Some(io) if io.kind() == std::io::ErrorKind::InvalidData => anyhow::anyhow!(
                 "cannot read the key file {}: it is not text",
                 path.display()
             ),
             Some(io) => anyhow::anyhow!("cannot read the key file {}: {io}", path.display()),
             None => anyhow::anyhow!("{err}"),
-        }
-    })
+        },
+    )
 }
 
 #[cfg(test)]

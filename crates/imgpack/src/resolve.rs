@@ -105,12 +105,12 @@ fn read_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<String>> {
 }
 
 fn read(path: &Path) -> Result<String> {
-    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::RESOLVE_INPUT).map_err(
-        |err| match err.io_error() {
+    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::RESOLVE_INPUT).map_err(|err| {
+        match err.io_error() {
             Some(io) => anyhow::anyhow!("cannot read {} ({io}): check -f", path.display()),
             None => anyhow::anyhow!("{err}"),
-        },
-    )
+        }
+    })
 }
 
 fn manifest_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {
