@@ -284,8 +284,13 @@ fn an_interrupted_build_leaves_no_staging_directory() {
     let dir = project();
     let tmp = dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
-    // A staging directory a SIGKILLed run left behind (its pid is long gone).
+    // A staging directory a SIGKILLed run left behind a while ago: nobody holds its
+    // lock, and it is older than the grace a new directory gets before its lock.
     std::fs::create_dir(tmp.join("imgpack-999999999-left")).unwrap();
+    std::fs::File::open(tmp.join("imgpack-999999999-left"))
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
     // A build slowed down by a large binary, interrupted with SIGTERM.
     let big = dir.path().join("big");
     write_static_elf(&big, Arch::Amd64, b"big");

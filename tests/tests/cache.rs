@@ -295,3 +295,213 @@ fn builds_sharing_a_cache_at_once_agree() {
     assert_eq!(cached_and_written(&after), (4, 0), "{}", stderr(&after));
     assert_eq!(printed_digest(&after), digests[0]);
 }
+
+/// Issue 19, item 5: a cache anyone but its user can write could hand a
+/// build any layer, so a group-writable cache directory, or one under it
+/// owned by someone else, is refused with one line that names it and the fix.
+#[test]
+fn a_cache_others_can_write_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    binary(d, 7);
+    let cache = d.join("cache");
+    build(d, &cache, &["-o", "oci:first"]);
+    let set_mode = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+
+    set_mode(&cache, 0o775);
+    let line = one_error_line(&mut build_in(d, &cache, &["-q", "-o", "oci:second"]));
+    assert!(
+        line.contains(&format!(
+            "the cache directory {} is writable by group or others (mode 0775): run 'chmod go-w {}'",
+            cache.display(),
+            cache.display()
+        )) && line.contains("IMGPACK_CACHE_DIR")
+            && line.contains("--no-cache"),
+        "{line}"
+    );
+    assert!(!d.join("second").exists(), "an output was written");
+    // The way out the message names works.
+    build(d, &cache, &["--no-cache", "-o", "oci:third"]);
+    set_mode(&cache, 0o700);
+
+    let entries = cache.join("layers/entries");
+    match std::os::unix::fs::chown(&entries, Some(65534), Some(65534)) {
+        Ok(()) => {}
+        Err(err) if !tools_required() => {
+            eprintln!("skipping the other-owner case: cannot chown ({err}); run as root");
+            return;
+        }
+        Err(err) => panic!(
+            "cannot chown {}: {err} (the test runs as root in CI)",
+            entries.display()
+        ),
+    }
+    let line = one_error_line(&mut build_in(d, &cache, &["-q", "-o", "oci:fourth"]));
+    assert!(
+        line.contains(&format!(
+            "the cache directory {} belongs to uid 65534, not to you (uid 0)",
+            entries.display()
+        )) && line.contains("chown")
+            && line.contains("--no-cache"),
+        "{line}"
+    );
+    std::os::unix::fs::chown(&entries, Some(0), Some(0)).unwrap();
+    build(d, &cache, &["-o", "oci:fifth"]);
+}
+
+/// Issue 19, item 5: an entry that names an intact blob (its digest
+/// matches) whose content is not the layer's diff ID, as someone who could
+/// write the cache would plant, is not used: the layer is written again.
+#[test]
+fn a_planted_blob_whose_digest_matches_but_diff_id_does_not_is_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    binary(d, 11);
+    let cache = d.join("cache");
+    build(d, &cache, &["-o", "oci:first"]);
+    let first = Layout::new(d.join("first"));
+    let app = app_layer_digest(&first);
+    let manifest = first.json(first.index()["manifests"][0]["digest"].as_str().unwrap());
+    let other = &manifest["layers"][0];
+    let (other_digest, other_size) = (
+        other["digest"].as_str().unwrap(),
+        other["size"].as_u64().unwrap(),
+    );
+    assert_ne!(other_digest, app);
+    // The app layer's entry now names another cached blob, under the app layer's diff ID.
+    let entry = std::fs::read_dir(cache.join("layers/entries"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|path| std::fs::read_to_string(path).unwrap().contains(&app))
+        .expect("no entry for the app layer");
+    let text = std::fs::read_to_string(&entry).unwrap();
+    let planted: String = text
+        .lines()
+        .filter(|line| !line.starts_with("checked "))
+        .map(|line| match line {
+            l if l.starts_with("blob ") => format!("blob {other_digest}\n"),
+            l if l.starts_with("size ") => format!("size {other_size}\n"),
+            l => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(&entry, planted).unwrap();
+
+    let output = build(d, &cache, &["-o", "oci:second"]);
+    let second = Layout::new(d.join("second"));
+    assert_eq!(app_layer_digest(&second), app, "the planted blob was used");
+    assert_eq!(cached_and_written(&output).1, 1, "{}", stderr(&output));
+    let config = |layout: &Layout| {
+        let manifest = layout.json(layout.index()["manifests"][0]["digest"].as_str().unwrap());
+        layout.json(manifest["config"]["digest"].as_str().unwrap())["rootfs"].clone()
+    };
+    assert_eq!(config(&second), config(&first));
+    second.verified_blobs();
+}
+
+/// Issue 19, item 5: two containers sharing one cache or TMPDIR see each
+/// other's process ids as dead. A partial blob or staging directory another
+/// build holds (its flock) is kept, however old and whatever its name says;
+/// one nobody holds is removed.
+#[test]
+fn builds_sharing_a_cache_or_tmpdir_never_remove_each_others_partial_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    binary(d, 13);
+    let cache = d.join("cache");
+    let tmp = d.join("tmp");
+    build(d, &cache, &["-o", "oci:first"]);
+    std::fs::create_dir_all(&tmp).unwrap();
+    let long_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let blobs = cache.join("layers/blobs/sha256");
+    let held_partial = blobs.join(".partial-999999999-other");
+    let stale_partial = blobs.join(".partial-999999998-stale");
+    let held_staging = tmp.join("imgpack-999999999-other");
+    let stale_staging = tmp.join("imgpack-999999998-stale");
+    for file in [&held_partial, &stale_partial] {
+        std::fs::write(file, b"half a layer").unwrap();
+    }
+    for staging in [&held_staging, &stale_staging] {
+        std::fs::create_dir_all(staging.join("blobs")).unwrap();
+    }
+    // "Another container": this process holds the locks, as that build would.
+    let holders = [
+        std::fs::File::open(&held_partial).unwrap(),
+        std::fs::File::open(&held_staging).unwrap(),
+    ];
+    for holder in &holders {
+        holder.lock().unwrap();
+    }
+    for path in [&held_partial, &stale_partial, &held_staging, &stale_staging] {
+        std::fs::File::open(path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    run_expect(
+        build_in(d, &cache, &["-o", "oci:second"]).env("IMGPACK_TMPDIR", &tmp),
+        true,
+    );
+    assert!(
+        held_partial.exists(),
+        "a partial blob another build holds was removed"
+    );
+    assert!(
+        held_staging.exists(),
+        "a staging directory another build holds was removed"
+    );
+    assert!(
+        !stale_partial.exists(),
+        "an abandoned partial blob was kept"
+    );
+    assert!(
+        !stale_staging.exists(),
+        "an abandoned staging directory was kept"
+    );
+    drop(holders);
+}
+
+/// Issue 19, item 5: the blob-location record is never read or written
+/// through a symbolic link planted at its path: a record pointing pushes at
+/// another repository (a mount from it) is not taken from elsewhere.
+#[test]
+fn a_link_planted_at_the_blob_location_record_is_not_followed() {
+    use imgpack_e2e::fake_registry::FakeRegistry;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    binary(d, 17);
+    let cache = d.join("cache");
+    build(d, &cache, &["--no-cache", "-o", "oci:layout:v1"]);
+    let registry = FakeRegistry::start(Default::default());
+    let host = registry.host();
+    let app = app_layer_digest(&Layout::new(d.join("layout")));
+    let planted = d.join("planted.json");
+    let record = serde_json::json!({ "registries": { &host: { &app: ["evil/source"] } } });
+    std::fs::write(&planted, record.to_string()).unwrap();
+    std::fs::create_dir_all(&cache).unwrap();
+    let link = cache.join("blob-locations.json");
+    std::os::unix::fs::symlink(&planted, &link).unwrap();
+    let mut push = imgpack();
+    push.current_dir(d).env("IMGPACK_CACHE_DIR", &cache).args([
+        "push",
+        "oci:layout:v1",
+        &format!("{host}/team/app:v1"),
+    ]);
+    run_expect(&mut push, true);
+    let mounts: Vec<String> = registry
+        .seen()
+        .into_iter()
+        .filter(|seen| seen.method == "POST" && seen.target.contains("from="))
+        .map(|seen| seen.target)
+        .collect();
+    assert!(
+        !mounts.iter().any(|target| target.contains("from=evil")),
+        "a mount source was read through the link: {mounts:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&planted).unwrap(),
+        record.to_string()
+    );
+}

@@ -93,7 +93,10 @@ pub fn cargo_graph(project: &Path, selection: &CargoSelection) -> Result<CrateGr
     let lock = metadata["workspace_root"]
         .as_str()
         .map(|root| Path::new(root).join("Cargo.lock"))
-        .and_then(|path| std::fs::read_to_string(path).ok())
+        // The project's own file: bounded, and a FIFO there is skipped, not waited on.
+        .and_then(|path| {
+            imgpack_blob::read_local_text(&path, &imgpack_blob::local_file::LOCK_FILE).ok()
+        })
         .map(|text| lock_checksums(&text))
         .unwrap_or_default();
     graph_from_metadata(&metadata, selection, &lock)

@@ -2,7 +2,7 @@
 //! hashing, atomic writers.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -86,10 +86,15 @@ impl BlobStore {
 
     fn writer_announced(&self, announced: bool) -> Result<BlobWriter> {
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".partial-{}-", std::process::id()))
+            .prefix(".partial-")
             .tempfile_in(&self.blob_dir)
             .map_err(crate::without_temp_path)
             .with_context(|| format!("cannot create a file in {}", self.blob_dir.display()))?;
+        // Held until the blob is committed or dropped: a sweep by another
+        // process (another container sharing the cache) leaves it alone.
+        crate::held::hold(temp.as_file())
+            .map_err(crate::without_temp_path)
+            .with_context(|| format!("cannot lock a file in {}", self.blob_dir.display()))?;
         let file = temp
             .reopen()
             .map_err(crate::without_temp_path)
@@ -149,7 +154,16 @@ impl BlobStore {
             return fs::rename(&temp_name, &target)
                 .with_context(|| format!("cannot write {}", target.display()));
         }
-        let mut reader = source.open_blob(&blob.digest)?;
+        self.copy_checked(source, blob)
+    }
+
+    /// Copies a blob of `source` into this store, hashing it on the way: a
+    /// copy that is not `blob` is refused and not stored. (Unlike a hard
+    /// link, it also leaves the source's file untouched, change time included.)
+    pub fn copy_checked(&self, source: &BlobStore, blob: &BlobInfo) -> Result<()> {
+        let from = source.path(&blob.digest);
+        let (mut reader, _) = crate::open_regular(&from, &crate::local_file::STORED_BLOB)
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
         let mut writer = self.writer_announced(false)?;
         io::copy(&mut reader, &mut writer).with_context(|| {
             format!(
@@ -158,7 +172,7 @@ impl BlobStore {
                 self.root.display()
             )
         })?;
-        let written = writer.commit()?;
+        let written = writer.digest_so_far();
         if written != *blob {
             bail!(
                 "blob {} changed while it was copied (now {}); run the build again",
@@ -166,22 +180,31 @@ impl BlobStore {
                 written.digest
             );
         }
+        writer.commit()?;
         Ok(())
     }
 
-    /// Reads a small blob (a config or manifest) whole.
+    /// Reads a small blob (a config or manifest) whole, bounded, and checks
+    /// it against its digest: what is on disk may have changed since it was
+    /// written (a shared cache, a layout edited by hand).
     pub fn read_small(&self, digest: &Digest) -> Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        self.open_blob(digest)?
-            .read_to_end(&mut bytes)
-            .with_context(|| format!("cannot read blob {digest}"))?;
+        let bytes =
+            crate::read_local_file(&self.path(digest), &crate::local_file::CACHED_DOCUMENT)?;
+        let actual = Digest::of_bytes(&bytes);
+        if actual != *digest {
+            bail!(
+                "blob {digest} in {} is corrupt: it hashes to {actual}",
+                self.root.display()
+            );
+        }
         Ok(bytes)
     }
 }
 
-/// Removes the temporary files (`.partial-PID-*`, `.link-HEX-PID-N`) of writers
-/// whose process is gone: what a killed run left behind. Files of live
-/// processes (another build sharing a cache) are left alone.
+/// Removes the temporary files of writers that are gone: what a killed run
+/// left behind. A `.partial-*` file is its writer's while the writer holds
+/// its lock (any process, in any container sharing the directory); a
+/// `.link-*` name lives for one rename, so one left for a while is abandoned.
 fn sweep_dead_writers(blob_dir: &Path) {
     let Ok(entries) = fs::read_dir(blob_dir) else {
         return;
@@ -189,19 +212,13 @@ fn sweep_dead_writers(blob_dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let pid = if let Some(rest) = name.strip_prefix(".partial-") {
-            rest.split('-').next()
-        } else if let Some(rest) = name.strip_prefix(".link-") {
-            // .link-HEX-PID-N
-            rest.split('-').nth(1)
-        } else {
-            continue;
-        };
-        let dead = pid
-            .and_then(|pid| pid.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
-        if dead {
-            let _ = fs::remove_file(entry.path());
+        let path = entry.path();
+        if name.starts_with(".partial-") {
+            if let Some(_lock) = crate::held::take_abandoned(&path) {
+                let _ = fs::remove_file(&path);
+            }
+        } else if name.starts_with(".link-") && crate::held::changed_long_ago(&path) {
+            let _ = fs::remove_file(&path);
         }
     }
 }
@@ -303,20 +320,32 @@ mod tests {
     }
 
     #[test]
-    fn temporary_files_of_dead_writers_are_removed_on_open() {
+    fn temporary_files_of_gone_writers_are_removed_on_open_and_held_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path()).unwrap();
         let blobs = dir.path().join("blobs/sha256");
-        fs::write(blobs.join(".partial-999999999-abc"), b"half").unwrap();
-        fs::write(
-            blobs.join(format!(".link-{}-999999999-0", "a".repeat(64))),
-            b"",
-        )
-        .unwrap();
+        let abandoned = blobs.join(".partial-999999999-abc");
+        fs::write(&abandoned, b"half").unwrap();
+        File::options()
+            .append(true)
+            .open(&abandoned)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
         let live = store.writer().unwrap();
+        let live_name = store_files(&store)
+            .into_iter()
+            .find(|name| name.as_str() != ".partial-999999999-abc")
+            .unwrap();
+        // Even a live writer's file whose time is old is kept: it is held.
+        File::options()
+            .append(true)
+            .open(blobs.join(&live_name))
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
         BlobStore::open(dir.path()).unwrap();
-        assert_eq!(store_files(&store).len(), 1, "{:?}", store_files(&store));
-        assert!(store_files(&store)[0].starts_with(&format!(".partial-{}-", std::process::id())));
+        assert_eq!(store_files(&store), vec![live_name]);
         drop(live);
     }
 

@@ -184,7 +184,8 @@ fn linker_configured(target: &str, project: &Path) -> bool {
         config_files.push(Path::new(&home).join("config.toml"));
     }
     config_files.iter().any(|file| {
-        std::fs::read_to_string(file)
+        // The project's own files: bounded, and a FIFO there is skipped, not waited on.
+        imgpack_blob::read_local_text(file, &imgpack_blob::local_file::CONFIG_FILE)
             .ok()
             .and_then(|text| text.parse::<toml::Table>().ok())
             .is_some_and(|config| {

@@ -112,7 +112,9 @@ pub fn find(url: &str, host: &str, auth: &GitAuth) -> Option<(Login, Origin)> {
     }
     let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
     let netrc = netrc_path()?;
-    let text = std::fs::read_to_string(netrc).ok()?;
+    // Bounded, and a FIFO or device there is refused rather than waited on.
+    let text =
+        imgpack_blob::read_local_text(&netrc, &imgpack_blob::local_file::CREDENTIALS_FILE).ok()?;
     let with_default = auth.url_origin == UrlOrigin::CommandLine;
     from_netrc(&text, name, with_default).map(|login| (login, Origin::Netrc))
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
-use imgpack_blob::{BlobInfo, BlobStore, Digest, DigestWriter};
+use imgpack_blob::{local_file, BlobInfo, BlobStore, Digest, DigestWriter};
 
 use crate::writer::LayerOptions;
 use crate::{write_layer, Contents, EntryKind, Layer, LayerContents};
@@ -59,17 +59,21 @@ pub struct CacheUsage {
 }
 
 impl LayerCache {
-    /// Opens (creating it, owner-only) the layer cache in `cache_dir`.
+    /// Opens (creating it, owner-only) the layer cache in `cache_dir`, which
+    /// must be private to the user ([`imgpack_blob::check_private_cache`]).
     pub fn open(cache_dir: &Path) -> Result<Self> {
         let root = cache_dir.join("layers");
         let entries = root.join("entries");
         // Layers may hold private code: like the base images, the owner's only
-        // (directories that already exist are left as they are).
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&entries)
-            .with_context(|| format!("cannot create the layer cache {}", entries.display()))?;
+        // (directories that already exist are left as they are), whatever the umask.
+        for dir in [&entries, &root.join("blobs/sha256")] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("cannot create the layer cache {}", dir.display()))?;
+        }
+        imgpack_blob::check_private_cache(cache_dir, imgpack_blob::LAYER_CACHE_WAY_OUT)?;
         Ok(Self {
             store: BlobStore::open(&root)?,
             entries,
@@ -97,9 +101,11 @@ impl LayerCache {
         Ok(CachedLayer { layer, hit: false })
     }
 
-    /// The cached layer of `key`, brought into `store` and checked there (its
-    /// digest and size), so a damaged or half-pruned entry is dropped and
-    /// rebuilt, never used.
+    /// The cached layer of `key`, copied into `store`. The copy is hashed
+    /// against the entry's blob digest on every use; the blob's diff ID is
+    /// checked by decompressing it whenever the blob's stamp differs from the
+    /// one recorded when both were last checked. A damaged, half-pruned or
+    /// tampered entry is dropped and rebuilt, never used.
     fn lookup(
         &self,
         key: &Digest,
@@ -107,34 +113,51 @@ impl LayerCache {
         options: &LayerOptions,
     ) -> Result<Option<Layer>> {
         let path = self.entry_path(key);
-        let Ok(text) = fs::read_to_string(&path) else {
-            return Ok(None);
+        let text = match imgpack_blob::read_local_text(&path, &local_file::CACHE_RECORD) {
+            Ok(text) => text,
+            Err(err) if err.is_not_found() => return Ok(None),
+            // A FIFO, a link or a huge file where an entry should be: not ours.
+            Err(_) => {
+                let _ = fs::remove_file(&path);
+                return Ok(None);
+            }
         };
         let Some(entry) = parse_entry(&text) else {
             let _ = fs::remove_file(&path);
             return Ok(None);
         };
-        let (blob, diff_id) = (entry.blob.clone(), entry.diff_id.clone());
-        if !self.store.contains(&blob.digest) || store.import(&self.store, &blob).is_err() {
-            // Pruned, or damaged (a copy checks the digest): rebuilt, and cached again.
-            let _ = fs::remove_file(self.store.path(&blob.digest));
+        let cached = self.store.path(&entry.blob.digest);
+        let drop_entry = || {
+            let _ = fs::remove_file(&cached);
             let _ = fs::remove_file(&path);
+        };
+        let Some(stamp) = BlobStamp::of(&cached) else {
+            drop_entry();
             return Ok(None);
+        };
+        if entry.checked.as_ref() != Some(&stamp) {
+            match check(&cached, &entry, options.compression) {
+                Check::Intact => {}
+                Check::Damaged => {
+                    drop_entry();
+                    return Ok(None);
+                }
+                // The blob is what its name says; the entry is what is wrong.
+                Check::OtherDiffId => {
+                    let _ = fs::remove_file(&path);
+                    return Ok(None);
+                }
+            }
+            // Checked as it stands: the next use decompresses it only if it changed.
+            if stamp.settled() {
+                let _ = write_entry(&path, &entry.blob, &entry.diff_id, Some(&stamp));
+            }
         }
-        let staged = store.path(&blob.digest);
-        let stamp = BlobStamp::of(&staged);
-        if stamp.is_none() || stamp != entry.checked {
-            if digest_of_file(&staged)? != blob {
-                // A hard link shares the damage: drop all three names of it.
-                let _ = fs::remove_file(&staged);
-                let _ = fs::remove_file(self.store.path(&blob.digest));
-                let _ = fs::remove_file(&path);
-                return Ok(None);
-            }
-            // Hashed and intact as it stands: the next use only compares the stamp.
-            if let Some(stamp) = stamp.filter(BlobStamp::settled) {
-                let _ = write_entry(&path, &blob, &diff_id, Some(&stamp));
-            }
+        // A copy, not a link: the cached file's stamp stays as it was, and
+        // what the image gets is hashed against the blob digest as it goes.
+        if store.copy_checked(&self.store, &entry.blob).is_err() {
+            drop_entry();
+            return Ok(None);
         }
         // Last use, for pruning; a read-only cache still serves.
         let _ = File::options()
@@ -142,8 +165,8 @@ impl LayerCache {
             .open(&path)
             .and_then(|file| file.set_modified(SystemTime::now()));
         Ok(Some(Layer {
-            blob,
-            diff_id,
+            blob: entry.blob,
+            diff_id: entry.diff_id,
             compression: options.compression,
         }))
     }
@@ -208,7 +231,7 @@ impl LayerCache {
             let Ok(metadata) = entry.metadata() else {
                 continue;
             };
-            let blob = fs::read_to_string(&path)
+            let blob = imgpack_blob::read_local_text(&path, &local_file::CACHE_RECORD)
                 .ok()
                 .and_then(|text| parse_entry(&text))
                 .map(|entry| entry.blob.digest.hex().to_owned());
@@ -291,57 +314,92 @@ fn write_entry(
     imgpack_blob::write_atomically(path, text.as_bytes(), 0o600)
 }
 
-/// A cached blob as the file system sees it: inode, size and modification
-/// time. Any write to the file, through any of its hard links (the layouts
-/// a build wrote share them), gives it a new modification time, so a blob
-/// whose stamp is the one it had when it was last hashed intact is used
-/// without hashing it again; one hash of the binary is then all a no-op
-/// rebuild costs. (A change the file system does not see, such as a failing
-/// disk, is not found this way; the registry still checks every upload's digest.)
+/// A cached blob as the file system sees it: inode, size, modification and
+/// change time. Any write to the file gives it a new change time, which
+/// (unlike the modification time) nobody can set back; so a blob whose stamp
+/// is the one it had when its digest and diff ID were last checked is not
+/// decompressed again. Builds copy cached blobs rather than link them, so
+/// using a layer leaves its stamp as it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct BlobStamp {
     inode: u64,
     size: u64,
     modified_ns: i128,
+    changed_ns: i128,
 }
 
-/// How old a blob's modification time must be before its stamp is trusted:
-/// a write within the same tick of the file system's clock would leave the
-/// time as it was (git's "racy clean" files), so a fresh time proves nothing.
+/// How old a blob's times must be before its stamp is trusted: a write
+/// within the same tick of the file system's clock would leave the times as
+/// they were (git's "racy clean" files), so a fresh time proves nothing.
 const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl BlobStamp {
+    /// The stamp of the regular file at `path` (a link there has none).
     fn of(path: &Path) -> Option<Self> {
         use std::os::unix::fs::MetadataExt;
-        let metadata = fs::metadata(path).ok()?;
-        Some(Self {
+        let metadata = fs::symlink_metadata(path).ok()?;
+        let nanos = |secs: i64, nsec: i64| i128::from(secs) * 1_000_000_000 + i128::from(nsec);
+        metadata.is_file().then(|| Self {
             inode: metadata.ino(),
             size: metadata.size(),
-            modified_ns: i128::from(metadata.mtime()) * 1_000_000_000
-                + i128::from(metadata.mtime_nsec()),
+            modified_ns: nanos(metadata.mtime(), metadata.mtime_nsec()),
+            changed_ns: nanos(metadata.ctime(), metadata.ctime_nsec()),
         })
     }
 
-    /// Whether the modification time is old enough to tell later writes apart.
+    /// Whether both times are old enough to tell later writes apart.
     fn settled(&self) -> bool {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i128);
-        now - self.modified_ns >= SETTLED.as_nanos() as i128
+        let settled = SETTLED.as_nanos() as i128;
+        now - self.modified_ns >= settled && now - self.changed_ns >= settled
     }
 
     fn format(&self) -> String {
-        format!("{} {} {}", self.inode, self.size, self.modified_ns)
+        format!(
+            "{} {} {} {}",
+            self.inode, self.size, self.modified_ns, self.changed_ns
+        )
     }
 
+    /// A stamp of four fields; older entries' three-field stamps parse as
+    /// none, so their blobs are checked again.
     fn parse(text: &str) -> Option<Self> {
         let mut parts = text.split(' ');
         let stamp = Self {
             inode: parts.next()?.parse().ok()?,
             size: parts.next()?.parse().ok()?,
             modified_ns: parts.next()?.parse().ok()?,
+            changed_ns: parts.next()?.parse().ok()?,
         };
         parts.next().is_none().then_some(stamp)
+    }
+}
+
+/// What a cached blob turned out to be, against its entry.
+enum Check {
+    Intact,
+    /// Not the entry's blob (digest or size), or it does not decompress.
+    Damaged,
+    /// The entry's blob, but it decompresses to another diff ID than the
+    /// entry says: an image config would claim a diff ID its layer lacks.
+    OtherDiffId,
+}
+
+/// Checks the cached blob at `path` against its entry: digest and size,
+/// then the diff ID of what it decompresses to.
+fn check(path: &Path, entry: &Entry, compression: crate::Compression) -> Check {
+    if !digest_of_file(path).is_ok_and(|blob| blob == entry.blob) {
+        return Check::Damaged;
+    }
+    let Ok((file, _)) = imgpack_blob::open_regular(path, &local_file::STORED_BLOB) else {
+        return Check::Damaged;
+    };
+    match crate::diff_id(file, compression.name()) {
+        Ok(diff_id) if diff_id == entry.diff_id => Check::Intact,
+        Ok(_) => Check::OtherDiffId,
+        Err(_) => Check::Damaged,
     }
 }
 
@@ -648,8 +706,10 @@ mod tests {
         );
     }
 
-    /// A blob hashed intact once its time settled is used on its stamp alone;
-    /// a write to it (new time) makes the next use hash it, and rebuild it.
+    /// A blob checked (digest and diff ID) once its times settled is not
+    /// decompressed again while its stamp holds. Any write to it changes its
+    /// change time, even with the modification time set back: the next use
+    /// checks it again, finds it damaged and rebuilds it.
     #[test]
     fn a_settled_blob_is_trusted_by_its_stamp_until_written() {
         let setup = Setup::new();
@@ -675,13 +735,14 @@ mod tests {
                 .unwrap()
         };
         set_time(long_ago);
-        assert!(build("b").hit, "hashed, intact: the stamp is recorded");
+        // The change time cannot be set back: wait for it to settle.
+        std::thread::sleep(SETTLED + std::time::Duration::from_millis(100));
+        assert!(build("b").hit, "checked, intact: the stamp is recorded");
         let entry = read_dir(&setup.dir.path().join("cache/layers/entries")).unwrap();
         let text = fs::read_to_string(entry[0].path()).unwrap();
         assert!(text.contains("\nchecked "), "{text}");
+        assert!(build("c").hit, "used on its stamp");
 
-        // A change the file system does not show (same inode, size and time) is not
-        // looked for: the stamp is what is checked.
         let mut bytes = fs::read(&cached_blob).unwrap();
         bytes[100] ^= 0xff;
         File::options()
@@ -691,11 +752,28 @@ mod tests {
             .write_all(&bytes)
             .unwrap();
         set_time(long_ago);
-        assert!(build("c").hit);
-        // Written (a new time): hashed on use, found damaged, rebuilt.
-        set_time(SystemTime::now());
         let rebuilt = build("d");
         assert!(!rebuilt.hit);
+        assert_eq!(rebuilt.layer, first.layer);
+    }
+
+    /// An entry whose blob is intact but whose diff ID is another one (what a
+    /// writer of the cache could plant) is not used: the image would name a
+    /// diff ID its layer does not have.
+    #[test]
+    fn an_entry_whose_diff_id_is_not_its_blobs_is_not_used() {
+        let setup = Setup::new();
+        let cache = setup.cache();
+        let first = cache
+            .layer(&setup.store("a"), &setup.contents(0o755), &options(GZIP))
+            .unwrap();
+        let entry = read_dir(&setup.dir.path().join("cache/layers/entries")).unwrap();
+        let forged = Digest::of_bytes(b"another layer");
+        write_entry(&entry[0].path(), &first.layer.blob, &forged, None).unwrap();
+        let rebuilt = cache
+            .layer(&setup.store("b"), &setup.contents(0o755), &options(GZIP))
+            .unwrap();
+        assert!(!rebuilt.hit, "an entry with a forged diff ID was used");
         assert_eq!(rebuilt.layer, first.layer);
     }
 

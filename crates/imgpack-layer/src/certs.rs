@@ -84,14 +84,18 @@ pub fn ca_certs_layer(choice: &CaCerts) -> Result<Option<DescribedContents>> {
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<u8>> {
-    let bundle = std::fs::read(path).map_err(|err| {
-        let hint = match err.kind() {
-            std::io::ErrorKind::NotFound => "check the path",
-            std::io::ErrorKind::PermissionDenied => "make it readable by this user",
-            _ => "pass a readable PEM file",
-        };
-        anyhow::anyhow!("--ca-certs: cannot read {} ({err}): {hint}", path.display())
-    })?;
+    let bundle = imgpack_blob::read_local_file(path, &imgpack_blob::local_file::CA_BUNDLE)
+        .map_err(|err| {
+            let Some(io) = err.io_error() else {
+                return anyhow::anyhow!("--ca-certs: {err}");
+            };
+            let hint = match io.kind() {
+                std::io::ErrorKind::NotFound => "check the path",
+                std::io::ErrorKind::PermissionDenied => "make it readable by this user",
+                _ => "pass a readable PEM file",
+            };
+            anyhow::anyhow!("--ca-certs: cannot read {} ({io}): {hint}", path.display())
+        })?;
     if !bundle
         .windows(27)
         .any(|w| w == b"-----BEGIN CERTIFICATE-----")

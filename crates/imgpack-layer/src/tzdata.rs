@@ -145,8 +145,14 @@ fn from_dir(dir: &Path, zones: Option<&[String]>) -> Result<LayerContents> {
         Some(zones) => {
             for zone in zones {
                 let path = dir.join(zone);
-                let data = fs::read(&path)
-                    .with_context(|| format!("--zones: no zone '{zone}' in {}", dir.display()))?;
+                let data =
+                    imgpack_blob::read_local_file(&path, &imgpack_blob::local_file::ZONE_FILE)
+                        .map_err(|err| match err.is_not_found() {
+                            true => {
+                                anyhow::anyhow!("--zones: no zone '{zone}' in {}", dir.display())
+                            }
+                            false => anyhow::anyhow!("--zones: {err}"),
+                        })?;
                 if !data.starts_with(b"TZif") {
                     bail!("--zones: {} is not a TZif zone file", path.display());
                 }

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use imgpack_blob::{check_dir_path, write_atomically, BlobStore};
+use imgpack_blob::{check_dir_path, local_file, read_local_file, write_atomically, BlobStore};
 use imgpack_image::{validate_tag, Image, Sink};
 
 use crate::index::index_with_tag;
@@ -67,12 +67,10 @@ impl Sink for OciLayoutSink {
         }
         // index.json last: the tag appears only once everything it names is on disk.
         let index_path = self.dir.join("index.json");
-        let existing = match fs::read(&index_path) {
+        let existing = match read_local_file(&index_path, &local_file::LAYOUT_DOCUMENT) {
             Ok(bytes) => Some(bytes),
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
-            Err(err) => {
-                return Err(err).with_context(|| format!("cannot read {}", index_path.display()))
-            }
+            Err(err) if err.is_not_found() => None,
+            Err(err) => return Err(err.into()),
         };
         let index = index_with_tag(existing.as_deref(), image, &self.tag)
             .with_context(|| format!("cannot update {}", index_path.display()))?;

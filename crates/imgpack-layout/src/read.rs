@@ -221,19 +221,12 @@ fn platform_of(entry: &Value) -> Result<Platform> {
 
 /// A manifest, index or config of the layout, checked against its digest.
 fn read_checked(store: &BlobStore, digest: &Digest) -> Result<Vec<u8>> {
-    let bytes = store.read_small(digest)?;
-    let actual = Digest::of_bytes(&bytes);
-    if actual != *digest {
-        bail!(
-            "blob {} of the layout {} is corrupt: it hashes to {actual}; write the layout again",
-            digest,
-            store.root().display()
-        );
-    }
-    Ok(bytes)
+    store
+        .read_small(digest)
+        .map_err(|err| anyhow::anyhow!("{err:#}: write the layout again"))
 }
 
 fn read_json(path: &Path) -> Result<Value> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = imgpack_blob::read_local_file(path, &imgpack_blob::local_file::LAYOUT_DOCUMENT)?;
     serde_json::from_slice(&bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }

@@ -33,6 +33,10 @@ pub fn resolve_base(
     block_on(resolve(reference, platforms, transport, into))
 }
 
+/// The way out of a refusal of the cache for base images (`--no-cache` is
+/// about layers: base images are always kept).
+const BASE_CACHE_WAY_OUT: &str = "or set IMGPACK_CACHE_DIR to a directory of your own";
+
 struct Source<'a> {
     reference: Reference,
     transport: &'a TransportOptions,
@@ -53,14 +57,18 @@ async fn resolve(
         format!("bad base image reference '{text}': use REGISTRY/REPOSITORY[:TAG][@sha256:…]")
     })?;
     let cache = cache_dir().context("no cache directory for base images: set IMGPACK_CACHE_DIR")?;
-    // Base layers may hold private code: the cache is its owner's only.
-    if let Err(err) = create_private_dir(&cache) {
-        bail!(
-            "the cache directory {} cannot be used for base images ({err:#}): set \
-             IMGPACK_CACHE_DIR to a directory you can write",
-            cache.display()
-        );
+    // Base layers may hold private code: the cache is its owner's only, and
+    // one that others can write is refused (they could swap the base's layers).
+    for dir in ["base/blobs/sha256", "base-refs", "base-diffids"] {
+        if let Err(err) = create_private_dir(&cache.join(dir)) {
+            bail!(
+                "the cache directory {} cannot be used for base images ({err:#}): set \
+                 IMGPACK_CACHE_DIR to a directory you can write",
+                cache.display()
+            );
+        }
     }
+    imgpack_blob::check_private_cache(&cache, BASE_CACHE_WAY_OUT)?;
     let mut source = Source {
         store: BlobStore::open(cache.join("base"))?,
         refs_dir: cache.join("base-refs"),
@@ -166,9 +174,7 @@ impl Source<'_> {
         // Only an unreachable registry falls back to the cache: a tag the
         // registry answers for (or refuses) is never replaced by an old one.
         if let Err(err) = self.client().await {
-            let cached = std::fs::read_to_string(self.ref_file())
-                .ok()
-                .and_then(|d| Digest::parse(d.trim()));
+            let cached = read_record(&self.ref_file()).and_then(|d| Digest::parse(d.trim()));
             return match cached.filter(|digest| self.store.contains(digest)) {
                 Some(digest) => {
                     self.reporter.line(&format!(
@@ -182,7 +188,7 @@ impl Source<'_> {
         let tag = self.reference.tag().unwrap_or("latest").to_owned();
         let digest = self.fetch_document(&tag, None).await?;
         let file = self.ref_file();
-        std::fs::create_dir_all(file.parent().expect("has a parent"))?;
+        create_private_dir(file.parent().expect("has a parent"))?;
         imgpack_blob::write_atomically(&file, digest.to_string().as_bytes(), 0o644)?;
         Ok(digest)
     }
@@ -225,12 +231,29 @@ impl Source<'_> {
 
     /// A checked manifest or index by digest, from the cache or the registry.
     async fn document(&mut self, digest: &Digest) -> Result<Document> {
-        if !self.store.contains(digest) {
-            self.fetch_document(&digest.to_string(), Some(digest))
-                .await?;
-        }
-        let bytes = self.store.read_small(digest)?;
+        let bytes = match self.cached(digest) {
+            Some(bytes) => bytes,
+            None => {
+                self.fetch_document(&digest.to_string(), Some(digest))
+                    .await?;
+                self.store.read_small(digest)?
+            }
+        };
         parse_document(&bytes, None).with_context(|| format!("the cached base manifest {digest}"))
+    }
+
+    /// A manifest or config from the cache, hashed again as it is read: one
+    /// that no longer matches its digest (damaged, or replaced by someone who
+    /// could write the cache) is dropped, and fetched again by the caller.
+    fn cached(&self, digest: &Digest) -> Option<Vec<u8>> {
+        if !self.store.contains(digest) {
+            return None;
+        }
+        let read = self.store.read_small(digest);
+        if read.is_err() {
+            let _ = std::fs::remove_file(self.store.path(digest));
+        }
+        read.ok()
     }
 
     /// The blob a descriptor names, in the cache: fetched (bounded by its
@@ -239,6 +262,10 @@ impl Source<'_> {
         if self.store.contains(&blob.digest) {
             return Ok(());
         }
+        self.fetch_blob(blob).await
+    }
+
+    async fn fetch_blob(&mut self, blob: &BlobInfo) -> Result<()> {
         let repository = self.repository().to_owned();
         let store = self.store.clone();
         let what = format!("fetching base blob {}", blob.digest);
@@ -271,10 +298,15 @@ impl Source<'_> {
                 DOCUMENT_LIMIT >> 20
             );
         }
-        self.blob(&config.blob).await?;
-        let config_json: Value =
-            serde_json::from_slice(&self.store.read_small(&config.blob.digest)?)
-                .with_context(|| format!("the config of the base image {name} is not JSON"))?;
+        let config_bytes = match self.cached(&config.blob.digest) {
+            Some(bytes) => bytes,
+            None => {
+                self.fetch_blob(&config.blob).await?;
+                self.store.read_small(&config.blob.digest)?
+            }
+        };
+        let config_json: Value = serde_json::from_slice(&config_bytes)
+            .with_context(|| format!("the config of the base image {name} is not JSON"))?;
         check_platform(&config_json, platform, name)?;
         for layer in &layers {
             self.blob(&layer.blob).await?;
@@ -324,16 +356,13 @@ impl Source<'_> {
     /// A layer's diff ID, computed once and remembered beside the cache.
     fn diff_id(&self, layer: &BlobRef) -> Result<Digest> {
         let remembered = self.diff_ids_dir.join(layer.digest().hex());
-        if let Some(digest) = std::fs::read_to_string(&remembered)
-            .ok()
-            .and_then(|text| Digest::parse(text.trim()))
-        {
+        if let Some(digest) = read_record(&remembered).and_then(|text| Digest::parse(text.trim())) {
             return Ok(digest);
         }
         let file = self.store.open_blob(layer.digest())?;
         let digest = imgpack_layer::diff_id(file, &layer.media_type)
             .with_context(|| format!("cannot read base layer {}", layer.digest()))?;
-        std::fs::create_dir_all(&self.diff_ids_dir)?;
+        create_private_dir(&self.diff_ids_dir)?;
         imgpack_blob::write_atomically(&remembered, digest.to_string().as_bytes(), 0o644)?;
         Ok(digest)
     }
@@ -368,4 +397,10 @@ fn check_platform(config: &Value, platform: &Platform, name: &str) -> Result<()>
         );
     }
     Ok(())
+}
+
+/// A small record the cache keeps (a tag's digest, a layer's diff ID), if it
+/// is there and readable: bounded, and never read through a planted link.
+fn read_record(path: &std::path::Path) -> Option<String> {
+    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::CACHE_RECORD).ok()
 }

@@ -79,17 +79,29 @@ type Lookup = dyn Fn(&str) -> Result<DockerCredential, CredentialRetrievalError>
 /// config.json (`auths`, `credHelpers`, `credsStore`), then podman's auth.json.
 pub fn find_credentials(keys: &[String]) -> Credentials {
     let mut found = Credentials::default();
-    let docker = docker_config_path()
-        .map(|p| p.display().to_string())
-        .unwrap_or("~/.docker/config.json".into());
-    let podman = podman_auth_path()
-        .map(|p| p.display().to_string())
-        .unwrap_or("podman auth.json".into());
-    let lookups: [(&str, &Lookup); 2] = [
-        (&docker, &docker_credential::get_credential),
-        (&podman, &docker_credential::get_podman_credential),
+    let lookups: [(Option<PathBuf>, &str, &Lookup); 2] = [
+        (
+            docker_config_path(),
+            "~/.docker/config.json",
+            &docker_credential::get_credential,
+        ),
+        (
+            podman_auth_path(),
+            "podman auth.json",
+            &docker_credential::get_podman_credential,
+        ),
     ];
-    for (source, lookup) in lookups {
+    for (path, default_name, lookup) in lookups {
+        let source = path
+            .as_ref()
+            .map_or(default_name.to_owned(), |p| p.display().to_string());
+        // The lookup reads the file itself: first make sure it is a regular
+        // file of a credentials file's size (a FIFO would block it forever).
+        if let Some(refused) = path.as_deref().and_then(unusable_credentials_file) {
+            found.tried.push(format!("{source} (not read: {refused})"));
+            continue;
+        }
+        let source = source.as_str();
         found.tried.push(source.to_owned());
         for key in keys {
             match lookup(key) {
@@ -114,6 +126,15 @@ pub fn find_credentials(keys: &[String]) -> Credentials {
         }
     }
     found
+}
+
+/// Why the credentials file at `path` is not to be read, if it is not: a
+/// FIFO, a device, a file too large. A missing file is fine (nothing is there).
+fn unusable_credentials_file(path: &std::path::Path) -> Option<String> {
+    match imgpack_blob::open_regular(path, &imgpack_blob::local_file::CREDENTIALS_FILE) {
+        Err(err) if !err.is_not_found() && err.io_error().is_none() => Some(err.to_string()),
+        _ => None,
+    }
 }
 
 /// Where `imgpack login` put the credentials, for its closing line.
@@ -148,11 +169,12 @@ pub fn store_login(key: &str, username: &str, password: &str) -> Result<StoredIn
 fn store_login_in(path: PathBuf, key: &str, username: &str, password: &str) -> Result<StoredIn> {
     // A symlinked config.json (dotfiles) is written where it points, not replaced.
     let path = fs::canonicalize(&path).unwrap_or(path);
-    let mut config: Value = match fs::read(&path) {
+    let kind = imgpack_blob::local_file::CREDENTIALS_FILE;
+    let mut config: Value = match imgpack_blob::read_local_file(&path, &kind) {
         Ok(bytes) => serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is not valid JSON", path.display()))?,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => json!({}),
-        Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
+        Err(err) if err.is_not_found() => json!({}),
+        Err(err) => return Err(err.into()),
     };
     if let Some(helper) = helper_for(&config, key) {
         store_with_helper(&helper, key, username, password)?;

@@ -25,10 +25,18 @@ impl BlobLocations {
     /// Loads `blob-locations.json` from imgpack's cache directory
     /// (`$IMGPACK_CACHE_DIR`, `$XDG_CACHE_HOME/imgpack` or `~/.cache/imgpack`).
     pub fn load() -> Self {
-        let Some(path) = cache_dir().map(|dir| dir.join("blob-locations.json")) else {
+        let Some(dir) = cache_dir() else {
             return Self::default();
         };
-        let mut locations: Self = std::fs::read(&path)
+        // A record others could write is neither read nor written: it only
+        // saves uploads, and a build that uses the cache says what is wrong.
+        if dir.exists() && imgpack_blob::check_private_cache(&dir, "").is_err() {
+            return Self::default();
+        }
+        let path = dir.join("blob-locations.json");
+        // Not through a link planted at the path, bounded, never a FIFO.
+        let kind = imgpack_blob::local_file::CACHE_LOCATIONS;
+        let mut locations: Self = imgpack_blob::read_local_file(&path, &kind)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
@@ -62,22 +70,16 @@ impl BlobLocations {
     }
 
     /// Writes the record back if it changed; a failure is reported by the
-    /// caller as a warning. Renamed into place but not synced: a file lost in
-    /// a crash costs a mount shortcut, while a sync costs every push a disk flush.
+    /// caller as a warning. Written to a new file of its own (never through
+    /// a name someone else could have planted, such as a symbolic link) and
+    /// renamed into place, which replaces whatever stood at the path.
     pub fn save(&self) -> anyhow::Result<()> {
-        use anyhow::Context;
         let (Some(path), true) = (&self.path, self.changed) else {
             return Ok(());
         };
         let dir = path.parent().expect("cache file has a parent");
         create_private_dir(dir)?;
-        let temp = dir.join(format!(".blob-locations-{}.json", std::process::id()));
-        std::fs::write(&temp, serde_json::to_vec(self)?)
-            .and_then(|()| std::fs::rename(&temp, path))
-            .with_context(|| format!("cannot write {}", path.display()))
-            .inspect_err(|_| {
-                let _ = std::fs::remove_file(&temp);
-            })
+        imgpack_blob::write_atomically(path, &serde_json::to_vec(self)?, 0o600)
     }
 }
 

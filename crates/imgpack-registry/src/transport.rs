@@ -125,8 +125,8 @@ enum Trust {
 fn ca_certificates(options: &TransportOptions) -> Result<Vec<reqwest::Certificate>> {
     let mut certificates = Vec::new();
     for path in &options.ca_files {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("--registry-ca: cannot read {}", path.display()))?;
+        let pem = imgpack_blob::read_local_file(path, &imgpack_blob::local_file::CA_BUNDLE)
+            .map_err(|err| anyhow::anyhow!("--registry-ca: {err}"))?;
         let parsed = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
             format!(
                 "--registry-ca: {} is not a PEM certificate bundle",

@@ -21,8 +21,6 @@ pub const SIGSTORE_KEY_LABEL: &str = "ENCRYPTED SIGSTORE PRIVATE KEY";
 pub const COSIGN_KEY_LABEL: &str = "ENCRYPTED COSIGN PRIVATE KEY";
 const PKCS8_LABEL: &str = "PRIVATE KEY";
 const PUBLIC_KEY_LABEL: &str = "PUBLIC KEY";
-/// Key files are a few hundred bytes; anything much larger is not a key.
-const KEY_FILE_LIMIT: u64 = 64 << 10;
 
 /// Where the password of an encrypted key comes from, in order (the command
 /// reads them once at start-up and takes them out of its environment).
@@ -226,22 +224,16 @@ impl PublicKey {
 }
 
 fn read_key_file(path: &Path) -> Result<String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path)
-        .with_context(|| format!("cannot read the key file {}", path.display()))?;
-    let mut text = String::new();
-    file.take(KEY_FILE_LIMIT + 1)
-        .read_to_string(&mut text)
-        .with_context(|| {
-            format!(
+    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::KEY_FILE).map_err(
+        |err| match err.io_error() {
+            Some(io) if io.kind() == std::io::ErrorKind::InvalidData => anyhow::anyhow!(
                 "cannot read the key file {}: it is not text",
                 path.display()
-            )
-        })?;
-    if text.len() as u64 > KEY_FILE_LIMIT {
-        bail!("{} is too large to be a key file", path.display());
-    }
-    Ok(text)
+            ),
+            Some(io) => anyhow::anyhow!("cannot read the key file {}: {io}", path.display()),
+            None => anyhow::anyhow!("{err}"),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -140,13 +140,15 @@ pub fn load(args: &BuildArgs) -> Result<Option<Config>> {
         Some(_) if !args.trust_source_config => Trust::Untrusted,
         _ => Trust::Trusted,
     };
-    let text = std::fs::read_to_string(&path).map_err(|err| {
-        anyhow::anyhow!(
-            "cannot read the config file {} ({err}): {}",
-            path.display(),
-            read_advice(&err, &path)
-        )
-    })?;
+    let text = imgpack_blob::read_local_text(&path, &imgpack_blob::local_file::CONFIG_FILE)
+        .map_err(|err| match err.io_error() {
+            Some(io) => anyhow::anyhow!(
+                "cannot read the config file {} ({io}): {}",
+                path.display(),
+                read_advice(io, &path)
+            ),
+            None => anyhow::anyhow!("the config file {err}"),
+        })?;
     let top: Section = toml::from_str(&text).map_err(|err| parse_error(&shown, &text, &err))?;
     let config = Config {
         path,

@@ -117,10 +117,19 @@ pub fn write_image_refs(path: &Path, lines: &[String]) -> Result<()> {
 /// `imgpack login SERVER -u USER --password-stdin`: checks the credentials
 /// against the registry, then stores them in docker's config.json.
 pub fn run_login(args: LoginArgs) -> Result<()> {
+    // A password or token is at most a few KiB: bounded like a key file.
+    let limit = imgpack_blob::local_file::KEY_FILE.limit;
     let mut password = String::new();
     std::io::stdin()
+        .take(limit + 1)
         .read_to_string(&mut password)
         .context("cannot read the password from standard input")?;
+    if password.len() as u64 > limit {
+        bail!(
+            "standard input holds more than {} KiB, too much for a password: pipe in the password or token alone",
+            limit >> 10
+        );
+    }
     let password = password.trim_end_matches(['\n', '\r']).to_owned();
     if password.is_empty() {
         bail!("no password on standard input: pipe it in, e.g. imgpack login {} -u USER --password-stdin < token.txt", args.server);

@@ -69,9 +69,17 @@ fn read_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<String>> {
     for input in inputs {
         if input.as_os_str() == "-" {
             let mut text = String::new();
+            let limit = imgpack_blob::local_file::RESOLVE_INPUT.limit;
             std::io::stdin()
+                .take(limit + 1)
                 .read_to_string(&mut text)
                 .context("cannot read YAML from standard input")?;
+            if text.len() as u64 > limit {
+                bail!(
+                    "standard input holds more than the {} MiB imgpack resolve reads: split the manifests",
+                    limit >> 20
+                );
+            }
             texts.push(text);
         } else if input.is_dir() {
             let files = manifest_files(input, recursive)?;
@@ -97,8 +105,12 @@ fn read_inputs(inputs: &[PathBuf], recursive: bool) -> Result<Vec<String>> {
 }
 
 fn read(path: &Path) -> Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}: check -f", path.display()))
+    imgpack_blob::read_local_text(path, &imgpack_blob::local_file::RESOLVE_INPUT).map_err(|err| {
+        match err.io_error() {
+            Some(io) => anyhow::anyhow!("cannot read {} ({io}): check -f", path.display()),
+            None => anyhow::anyhow!("{err}"),
+        }
+    })
 }
 
 fn manifest_files(dir: &Path, recursive: bool) -> Result<Vec<PathBuf>> {

@@ -1,6 +1,9 @@
 //! Staging directories of builds (`TMPDIR/imgpack-PID-XXXX`): removed when the
 //! build ends, on SIGINT, SIGTERM and SIGHUP, and, for a run that was killed
-//! (SIGKILL), by the next run, which finds its process gone.
+//! (SIGKILL), by the next run, which finds the directory's lock free. The lock
+//! (an flock the build holds on its directory), not the process id, says
+//! whether a directory is in use: a TMPDIR shared by containers holds
+//! directories of processes in other PID namespaces.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -13,6 +16,8 @@ static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// A staging directory, removed when dropped.
 pub struct Staging {
     dir: tempfile::TempDir,
+    /// The directory, opened and locked while the build uses it.
+    _lock: std::fs::File,
 }
 
 impl Staging {
@@ -49,36 +54,33 @@ pub fn create(tmpdir: Option<&Path>) -> Result<Staging> {
                 parent.display()
             )
         })?;
+    let lock = imgpack_blob::held::open_and_hold(dir.path())
+        .with_context(|| format!("cannot lock {}", dir.path().display()))?;
     LIVE.lock()
         .unwrap_or_else(|e| e.into_inner())
         .push(dir.path().to_owned());
-    Ok(Staging { dir })
+    Ok(Staging { dir, _lock: lock })
 }
 
-/// Removes `imgpack-PID-*` directories in `parent` whose process is gone.
+/// Removes the `imgpack-PID-*` directories in `parent` that no build holds.
 fn sweep(parent: &Path) {
     let Ok(entries) = std::fs::read_dir(parent) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(pid) = name
+        let staging = name
             .to_str()
             .and_then(|n| n.strip_prefix("imgpack-"))
             .and_then(|rest| rest.split_once('-'))
-            .and_then(|(pid, _)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
+            .is_some_and(|(pid, _)| pid.parse::<u32>().is_ok());
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        if is_dir && !process_alive(pid) {
-            let _ = std::fs::remove_dir_all(entry.path());
+        if staging && is_dir {
+            if let Some(_lock) = imgpack_blob::held::take_abandoned(&entry.path()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
         }
     }
-}
-
-fn process_alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: remove the live staging directories and exit
@@ -104,20 +106,36 @@ pub fn clean_up_on_signals() {
 mod tests {
     use super::*;
 
+    /// Sets a directory's modification time a minute back.
+    fn age(dir: &Path) {
+        std::fs::File::open(dir)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(60))
+            .unwrap();
+    }
+
     #[test]
     fn dirs_of_dead_runs_are_swept_and_live_ones_kept() {
         let parent = tempfile::tempdir().unwrap();
-        // pid 0 is never a process of ours, and /proc/0 does not exist.
         let dead = parent.path().join("imgpack-999999999-abc");
         let other = parent.path().join("imgpack-registry-xyz");
+        // Another container's build: a process id this one cannot see, its lock held.
+        let held = parent.path().join("imgpack-999999998-def");
         std::fs::create_dir_all(dead.join("blobs")).unwrap();
         std::fs::create_dir_all(&other).unwrap();
+        std::fs::create_dir_all(&held).unwrap();
+        let holder = imgpack_blob::held::open_and_hold(&held).unwrap();
+        for dir in [&dead, &other, &held] {
+            age(dir);
+        }
         let staging = create(Some(parent.path())).unwrap();
         assert!(!dead.exists(), "a dead run's directory was kept");
         assert!(
             other.exists(),
             "a directory that is not a staging one was removed"
         );
+        assert!(held.exists(), "a directory another build holds was removed");
+        drop(holder);
         let path = staging.path().to_owned();
         assert!(path
             .file_name()

@@ -102,6 +102,10 @@ fn cache_plan(no_cache: bool) -> Result<Option<CachePlan>> {
     let Some(dir) = imgpack_blob::cache_dir() else {
         return Ok(None);
     };
+    // Before anything is compiled: a cache others can write is refused.
+    if dir.exists() {
+        imgpack_blob::check_private_cache(&dir, imgpack_blob::LAYER_CACHE_WAY_OUT)?;
+    }
     if let Err(err) = imgpack_layer::LayerCache::open(&dir) {
         bail!(
             "the cache directory {} cannot be used ({err:#}): set IMGPACK_CACHE_DIR to a \
