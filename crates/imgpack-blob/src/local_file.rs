@@ -34,6 +34,8 @@ pub const CONFIG_FILE: FileKind = kind("an imgpack.toml", 1 << 20);
 pub const CA_BUNDLE: FileKind = kind("a PEM certificate bundle", 8 << 20);
 /// `--sign-key`, `verify --key`: a PEM key is well under a kilobyte.
 pub const KEY_FILE: FileKind = kind("a key file", 64 << 10);
+/// A signing key's password (`--sign-password-file`): one line.
+pub const PASSWORD_FILE: FileKind = kind("a password file", 4 << 10);
 /// docker's config.json, podman's auth.json, ~/.netrc.
 pub const CREDENTIALS_FILE: FileKind = kind("a credentials file", 4 << 20);
 /// An OCI layout's index.json and its manifests and configs: the limit

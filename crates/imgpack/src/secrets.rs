@@ -4,12 +4,10 @@
 //! credential helpers inherit none of them; and the password file of
 //! `--sign-password-file`.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use imgpack_sign::PASSWORD_ENVS;
 use zeroize::Zeroizing;
 
@@ -20,8 +18,6 @@ pub const GIT_TOKEN_HOSTS_ENV: &str = "IMGPACK_GIT_TOKEN_HOSTS";
 /// The user name sent with the token unless IMGPACK_GIT_USERNAME says
 /// otherwise; GitHub accepts it for every kind of token.
 const DEFAULT_TOKEN_USER: &str = "x-access-token";
-/// A password file holds one line; anything larger is not one.
-const PASSWORD_FILE_LIMIT: u64 = 4096;
 
 /// Every secret variable imgpack reads: removed from its environment at start-up.
 const SECRET_ENVS: [&str; 3] = [PASSWORD_ENVS[0], PASSWORD_ENVS[1], GIT_TOKEN_ENV];
@@ -175,39 +171,12 @@ fn forbid_inspection() {
 /// The password in `path` (`--sign-password-file`, `sign_password_file`):
 /// a regular file of at most 4 KiB, its one trailing newline removed.
 pub fn read_password_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
-    let cannot = || format!("cannot read the password file {} ({what})", path.display());
-    // O_NONBLOCK: opening a FIFO must not wait for a writer before it is refused.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .with_context(cannot)?;
-    let metadata = file.metadata().with_context(cannot)?;
-    if !metadata.is_file() {
-        bail!(
-            "the password file {} ({what}) is not a regular file: give the file that holds the \
-             password",
-            path.display()
-        );
-    }
-    if metadata.len() > PASSWORD_FILE_LIMIT {
-        bail!(
-            "the password file {} ({what}) is larger than {PASSWORD_FILE_LIMIT} bytes: it must \
-             hold the password only",
-            path.display()
-        );
-    }
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.take(PASSWORD_FILE_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .with_context(cannot)?;
-    if bytes.len() as u64 > PASSWORD_FILE_LIMIT {
-        bail!(
-            "the password file {} ({what}) is larger than {PASSWORD_FILE_LIMIT} bytes: it must \
-             hold the password only",
-            path.display()
-        );
-    }
+    // The one bounded reader of local files: a FIFO, a directory or a large
+    // file is refused before anything is read.
+    let bytes = Zeroizing::new(
+        imgpack_blob::read_local_file(path, &imgpack_blob::local_file::PASSWORD_FILE)
+            .map_err(|err| anyhow::anyhow!("the password file ({what}): {err}"))?,
+    );
     let mut end = bytes.len();
     if bytes[..end].ends_with(b"\n") {
         end -= 1;
@@ -271,7 +240,7 @@ mod tests {
         std::fs::write(&file, "x".repeat(5000)).unwrap();
         let err = read_password_file(&file, "--sign-password-file").unwrap_err();
         assert!(
-            format!("{err:#}").contains("larger than 4096 bytes"),
+            format!("{err:#}").contains("more than the 4 KiB"),
             "{err:#}"
         );
         let err = read_password_file(dir.path(), "--sign-password-file").unwrap_err();
