@@ -408,15 +408,10 @@ impl Config {
         set(&mut args.base, &s.base);
         set_list(&mut args.platforms, &s.platforms);
         set(&mut args.from_file.repository, &s.repository);
-        // Like --tag, `tags` without a push would do nothing: refused the same way.
+        // `tags` configure pushes; a build that does not push leaves them unused
+        // (unlike --tag, which was typed for this run).
         if args.push.is_some() {
             set_list(&mut args.push_flags.tags, &s.tags);
-        } else if s.tags.as_ref().is_some_and(|tags| !tags.is_empty()) {
-            bail!(
-                "{} applies to a push, like --tag: add --push (to `repository`/NAME or \
-                 $IMGPACK_REPO/NAME) or --push REGISTRY/REPOSITORY:TAG",
-                self.locate("tags")
-            );
         }
         // Compiler settings matter only to a compiled project: the file may set
         // them for other builds without making this one an error.
@@ -429,8 +424,16 @@ impl Config {
         set_list(&mut args.label, &pairs(&s.labels));
         set_list(&mut args.annotation, &pairs(&s.annotations));
         set(&mut args.format, &s.format);
+        // A level set beside another algorithm than the one chosen (`--compression gzip`
+        // over the file's zstd and its level 10) belonged to that algorithm: it is dropped.
+        let level_fits = match (&args.compression, &s.compression) {
+            (Some(chosen), Some(own)) => chosen.eq_ignore_ascii_case(own),
+            _ => true,
+        };
         set(&mut args.compression, &s.compression);
-        set(&mut args.compression_level, &s.compression_level);
+        if level_fits {
+            set(&mut args.compression_level, &s.compression_level);
+        }
         set(&mut args.sbom, &s.sbom);
         set(&mut args.provenance, &s.provenance);
         set(&mut args.ca_certs, &s.ca_certs);
@@ -616,13 +619,10 @@ mod tests {
         let text = "tags = [\"v1\"]\nlang = \"rust\"\n[rust]\nbin = \"server\"\n";
         let (_dir, config) = load_text(text);
         let config = config.unwrap().unwrap();
-        let err = config
-            .builds(&cli(&["--output", "oci:x"]))
-            .expect_err("tags without a push are refused, as --tag is");
+        let unpushed = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
         assert!(
-            err.to_string()
-                .contains("imgpack.toml:1: key `tags` applies to a push, like --tag: add --push"),
-            "{err}"
+            unpushed.push_flags.tags.is_empty(),
+            "tags configure pushes and do not block other outputs"
         );
         let plain = &config
             .builds(&cli(&["--output", "oci:x", "--push", "r/a"]))
@@ -637,6 +637,30 @@ mod tests {
             prebuilt.bin.is_none() && prebuilt.lang.is_none(),
             "compiler settings with --binary"
         );
+    }
+
+    #[test]
+    fn a_level_set_for_another_algorithm_than_the_flags_is_dropped() {
+        let (_dir, config) = load_text("compression = \"zstd\"\ncompression_level = 10\n");
+        let config = config.unwrap().unwrap();
+        let gzip = &config
+            .builds(&cli(&["--output", "oci:x", "--compression", "gzip"]))
+            .unwrap()[0];
+        assert_eq!(gzip.compression.as_deref(), Some("gzip"));
+        assert_eq!(gzip.compression_level, None, "zstd's level left with zstd");
+        let zstd = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
+        assert_eq!(zstd.compression_level, Some(10));
+        let both = &config
+            .builds(&cli(&[
+                "--output",
+                "oci:x",
+                "--compression",
+                "gzip",
+                "--compression-level",
+                "9",
+            ]))
+            .unwrap()[0];
+        assert_eq!(both.compression_level, Some(9));
     }
 
     #[test]
