@@ -398,10 +398,15 @@ impl Config {
             .clone()
             .or_else(|| s.path.clone().map(|p| vec![p]))
             .unwrap_or_default();
-        if args.source.is_none() && args.binaries.is_empty() {
-            if let Some((first, more)) = paths.split_first() {
+        if let Some((first, more)) = paths.split_first() {
+            let more: Vec<PathBuf> = more.iter().map(|p| self.dir().join(p)).collect();
+            if args.source.is_none() && args.binaries.is_empty() {
                 args.source = Some(self.dir().join(first));
-                args.from_file.more_paths = more.iter().map(|p| self.dir().join(p)).collect();
+                args.from_file.more_paths = more;
+            } else if args.from_file.more_paths.is_empty() && self.names_first(args, first) {
+                // `imgpack build cmd/worker` and `imgpack://./cmd/worker` build the
+                // entry's whole image, as `imgpack build --push` does.
+                args.from_file.more_paths = more;
             }
         }
         set(&mut args.name, &s.name);
@@ -467,6 +472,12 @@ impl Config {
             set(&mut args.profile, &rust.profile);
         }
         Ok(())
+    }
+
+    /// Whether the project given on the command line is `first`, the first of a section's paths.
+    fn names_first(&self, args: &BuildArgs, first: &str) -> bool {
+        let given = args.source.as_ref().and_then(|p| p.canonicalize().ok());
+        given.is_some() && given == self.dir().join(first).canonicalize().ok()
     }
 
     fn fill_files(&self, args: &mut BuildArgs, s: &Section) -> Result<()> {

@@ -26,7 +26,9 @@ pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<Staging>> {
     let limits = limits()?;
     // A staging directory: removed at the end, on a signal, or by the next run after a kill.
     let dir = crate::staging::create(args.tmpdir.as_deref())?;
-    let checkout = imgpack_git::fetch(&source, &dir.path().join("src"), limits)?;
+    // Named as `git clone URL` names it: a Go binary takes its directory's name.
+    let clone_dir = dir.path().join(source.clone_dir_name());
+    let checkout = imgpack_git::fetch(&source, &clone_dir, limits)?;
     if !args.quiet {
         eprintln!(
             "imgpack: checked out {source} at {}{} ({} KiB)",
