@@ -32,10 +32,12 @@ pub fn run(args: &[String]) -> Result<()> {
         let name = format!("imgpack-bench-load-{}-{run}", std::process::id());
         let archive = temp.0.join(format!("image-{run}.tar"));
         let result = (|| -> Result<()> {
-            let build = time(build(&imgpack, &binary, &temp.0, run, "a").arg(format!(
-                "--output=docker-archive:{}:{name}:a",
-                archive.display()
-            )))?;
+            let build = time(
+                imgpack_build(&imgpack, &binary, &temp.0, run, "a").arg(format!(
+                    "--output=docker-archive:{}:{name}:a",
+                    archive.display()
+                )),
+            )?;
             let load = time(
                 Command::new("docker")
                     .args(["load", "-q", "-i"])
@@ -45,7 +47,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 .runs
                 .push(vec![("build", build), ("docker load", load)]);
             let direct = time(
-                build(&imgpack, &binary, &temp.0, run, "d")
+                imgpack_build(&imgpack, &binary, &temp.0, run, "d")
                     .arg(format!("--output=docker:{name}:d")),
             )?;
             daemon_route.runs.push(vec![("build and load", direct)]);
@@ -93,7 +95,7 @@ pub fn run(args: &[String]) -> Result<()> {
 }
 
 /// `imgpack build` of the binary with a layer cache of its own for this run and route.
-fn build(imgpack: &Path, binary: &Path, temp: &Path, run: usize, route: &str) -> Command {
+fn imgpack_build(imgpack: &Path, binary: &Path, temp: &Path, run: usize, route: &str) -> Command {
     let cache = temp.join(format!("cache-{route}-{run}"));
     let mut command = Command::new(imgpack);
     command
