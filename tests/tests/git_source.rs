@@ -150,9 +150,15 @@ fn a_root_module_is_named_after_the_repository_as_a_clone_is() {
     let url = format!("file://{}", d.join("srv/hello-svc.git").display());
 
     git(d, &["clone", "-q", &url]);
-    let cloned = printed_digest(&run_expect(&mut go_build(d, "./hello-svc", "clone"), true));
+    // Staging under the test's own directory: nothing else on the machine tidies it.
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let cloned = printed_digest(&run_expect(
+        go_build(d, "./hello-svc", "clone").env("TMPDIR", &tmp),
+        true,
+    ));
     let fetched = printed_digest(&run_expect(
-        &mut go_build(d, &format!("git+{url}@{commit}"), "git"),
+        go_build(d, &format!("git+{url}@{commit}"), "git").env("TMPDIR", &tmp),
         true,
     ));
     assert_eq!(fetched, cloned, "git+URL@REV and a clone give one image");
