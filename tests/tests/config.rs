@@ -269,46 +269,96 @@ fn a_bad_config_file_is_one_line_naming_file_line_and_key() {
 }
 
 #[test]
-fn tags_in_the_file_without_a_push_are_refused_like_tag() {
+fn tags_in_the_file_configure_pushes_and_do_not_block_other_outputs() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write_static_elf(&root.join("api"), Arch::Amd64, b"code");
-    let refused = |args: &[&str]| {
-        let output = run_expect(
+    let build = |args: &[&str], success: bool| {
+        run_expect(
             imgpack()
                 .current_dir(root)
                 .args([
                     "build",
+                    "-q",
                     "--binary",
                     "linux/amd64=api",
                     "--output",
-                    "oci:out",
+                    "oci:out:v1",
                 ])
                 .args(args),
-            false,
-        );
-        assert_eq!(output.status.code(), Some(1));
-        let err = stderr(&output);
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        err
+            success,
+        )
     };
-    let flag = refused(&["--tag", "v1"]);
+    // The flag was typed for this run: without a push it would do nothing.
+    let flag = stderr(&build(&["--tag", "v1"], false));
     assert!(
         flag.contains("--tag applies to a push: add --push"),
         "{flag}"
-    );
-    std::fs::write(
-        root.join("imgpack.toml"),
-        "user = \"1000\"\ntags = [\"{git_short_sha}\", \"latest\"]\n",
-    )
-    .unwrap();
-    let file = refused(&[]);
-    assert!(
-        file.contains("imgpack.toml:2: key `tags` applies to a push, like --tag: add --push"),
-        "{file}"
     );
     assert!(
         !root.join("out").exists(),
         "a refused build wrote its output"
     );
+    // The file's tags (and compiler settings, which prebuilt binaries do not use) are left unused.
+    std::fs::write(
+        root.join("imgpack.toml"),
+        "user = \"1000\"\ntags = [\"{git_short_sha}\", \"latest\"]\nlang = \"go\"\n\
+         [go]\nldflags = \"-X main.v=1\"\n[rust]\nprofile = \"dev\"\n",
+    )
+    .unwrap();
+    build(&[], true);
+    let layout = Layout::new(root.join("out"));
+    let index = layout.index();
+    let tags: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["annotations"]["org.opencontainers.image.ref.name"].as_str())
+        .collect();
+    assert_eq!(tags, ["v1"], "only the output's tag");
+}
+
+/// `--compression gzip` over the file's zstd and its level: the level went with zstd.
+#[test]
+fn a_flags_algorithm_drops_the_files_level_for_the_other_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write_static_elf(&root.join("api"), Arch::Amd64, b"code");
+    std::fs::write(
+        root.join("imgpack.toml"),
+        "compression = \"zstd\"\ncompression_level = 10\n",
+    )
+    .unwrap();
+    let build = |args: &[&str]| {
+        run_expect(
+            imgpack()
+                .current_dir(root)
+                .args([
+                    "build",
+                    "-q",
+                    "--binary",
+                    "linux/amd64=api",
+                    "--output",
+                    "oci:out:v1",
+                ])
+                .args(args),
+            true,
+        )
+    };
+    let gzip = printed_digest(&build(&["--compression", "gzip"]));
+    let plain_gzip = printed_digest(&build(&[
+        "--compression",
+        "gzip",
+        "--compression-level",
+        "6",
+    ]));
+    assert_eq!(gzip, plain_gzip, "gzip at its default level 6");
+    let zstd = printed_digest(&build(&[]));
+    let zstd_10 = printed_digest(&build(&[
+        "--compression",
+        "zstd",
+        "--compression-level",
+        "10",
+    ]));
+    assert_eq!(zstd, zstd_10, "the file's own algorithm keeps its level");
 }

@@ -196,3 +196,136 @@ fn docker_pulls_each_platform_of_a_pushed_index_and_runs_amd64() {
     assert_eq!(image["Architecture"], "arm64");
     assert_eq!(image["Id"], config_of("arm64"));
 }
+
+#[test]
+fn output_docker_loads_the_daemons_platform_of_a_two_platform_build_and_it_runs() {
+    if !ready() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let mut images = Images::default();
+    let name = images.add(format!("{}:v1", unique("daemon")));
+    let digest = build_rust_hello(
+        w,
+        "linux/arm64,linux/amd64",
+        &[
+            "--output",
+            &format!("docker:{name}"),
+            "--output",
+            "oci:layout:v1",
+        ],
+    );
+    assert!(digest.starts_with("sha256:"), "{digest}");
+    let image = inspect(&name);
+    let configs = config_digests(&Layout::new(w.join("layout")), "v1");
+    let amd64 = configs.iter().find(|(arch, _)| arch == "amd64").unwrap();
+    assert_eq!(
+        image["Id"], amd64.1,
+        "the daemon's platform (amd64) was loaded, and its image ID is imgpack's config digest"
+    );
+    assert_eq!(image["Architecture"], "amd64");
+    run_and_check(&name, "docker: output under docker run");
+
+    // The alias, with DOCKER_HOST naming the same socket, and the default tag.
+    let alias = unique("alias");
+    images.add(format!("{alias}:latest"));
+    let project = w.join("rust-hello");
+    run_expect(
+        imgpack()
+            .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+            .args(["build", "-q", "--platform", "linux/amd64"])
+            .arg(&project)
+            .args(["--output", &format!("docker-daemon:{alias}")]),
+        true,
+    );
+    assert_eq!(inspect(&format!("{alias}:latest"))["Id"], amd64.1);
+}
+
+/// One clear line, exit 1, before anything is compiled (a compile would print
+/// go's lines, and take seconds).
+fn refused_before_work(env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut command = imgpack();
+    command
+        .arg("build")
+        .arg(workspace_root().join("fixtures/go-hello"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOPROXY", "off")
+        .args(args);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = run_expect(&mut command, false);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(output.stdout.is_empty());
+    stderr
+}
+
+#[test]
+fn output_docker_refuses_what_the_daemon_cannot_take_before_any_work() {
+    if !docker_available() {
+        return;
+    }
+    let err = refused_before_work(
+        &[("DOCKER_HOST", "tcp://user:hunter2@10.0.0.1:2376")],
+        &["--output", "docker:x"],
+    );
+    assert!(
+        err.contains("DOCKER_HOST is a tcp:// address") && !err.contains("hunter2"),
+        "{err}"
+    );
+    let err = refused_before_work(
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+        &["--output", "docker:x"],
+    );
+    assert!(
+        err.contains("cannot reach the Docker daemon at /nonexistent/docker.sock")
+            && err.contains("start Docker"),
+        "{err}"
+    );
+    let err = refused_before_work(&[], &["--platform", "linux/arm64", "--output", "docker:x"]);
+    assert!(
+        err.contains("the Docker daemon runs linux/amd64 but the image is for linux/arm64: add --platform linux/amd64"),
+        "{err}"
+    );
+    let err = refused_before_work(&[], &["--output", "docker:Bad"]);
+    assert!(err.contains("bad image name 'Bad'"), "{err}");
+}
+
+#[test]
+fn output_docker_refuses_zstd_layers_on_an_engine_before_23() {
+    if !ready() {
+        return;
+    }
+    let version = docker_stdout(&["version", "--format", "{{.Server.Version}}"]);
+    let major: u32 = version.split('.').next().unwrap().parse().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let project = w.join("rust-hello");
+    copy_project(&workspace_root().join("fixtures/rust-hello"), &project);
+    let mut images = Images::default();
+    let name = images.add(format!("{}:v1", unique("zstd")));
+    let output = run_expect(
+        imgpack()
+            .args(["build", "-q", "--platform", "linux/amd64"])
+            .arg(&project)
+            .args([
+                "--compression",
+                "zstd",
+                "--output",
+                &format!("docker:{name}"),
+            ]),
+        major >= 23,
+    );
+    if major < 23 {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(&format!("Docker Engine {version} cannot read zstd layers"))
+                && stderr.contains("--compression gzip"),
+            "{stderr}"
+        );
+        let listed = docker_stdout(&["images", "--quiet", &name]);
+        assert!(listed.is_empty(), "nothing loaded: {listed}");
+    }
+}

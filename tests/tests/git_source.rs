@@ -130,6 +130,44 @@ fn a_git_source_builds_the_image_of_a_local_clone() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
 
+/// A repository with the Go module at its root: the binary is named after the
+/// directory, so the checkout must be named as `git clone URL` names it.
+#[test]
+fn a_root_module_is_named_after_the_repository_as_a_clone_is() {
+    if !have_tool("go") || !have_tool("git") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let work = d.join("work");
+    copy_project(&workspace_root().join("fixtures/go-hello"), &work);
+    git(&work, &["init", "-q"]);
+    git(&work, &["add", "-A"]);
+    git(&work, &["commit", "-q", "-m", "hello"]);
+    let commit = git(&work, &["rev-parse", "HEAD"]);
+    std::fs::create_dir(d.join("srv")).unwrap();
+    git(d, &["clone", "-q", "--bare", "work", "srv/hello-svc.git"]);
+    let url = format!("file://{}", d.join("srv/hello-svc.git").display());
+
+    git(d, &["clone", "-q", &url]);
+    // Staging under the test's own directory: nothing else on the machine tidies it.
+    let tmp = d.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let cloned = printed_digest(&run_expect(
+        go_build(d, "./hello-svc", "clone").env("TMPDIR", &tmp),
+        true,
+    ));
+    let fetched = printed_digest(&run_expect(
+        go_build(d, &format!("git+{url}@{commit}"), "git").env("TMPDIR", &tmp),
+        true,
+    ));
+    assert_eq!(fetched, cloned, "git+URL@REV and a clone give one image");
+    let layout = Layout::new(d.join("git"));
+    let manifest = layout.json(layout.entry("v1")["digest"].as_str().unwrap());
+    let config = layout.json(manifest["config"]["digest"].as_str().unwrap());
+    assert_eq!(config["config"]["Entrypoint"][0], "/app/hello-svc");
+}
+
 fn annotations_of(dir: &Path, out: &str) -> String {
     annotations(dir, out)["org.opencontainers.image.revision"]
         .as_str()

@@ -217,3 +217,72 @@ fn resolve_errors_are_clear() {
         "{err}"
     );
 }
+
+/// An `[[image]]` entry with `paths`: `imgpack://./cmd/worker` (its first
+/// path) builds that entry's two-binary image, the one `imgpack build --push`
+/// pushes under the same tag, not a one-binary image over it.
+#[test]
+fn a_reference_to_an_entrys_first_path_builds_the_entrys_image() {
+    if !have_tool("go") {
+        return;
+    }
+    let Some(registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("go.mod"), "module example.com/team\n\ngo 1.19\n").unwrap();
+    for package in ["cmd/worker", "cmd/migrate"] {
+        std::fs::create_dir_all(root.join(package)).unwrap();
+        std::fs::copy(
+            workspace_root().join("fixtures/go-hello/main.go"),
+            root.join(package).join("main.go"),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        root.join("imgpack.toml"),
+        "platforms = [\"linux/amd64\"]\n[[image]]\nname = \"worker\"\npaths = [\"cmd/worker\", \"cmd/migrate\"]\n",
+    )
+    .unwrap();
+    let repo = format!("{}/team", registry.host());
+    let go_env = |command: &mut Command| {
+        command
+            .current_dir(root)
+            .env("IMGPACK_REPO", &repo)
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOPROXY", "off")
+            .env("GOTOOLCHAIN", "local");
+    };
+    let mut build = imgpack();
+    go_env(&mut build);
+    let pushed = run_expect(build.args(["build", "-q", "--push"]), true);
+    let pushed = String::from_utf8(pushed.stdout).unwrap().trim().to_owned();
+    assert!(
+        pushed.starts_with(&format!("{repo}/worker@sha256:")),
+        "{pushed}"
+    );
+
+    let mut resolve = imgpack();
+    go_env(&mut resolve);
+    let mut child = resolve
+        .args(["resolve", "-q", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"image: imgpack://./cmd/worker\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("image: {pushed}\n"),
+        "resolve built the entry's two-binary image, the digest build --push gave"
+    );
+}

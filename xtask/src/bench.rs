@@ -8,6 +8,7 @@
 //!
 //! `cargo xtask bench push [--size-mb N] [--runs N]`: see `bench_push`.
 //! `cargo xtask bench docker [--size-mb N] [--runs N]`: see `bench_docker`.
+//! `cargo xtask bench load [--size-mb N] [--runs N]`: see `bench_load`.
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -63,6 +64,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("push") => crate::bench_push::run(&args[1..]),
         Some("docker") => crate::bench_docker::run(&args[1..]),
+        Some("load") => crate::bench_load::run(&args[1..]),
         Some("assemble") => run_assemble(&args[1..]),
         _ => crate::bench_suite::run(args),
     }

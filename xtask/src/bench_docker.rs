@@ -22,14 +22,14 @@ use crate::bench::{self, TempDir};
 const APP: &str = "bench-app";
 
 /// Wall-clock seconds of the runs of one route, split into its steps.
-struct Route {
-    name: &'static str,
+pub(crate) struct Route {
+    pub(crate) name: &'static str,
     /// Per run: (step name, seconds) in order.
-    runs: Vec<Vec<(&'static str, f64)>>,
+    pub(crate) runs: Vec<Vec<(&'static str, f64)>>,
 }
 
 impl Route {
-    fn new(name: &'static str) -> Self {
+    pub(crate) fn new(name: &'static str) -> Self {
         Self {
             name,
             runs: Vec::new(),
@@ -44,7 +44,7 @@ impl Route {
     }
 
     /// The median over the runs of one step, or of the whole route for None.
-    fn median(&self, step: Option<&str>) -> f64 {
+    pub(crate) fn median(&self, step: Option<&str>) -> f64 {
         let values: Vec<f64> = match step {
             None => self.totals(),
             Some(name) => self
@@ -146,7 +146,7 @@ fn time_dockerfile_route(
 }
 
 /// Runs `command` (output captured) and returns its wall time; fails with its stderr.
-fn time(command: &mut Command) -> Result<f64> {
+pub(crate) fn time(command: &mut Command) -> Result<f64> {
     command.stdin(Stdio::null());
     let start = Instant::now();
     let output = command

@@ -7,6 +7,7 @@
 
 mod bench;
 mod bench_docker;
+mod bench_load;
 mod bench_push;
 mod bench_suite;
 mod builder_image;

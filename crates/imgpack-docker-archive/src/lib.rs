@@ -1,15 +1,19 @@
 //! `docker-archive:FILE[:NAME:TAG]`: the tarball that `docker load` and
 //! `podman load` accept: `manifest.json`, the config and the layers. It holds
-//! one platform, like `docker save`.
+//! one platform, like `docker save`. `docker:NAME[:TAG]` streams the same
+//! tarball into the local Docker Engine (the `daemon` module).
 //!
 //! Layers are stored compressed, as they are in the image (both `docker load`
 //! and containers/image decompress them); files are named
 //! `blobs/sha256/<hex>` as Docker 25's `docker save` names them.
 
+mod daemon;
+
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use imgpack_image::{validate_tag, Image, Sink};
+use imgpack_image::{validate_tag, BlobRef, Image, PlatformManifest, Sink};
 use imgpack_layout::{append_bytes, append_file, write_tar_atomically};
 use serde_json::json;
 
@@ -55,6 +59,8 @@ fn split_file(spec: &str) -> (&str, Option<&str>) {
     }
 }
 
+pub use daemon::DockerDaemonSink;
+
 /// `api` → `api:latest`; checks the name and tag like `docker tag` would.
 fn normalise_reference(reference: &str) -> Result<String> {
     let (name, tag) = match reference.rsplit_once(':') {
@@ -75,7 +81,7 @@ fn normalise_reference(reference: &str) -> Result<String> {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || allowed.contains(c))
     });
     if !name_ok {
-        bail!("bad image name '{name}' in docker-archive: use lowercase letters, digits, '.', '_', '-' and '/'");
+        bail!("bad image name '{name}': use lowercase letters, digits, '.', '_', '-' and '/'");
     }
     validate_tag(tag)?;
     Ok(format!("{name}:{tag}"))
@@ -105,25 +111,35 @@ impl Sink for DockerArchiveSink {
                 platforms.join(", ")
             );
         };
-        let blob_path =
-            |digest: &imgpack_image::BlobRef| format!("blobs/sha256/{}", digest.digest().hex());
-        let repo_tags: Vec<&str> = self.reference.iter().map(String::as_str).collect();
-        let manifest_json = serde_json::to_vec(&json!([{
-            "Config": blob_path(&manifest.config),
-            "RepoTags": repo_tags,
-            "Layers": manifest.layers.iter().map(blob_path).collect::<Vec<_>>(),
-        }]))?;
         write_tar_atomically(&self.file, |tar| {
-            let mut written = std::collections::HashSet::new();
-            for blob in manifest.layers.iter().chain([&manifest.config]) {
-                if written.insert(blob.digest().clone()) {
-                    let file = image.store.open_blob(blob.digest())?;
-                    append_file(tar, &blob_path(blob), blob.blob.size, file)?;
-                }
-            }
-            append_bytes(tar, "manifest.json", &manifest_json)
+            append_archive(tar, image, manifest, self.reference.as_deref())
         })
     }
+}
+
+/// Appends the docker-archive of one platform's manifest to `tar`: the
+/// layers and config, streamed from the store, then `manifest.json` naming
+/// `reference` (if any) in RepoTags.
+pub(crate) fn append_archive<W: Write>(
+    tar: &mut tar::Builder<W>,
+    image: &Image,
+    manifest: &PlatformManifest,
+    reference: Option<&str>,
+) -> Result<()> {
+    let blob_path = |blob: &BlobRef| format!("blobs/sha256/{}", blob.digest().hex());
+    let manifest_json = serde_json::to_vec(&json!([{
+        "Config": blob_path(&manifest.config),
+        "RepoTags": reference.into_iter().collect::<Vec<_>>(),
+        "Layers": manifest.layers.iter().map(blob_path).collect::<Vec<_>>(),
+    }]))?;
+    let mut written = std::collections::HashSet::new();
+    for blob in manifest.layers.iter().chain([&manifest.config]) {
+        if written.insert(blob.digest().clone()) {
+            let file = image.store.open_blob(blob.digest())?;
+            append_file(tar, &blob_path(blob), blob.blob.size, file)?;
+        }
+    }
+    append_bytes(tar, "manifest.json", &manifest_json)
 }
 
 #[cfg(test)]

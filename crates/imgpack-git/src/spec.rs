@@ -89,6 +89,24 @@ impl GitSource {
         strip_userinfo(&self.url).into_owned()
     }
 
+    /// The directory `git clone URL` would create: the URL's last path element
+    /// without `.git` (`https://h/team/api.git` → `api`); `repository` when
+    /// the URL ends in nothing usable. A Go binary is named after its
+    /// directory, so a build from this source and a build of a clone agree.
+    pub fn clone_dir_name(&self) -> String {
+        let url = self.public_url();
+        let path = url.trim_end_matches('/');
+        let last = path.rsplit(['/', ':']).next().unwrap_or_default();
+        let name = last.strip_suffix(".git").unwrap_or(last);
+        let usable =
+            !name.is_empty() && name != "." && name != ".." && !name.contains(['\\', '\0']);
+        if usable {
+            name.to_owned()
+        } else {
+            "repository".to_owned()
+        }
+    }
+
     /// The URL as given, credentials included: only to connect with.
     pub(crate) fn connect_url(&self) -> &str {
         &self.url
@@ -217,6 +235,20 @@ mod tests {
 
     fn error(text: &str) -> String {
         GitSource::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_checkout_is_named_as_git_clone_names_it() {
+        let name = |text: &str| parse(text).clone_dir_name();
+        assert_eq!(
+            name("git+https://ci:tok@git.example/team/api.git@v1#cmd/x"),
+            "api"
+        );
+        assert_eq!(name("git+https://git.example/team/api@v1"), "api");
+        assert_eq!(name("git+file:///srv/git/hello-go.git/"), "hello-go");
+        assert_eq!(name("git+git@git.example:api.git"), "api");
+        assert_eq!(name("git+ssh://git@git.example/team/a.b.git@main"), "a.b");
+        assert_eq!(name("git+file:///srv/.git"), "repository");
     }
 
     #[test]

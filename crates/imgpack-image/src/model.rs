@@ -104,6 +104,13 @@ pub trait Sink: Send + Sync {
         Ok(())
     }
 
+    /// Checks, before any work, that the sink can take an image of these
+    /// platforms (a Docker daemon loads only its own).
+    fn check_platforms(&self, platforms: &[Platform]) -> Result<()> {
+        let _ = platforms;
+        Ok(())
+    }
+
     /// Called once before the image's blobs are written into `store`: a sink
     /// that can take blobs while they are still being written (a registry
     /// uploads a layer while it is compressed) starts following the store

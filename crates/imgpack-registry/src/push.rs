@@ -140,10 +140,20 @@ pub(crate) async fn push_after(
                 "attached {} referrers (referrers API)",
                 image.referrers.len()
             )),
-            Some(crate::ReferrersSupport::TagFallback) => reporter.line(&format!(
-                "attached {} referrers (sha256-<digest> referrers tags)",
-                image.referrers.len()
-            )),
+            Some(crate::ReferrersSupport::TagFallback) => {
+                let mut tags: Vec<String> = Vec::new();
+                for referrer in &image.referrers {
+                    let tag = imgpack_image::referrers_tag(referrer.subject.digest());
+                    if !tags.contains(&tag) {
+                        tags.push(tag);
+                    }
+                }
+                reporter.line(&format!(
+                    "attached {} referrers (referrers tags {})",
+                    image.referrers.len(),
+                    tags.join(", ")
+                ))
+            }
             None => {}
         }
     }

@@ -347,7 +347,8 @@ pub struct BuildArgs {
     pub profile: Option<String>,
 
     /// Where to write the image (repeatable): oci:DIR[:TAG], oci-archive:FILE[:TAG],
-    /// docker-archive:FILE[:NAME[:TAG]].
+    /// docker-archive:FILE[:NAME[:TAG]], or docker:NAME[:TAG] to load it into the local
+    /// Docker Engine.
     #[arg(
         long = "output",
         short = 'o',

@@ -492,25 +492,25 @@ impl Config {
             .clone()
             .or_else(|| s.path.clone().map(|p| vec![p]))
             .unwrap_or_default();
-        if args.source.is_none() && args.binaries.is_empty() {
-            if let Some((first, more)) = paths.split_first() {
+        if let Some((first, more)) = paths.split_first() {
+            let more: Vec<PathBuf> = more.iter().map(|p| self.dir().join(p)).collect();
+            if args.source.is_none() && args.binaries.is_empty() {
                 args.source = Some(self.dir().join(first));
-                args.from_file.more_paths = more.iter().map(|p| self.dir().join(p)).collect();
+                args.from_file.more_paths = more;
+            } else if args.from_file.more_paths.is_empty() && self.names_first(args, first) {
+                // `imgpack build cmd/worker` and `imgpack://./cmd/worker` build the
+                // entry's whole image, as `imgpack build --push` does.
+                args.from_file.more_paths = more;
             }
         }
         set(&mut args.name, &s.name);
         set(&mut args.base, &s.base);
         set_list(&mut args.platforms, &s.platforms);
         set(&mut args.from_file.repository, &s.repository);
-        // Like --tag, `tags` without a push would do nothing: refused the same way.
+        // `tags` configure pushes; a build that does not push leaves them unused
+        // (unlike --tag, which was typed for this run).
         if args.push.is_some() {
             set_list(&mut args.push_flags.tags, &s.tags);
-        } else if s.tags.as_ref().is_some_and(|tags| !tags.is_empty()) {
-            bail!(
-                "{} applies to a push, like --tag: add --push (to `repository`/NAME or \
-                 $IMGPACK_REPO/NAME) or --push REGISTRY/REPOSITORY:TAG",
-                self.locate("tags")
-            );
         }
         // Compiler settings matter only to a compiled project: the file may set
         // them for other builds without making this one an error.
@@ -523,8 +523,16 @@ impl Config {
         set_list(&mut args.label, &pairs(&s.labels));
         set_list(&mut args.annotation, &pairs(&s.annotations));
         set(&mut args.format, &s.format);
+        // A level set beside another algorithm than the one chosen (`--compression gzip`
+        // over the file's zstd and its level 10) belonged to that algorithm: it is dropped.
+        let level_fits = match (&args.compression, &s.compression) {
+            (Some(chosen), Some(own)) => chosen.eq_ignore_ascii_case(own),
+            _ => true,
+        };
         set(&mut args.compression, &s.compression);
-        set(&mut args.compression_level, &s.compression_level);
+        if level_fits {
+            set(&mut args.compression_level, &s.compression_level);
+        }
         set(&mut args.sbom, &s.sbom);
         set(&mut args.provenance, &s.provenance);
         set(&mut args.ca_certs, &s.ca_certs);
@@ -564,6 +572,12 @@ impl Config {
             set(&mut args.profile, &rust.profile);
         }
         Ok(())
+    }
+
+    /// Whether the project given on the command line is `first`, the first of a section's paths.
+    fn names_first(&self, args: &BuildArgs, first: &str) -> bool {
+        let given = args.source.as_ref().and_then(|p| p.canonicalize().ok());
+        given.is_some() && given == self.dir().join(first).canonicalize().ok()
     }
 
     fn fill_files(&self, args: &mut BuildArgs, s: &Section) -> Result<()> {
@@ -753,13 +767,10 @@ mod tests {
         let text = "tags = [\"v1\"]\nlang = \"rust\"\n[rust]\nbin = \"server\"\n";
         let (_dir, config) = load_text(text);
         let config = config.unwrap().unwrap();
-        let err = config
-            .builds(&cli(&["--output", "oci:x"]))
-            .expect_err("tags without a push are refused, as --tag is");
+        let unpushed = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
         assert!(
-            err.to_string()
-                .contains("imgpack.toml:1: key `tags` applies to a push, like --tag: add --push"),
-            "{err}"
+            unpushed.push_flags.tags.is_empty(),
+            "tags configure pushes and do not block other outputs"
         );
         let plain = &config
             .builds(&cli(&["--output", "oci:x", "--push", "r/a"]))
@@ -774,6 +785,30 @@ mod tests {
             prebuilt.bin.is_none() && prebuilt.lang.is_none(),
             "compiler settings with --binary"
         );
+    }
+
+    #[test]
+    fn a_level_set_for_another_algorithm_than_the_flags_is_dropped() {
+        let (_dir, config) = load_text("compression = \"zstd\"\ncompression_level = 10\n");
+        let config = config.unwrap().unwrap();
+        let gzip = &config
+            .builds(&cli(&["--output", "oci:x", "--compression", "gzip"]))
+            .unwrap()[0];
+        assert_eq!(gzip.compression.as_deref(), Some("gzip"));
+        assert_eq!(gzip.compression_level, None, "zstd's level left with zstd");
+        let zstd = &config.builds(&cli(&["--output", "oci:x"])).unwrap()[0];
+        assert_eq!(zstd.compression_level, Some(10));
+        let both = &config
+            .builds(&cli(&[
+                "--output",
+                "oci:x",
+                "--compression",
+                "gzip",
+                "--compression-level",
+                "9",
+            ]))
+            .unwrap()[0];
+        assert_eq!(both.compression_level, Some(9));
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub(crate) fn check_out(args: &mut BuildArgs) -> Result<Option<(Staging, String)
     // A staging directory: removed at the end, on a signal, or by the next run after a kill.
     let dir = crate::staging::create(args.tmpdir.as_deref())?;
     let auth = crate::secrets::get().git_auth(args.url_origin)?;
-    let checkout = imgpack_git::fetch(&source, &dir.path().join("src"), limits, &auth)?;
+    // Named as `git clone URL` names it: a Go binary takes its directory's name.
+    let clone_dir = dir.path().join(source.clone_dir_name());
+    let checkout = imgpack_git::fetch(&source, &clone_dir, limits, &auth)?;
     if !args.quiet {
         eprintln!(
             "imgpack: checked out {source} at {}{} ({} KiB)",

@@ -219,6 +219,12 @@ pub(super) fn plan(args: BuildArgs) -> Result<BuildPlan> {
             )
         })
         .transpose()?;
+    for output in &outputs {
+        output
+            .sink
+            .check_platforms(&platforms)
+            .with_context(|| format!("cannot write {}", output.sink.describe()))?;
+    }
     if platforms.len() > 1 {
         if let Some(output) = outputs.iter().find(|o| o.single_platform) {
             let names: Vec<String> = platforms.iter().map(Platform::to_string).collect();
