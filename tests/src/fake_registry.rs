@@ -5,7 +5,9 @@
 //! stops reading uploads, and sends odd `OCI-Chunk-Min-Length` headers. Its [`Quirks`] play
 //! the ways real registries differ from the reference one (challenges only on the ping, no
 //! `Docker-Content-Digest`, no mounts, tags only, no indexes, 200/202/204 for 201/202, no
-//! monolithic PUT, unannounced chunk minimums). Every request is
+//! monolithic PUT, unannounced chunk minimums) and the hosted ones (ECR's and Artifact
+//! Registry's missing repositories, GHCR's 4 MiB request limit, Docker Hub's `OCI-Subject`
+//! without a referrers API, GitLab's digest-like tags). Every request is
 //! recorded with the Authorization it carried. A [`Recorder`] is the "other origin": it records
 //! what reaches it and answers 401 Basic, as a server fishing for credentials would.
 
@@ -80,6 +82,31 @@ pub struct Quirks {
     /// The first manifest PUT by digest is answered 400 DIGEST_INVALID, as
     /// distribution 2.x answers when it reads a layer link another push is rewriting.
     pub racing_link_once: bool,
+    /// This repository does not exist, and the registry does not create it on push.
+    pub missing_repository: Option<(String, Missing)>,
+    /// This repository can be read but not pushed to: writes get Artifact Registry's 403.
+    pub read_only_repository: Option<String>,
+    /// A request body (PATCH or PUT) longer than this is refused with GHCR's 416
+    /// `REQUESTED_RANGE_NOT_SATISFIABLE` "exceeds the maximum permissible limit".
+    pub max_request_body: Option<usize>,
+    /// A manifest PUT with a `subject` is answered with `OCI-Subject`, but there is no
+    /// referrers API (`GET …/referrers/…` answers 404), as Docker Hub does.
+    pub subject_header_without_api: bool,
+    /// `GET …/manifests/sha256-<hex>` of a tag that does not exist serves the manifest
+    /// `sha256:<hex>` itself, as GitLab's registry does.
+    pub digest_tags_resolve: bool,
+}
+
+/// How a registry answers for a repository it does not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// ECR: starting an upload drops the connection without an answer.
+    DropConnection,
+    /// ECR: 404 `NAME_UNKNOWN` "The repository with name … does not exist".
+    NameUnknown,
+    /// Artifact Registry: 403 `DENIED` "Permission … denied on resource … (or it may not exist)",
+    /// for reads and writes alike.
+    PermissionDenied,
 }
 
 /// One request as the fake registry saw it.
@@ -317,7 +344,11 @@ fn serve(tcp: TcpStream, shared: &Shared) -> io::Result<()> {
     if hostility.endless_manifests && method == "GET" && target.contains("/manifests/") {
         return endless(&mut reader);
     }
-    let answer = route(shared, &hostility, &method, &target, body);
+    let answer = match refusal(&hostility.quirks, &method, &target, body.len()) {
+        Some(Refusal::Drop) => return Ok(()),
+        Some(Refusal::Answer(answer)) => answer,
+        None => route(shared, &hostility, &method, &target, body),
+    };
     let headers: Vec<(&str, &str)> = answer
         .headers
         .iter()
@@ -354,6 +385,75 @@ fn answer(status: u16) -> Answer {
         body: Vec::new(),
         length: None,
     }
+}
+
+/// What a quirk says instead of the distribution API.
+enum Refusal {
+    /// Close the connection without a word.
+    Drop,
+    Answer(Answer),
+}
+
+/// An error answer with a distribution-spec error body.
+fn error_answer(status: u16, code: &str, message: &str) -> Answer {
+    let mut a = answer(status);
+    a.headers
+        .push(("Content-Type".into(), "application/json".into()));
+    a.body = serde_json::to_vec(&serde_json::json!({
+        "errors": [{"code": code, "message": message}]
+    }))
+    .unwrap();
+    a
+}
+
+/// The repository a `/v2/<name>/…` target names.
+fn repository_of(target: &str) -> Option<&str> {
+    let path = target.split('?').next()?.strip_prefix("/v2/")?;
+    ["/blobs/", "/manifests/", "/referrers/", "/tags/"]
+        .iter()
+        .find_map(|marker| path.split_once(marker).map(|(name, _)| name))
+}
+
+/// The answer of a registry that does not have the repository, cannot take
+/// the body, or lets it be read only, if one of those quirks applies.
+fn refusal(quirks: &Quirks, method: &str, target: &str, body_len: usize) -> Option<Refusal> {
+    let repository = repository_of(target)?;
+    let write = matches!(method, "POST" | "PATCH" | "PUT" | "DELETE");
+    let gar_denied = |permission: &str| {
+        let message = format!(
+            "Permission \"artifactregistry.repositories.{permission}\" denied on resource \
+             \"projects/fake/locations/local/repositories/{repository}\" (or it may not exist)"
+        );
+        Some(Refusal::Answer(error_answer(403, "DENIED", &message)))
+    };
+    if let Some((missing, how)) = &quirks.missing_repository {
+        if missing == repository {
+            return match how {
+                Missing::DropConnection if method == "POST" => Some(Refusal::Drop),
+                Missing::DropConnection => None,
+                Missing::NameUnknown => {
+                    let message = format!(
+                        "The repository with name '{repository}' does not exist in the registry \
+                         with id '123456789012'"
+                    );
+                    Some(Refusal::Answer(error_answer(404, "NAME_UNKNOWN", &message)))
+                }
+                Missing::PermissionDenied if write => gar_denied("uploadArtifacts"),
+                Missing::PermissionDenied => gar_denied("downloadArtifacts"),
+            };
+        }
+    }
+    if quirks.read_only_repository.as_deref() == Some(repository) && write {
+        return gar_denied("uploadArtifacts");
+    }
+    if quirks.max_request_body.is_some_and(|max| body_len > max) {
+        return Some(Refusal::Answer(error_answer(
+            416,
+            "REQUESTED_RANGE_NOT_SATISFIABLE",
+            "the request body is too large and exceeds the maximum permissible limit of 4.00MiB",
+        )));
+    }
+    None
 }
 
 /// The distribution API, just enough for imgpack and skopeo.
@@ -457,7 +557,7 @@ fn route(
             None => answer(404),
         }
     } else if let Some((repository, subject)) = rest.split_once("/referrers/") {
-        if !hostility.referrers_api || method != "GET" {
+        if !hostility.referrers_api || quirks.subject_header_without_api || method != "GET" {
             return answer(404);
         }
         let key = (repository.to_owned(), subject.to_owned());
@@ -494,7 +594,7 @@ fn route(
                 let digest = Digest::of_bytes(&body).to_string();
                 let subject = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
-                    .filter(|_| hostility.referrers_api)
+                    .filter(|_| hostility.referrers_api || quirks.subject_header_without_api)
                     .and_then(|manifest| {
                         let subject = manifest["subject"]["digest"].as_str()?.to_owned();
                         let descriptor = serde_json::json!({
@@ -529,7 +629,15 @@ fn route(
                 }
                 a
             }
-            _ => match store.manifests.get(&key) {
+            _ => match store.manifests.get(&key).or_else(|| {
+                // GitLab: an absent `sha256-<hex>` tag is read as the digest `sha256:<hex>`.
+                let digest = reference
+                    .strip_prefix("sha256-")
+                    .filter(|_| quirks.digest_tags_resolve)?;
+                store
+                    .manifests
+                    .get(&(repository.to_owned(), format!("sha256:{digest}")))
+            }) {
                 Some((media_type, bytes)) => {
                     let mut a = answer(200);
                     a.headers.push(("Content-Type".into(), media_type.clone()));
@@ -649,7 +757,10 @@ fn tls_config() -> (String, Arc<rustls::ServerConfig>) {
     let (ca, cert, key) = crate::registry::tls_material();
     let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder()
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();

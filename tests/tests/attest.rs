@@ -636,8 +636,8 @@ fn a_registry_with_the_referrers_api_gets_no_referrers_tag() {
         assert_eq!(types, [SPDX, IN_TOTO]);
         assert_eq!(
             fake.count("GET", &format!("/v2/team/app/referrers/{digest}")),
-            1,
-            "listed through the API"
+            2,
+            "checked by the push (the API lists what was put), then listed through the API"
         );
     }
 

@@ -395,3 +395,49 @@ fn a_user_name_is_checked_against_the_base_images_own_passwd() {
     let output = build("mysql", "own-passwd");
     assert!(output.status.success(), "{}", stderr(&output));
 }
+
+#[test]
+fn a_cached_base_whose_registry_refuses_connections_is_used_within_seconds() {
+    // The registry itself, no proxy: once it is stopped, its port refuses connections.
+    let Some(mut registry) = Registry::start(Setup::Plain) else {
+        return;
+    };
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("base-app"), Arch::Amd64, b"a small base");
+    write_static_elf(&d.join("api"), Arch::Amd64, b"app on the small base");
+    let base = format!("{host}/base/small:v1");
+    run_expect(
+        imgpack()
+            .current_dir(d)
+            .args(["build", "-q", "--binary", "linux/amd64=base-app"])
+            .args(["--push", &base, "--sbom", "none", "--provenance", "false"]),
+        true,
+    );
+    let build_on_base = |output: &str| {
+        let mut command = imgpack();
+        command
+            .current_dir(d)
+            .args(["build", "--binary", "linux/amd64=api", "--base", &base])
+            .args(["--output", output]);
+        command
+    };
+    let online = run_expect(&mut build_on_base("oci:online:v1"), true);
+
+    registry.stop();
+    let started = std::time::Instant::now();
+    let offline = run_expect(&mut build_on_base("oci:offline:v1"), true);
+    let took = started.elapsed();
+    let log = stderr(&offline);
+    assert!(
+        log.contains("connection refused") && log.contains("using the cached sha256:"),
+        "{log}"
+    );
+    assert_eq!(printed_digest(&offline), printed_digest(&online));
+    // A loose bound for a loaded machine: the push's retry budget took ~37 s here.
+    assert!(
+        took < std::time::Duration::from_secs(15),
+        "the offline rebuild took {took:?}:\n{log}"
+    );
+}

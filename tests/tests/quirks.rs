@@ -4,13 +4,15 @@
 //! applied to every later request, a registry that never challenges gets one clear line, and
 //! pushes and base pulls work without `Docker-Content-Digest`, mounts, `tags/list`, 201s or a
 //! monolithic PUT, under an unannounced chunk minimum, and on a registry that stores manifests
-//! under tags only (an index there is refused before any tag).
+//! under tags only (an index there is refused before any tag). The hosted registries a user
+//! meets each get a test: ECR, GHCR, Docker Hub, GitLab and Google Artifact Registry, where a
+//! push works or fails with one line that says what to do.
 
 use std::path::Path;
 use std::process::{Command, Output};
 
 use imgpack_blob::Digest;
-use imgpack_e2e::fake_registry::{FakeRegistry, Hostility, Quirks};
+use imgpack_e2e::fake_registry::{FakeRegistry, Hostility, Missing, Quirks};
 use imgpack_e2e::*;
 use serde_json::json;
 
@@ -309,4 +311,210 @@ fn a_tags_only_registry_takes_one_platform_by_tag_and_refuses_an_index_before_an
         "{err}"
     );
     assert_eq!(registry.manifest("team/app", "v2"), None);
+}
+
+/// The artifact types listed by the `sha256-<hex>` referrers tag of `subject` (a digest).
+fn fallback_tag_types(registry: &FakeRegistry, repository: &str, subject: &str) -> Vec<String> {
+    let tag = subject.replace(':', "-");
+    let index = registry
+        .manifest(repository, &tag)
+        .unwrap_or_else(|| panic!("no referrers tag {tag}: {:?}", registry.seen()));
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let mut types: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["artifactType"].as_str().unwrap_or("none").to_owned())
+        .collect();
+    types.sort();
+    types
+}
+
+/// `build --push` of a single-platform image of `binary` with its SBOM (no provenance).
+fn push_with_sbom(dir: &Path, host: &str, binary: &str, target: &str) -> Output {
+    imgpack_in(dir, host, true)
+        .args(["build", "-q", "--binary", binary, "--push", target])
+        .args(["--provenance", "false", "--retry-timeout", "5"])
+        .output()
+        .unwrap()
+}
+
+const SPDX: &str = "application/spdx+json";
+
+#[test]
+fn ecr_streamed_layers_take_its_201_and_a_missing_repository_names_the_command_that_creates_it() {
+    let registry = basic(Quirks {
+        patch_status: Some(201),
+        unannounced_chunk_min: Some(5 << 20),
+        missing_repository: Some(("team/missing".into(), Missing::DropConnection)),
+        ..Quirks::default()
+    });
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Large enough to go up while it is written (one streamed PATCH), and over ECR's 5 MiB.
+    write_static_elf(&d.join("app"), Arch::Amd64, &noise(6 << 20, 23));
+    let output = imgpack_in(d, &host, true)
+        .args([
+            "build",
+            "--binary",
+            "linux/amd64=app",
+            "--output",
+            "oci:layout:v1",
+        ])
+        .args(["--push", &format!("{host}/team/app:v1")])
+        .args(["--sbom", "none", "--provenance", "false"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(registry.manifest("team/app", "v1").is_some());
+    // The streamed upload's 201 was taken as the success it is: nothing cancelled, nothing
+    // sent twice.
+    assert!(
+        !stderr(&output).contains("goes up again"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(registry.count("DELETE", "/blobs/uploads/"), 0);
+    assert_eq!(registry.count("PUT", "digest="), registry.blob_count());
+
+    // Chunks under its minimum: the closing PUT is refused, and the line says what to pass.
+    registry.forget_blobs();
+    let err = one_error_line(
+        imgpack_in(d, &host, true)
+            .args(["push", "-q", "--chunk-size", "1", "oci:layout:v1"])
+            .arg(format!("{host}/team/chunked:v1")),
+    );
+    assert!(err.contains("--chunk-size 5"), "{err}");
+
+    // A repository ECR does not have: it hangs up on the upload; one line with the command.
+    let err = one_error_line(
+        imgpack_in(d, &host, true)
+            .args(["push", "-q", "oci:layout:v1"])
+            .arg(format!("{host}/team/missing:v1")),
+    );
+    assert!(
+        err.contains("aws ecr create-repository --repository-name team/missing"),
+        "{err}"
+    );
+    // Or it answers NAME_UNKNOWN.
+    registry.set(|h| {
+        h.quirks.missing_repository = Some(("team/gone".into(), Missing::NameUnknown));
+    });
+    let err = one_error_line(
+        imgpack_in(d, &host, true)
+            .args(["push", "-q", "oci:layout:v1"])
+            .arg(format!("{host}/team/gone:v1")),
+    );
+    assert!(
+        err.contains("NAME_UNKNOWN")
+            && err.contains("aws ecr create-repository --repository-name team/gone"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ghcr_takes_a_large_layer_in_chunks_under_its_request_limit_and_keeps_the_referrers_tag() {
+    // GHCR: no request over 4 MiB, no referrers API.
+    let registry = basic(Quirks {
+        max_request_body: Some(4 << 20),
+        ..Quirks::default()
+    });
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("app"), Arch::Amd64, &noise(9 << 20, 29));
+    let output = push_with_sbom(d, &host, "linux/amd64=app", &format!("{host}/team/app:v1"));
+    let digest = pushed(&output).split('@').nth(1).unwrap().to_owned();
+    assert_eq!(
+        Digest::of_bytes(&registry.manifest("team/app", "v1").unwrap()).to_string(),
+        digest
+    );
+    // The large layer went up in PATCHes of 4 MiB at most.
+    let patches: Vec<usize> = registry
+        .seen()
+        .iter()
+        .filter(|s| s.method == "PATCH")
+        .filter_map(|s| {
+            s.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.parse().ok())
+        })
+        .collect();
+    assert!(
+        patches.iter().filter(|&&len| len == 4 << 20).count() >= 2,
+        "{patches:?}"
+    );
+    assert_eq!(fallback_tag_types(&registry, "team/app", &digest), [SPDX]);
+}
+
+#[test]
+fn docker_hubs_oci_subject_without_a_referrers_api_still_gets_the_referrers_tag() {
+    let registry = basic(Quirks {
+        subject_header_without_api: true,
+        ..Quirks::default()
+    });
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("app"), Arch::Amd64, b"docker hub");
+    let output = push_with_sbom(d, &host, "linux/amd64=app", &format!("{host}/team/app:v1"));
+    let digest = pushed(&output).split('@').nth(1).unwrap().to_owned();
+    assert!(
+        registry.count("GET", "/referrers/") > 0,
+        "the API was asked"
+    );
+    assert_eq!(fallback_tag_types(&registry, "team/app", &digest), [SPDX]);
+}
+
+#[test]
+fn gitlabs_digest_for_an_absent_referrers_tag_is_not_taken_for_a_list_of_referrers() {
+    // GitLab: no referrers API, and `sha256-<hex>` reads as `sha256:<hex>` until it is a tag.
+    let registry = basic(Quirks {
+        digest_tags_resolve: true,
+        ..Quirks::default()
+    });
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("app"), Arch::Amd64, b"gitlab");
+    let output = push_with_sbom(d, &host, "linux/amd64=app", &format!("{host}/team/app:v1"));
+    let digest = pushed(&output).split('@').nth(1).unwrap().to_owned();
+    assert_eq!(fallback_tag_types(&registry, "team/app", &digest), [SPDX]);
+}
+
+#[test]
+fn artifact_registrys_permission_denied_says_whether_the_repository_is_missing_or_read_only() {
+    let registry = basic(Quirks {
+        missing_repository: Some(("proj/repo/gone".into(), Missing::PermissionDenied)),
+        read_only_repository: Some("proj/repo/locked".into()),
+        ..Quirks::default()
+    });
+    let host = registry.host();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("app"), Arch::Amd64, b"artifact registry");
+    let push_to = |repository: &str| {
+        one_error_line(
+            imgpack_in(d, &host, true)
+                .args(["build", "-q", "--binary", "linux/amd64=app"])
+                .args(["--push", &format!("{host}/{repository}:v1")])
+                .args(["--sbom", "none", "--provenance", "false"]),
+        )
+    };
+    let err = push_to("proj/repo/gone");
+    // Refused first on a HEAD, whose answer has no body to quote: the diagnosis stands alone.
+    assert!(
+        err.contains("403 Forbidden")
+            && err.contains("cannot read proj/repo/gone either, so it most likely does not exist")
+            && err.contains("gcloud artifacts repositories create"),
+        "{err}"
+    );
+    let err = push_to("proj/repo/locked");
+    assert!(
+        err.contains("can read proj/repo/locked but not push to it")
+            && err.contains("roles/artifactregistry.writer"),
+        "{err}"
+    );
 }

@@ -5,6 +5,7 @@
 //! descriptor and its digest, and the config's diff IDs must match the layers.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use imgpack_blob::{BlobInfo, BlobStore, Digest};
@@ -19,7 +20,19 @@ use crate::manifest::{parse_document, Descriptor, Document, DOCKER_MANIFEST, OCI
 use crate::progress::Reporter;
 use crate::retry::with_retries;
 use crate::runtime::block_on;
-use crate::{connect, find_credentials, hub, BlobLocations, RegistryClient, TransportOptions};
+use crate::{
+    connect, find_credentials, hub, BlobLocations, RegistryClient, RetryPolicy, TransportOptions,
+};
+
+/// First contact with the base's registry when the tag's last answer is
+/// cached: three tries within about two seconds (a registry restarting or a
+/// dropped first packet), then the cached digest.
+const CACHED_FIRST_CONTACT: RetryPolicy = RetryPolicy {
+    max_elapsed: Duration::from_secs(3),
+    first_contact: Duration::from_secs(3),
+    max_tries: 3,
+    min_delay: Duration::from_millis(250),
+};
 
 /// Resolves the base image `reference` for each of `platforms` (from the
 /// cache when possible) and brings its layers into `into`, the build's store.
@@ -148,13 +161,31 @@ impl Source<'_> {
 
     /// Connects on first use: a fully cached base needs no network.
     async fn client(&mut self) -> Result<&RegistryClient> {
+        self.connect_within(self.transport.retry.clone()).await
+    }
+
+    /// [`Self::client`], first contact retried under `retry` (later requests
+    /// keep the transport's own policy).
+    async fn connect_within(&mut self, retry: RetryPolicy) -> Result<&RegistryClient> {
         if self.client.is_none() {
             let registry = self.reference.resolve_registry().to_owned();
             let keys = hub::credential_keys(self.reference.registry());
-            let client = connect(&registry, self.transport, find_credentials(&keys)).await?;
+            let first_contact = TransportOptions {
+                retry,
+                ..self.transport.clone()
+            };
+            let mut client = connect(&registry, &first_contact, find_credentials(&keys)).await?;
+            client.retry = self.transport.retry.clone();
             self.client = Some(client);
         }
         Ok(self.client.as_ref().expect("just connected"))
+    }
+
+    /// The digest the tag named when it was last resolved, if that document is still cached.
+    fn cached_root(&self) -> Option<Digest> {
+        read_record(&self.ref_file())
+            .and_then(|d| Digest::parse(d.trim()))
+            .filter(|digest| self.store.contains(digest))
     }
 
     fn ref_file(&self) -> PathBuf {
@@ -173,9 +204,15 @@ impl Source<'_> {
         }
         // Only an unreachable registry falls back to the cache: a tag the
         // registry answers for (or refuses) is never replaced by an old one.
-        if let Err(err) = self.client().await {
-            let cached = read_record(&self.ref_file()).and_then(|d| Digest::parse(d.trim()));
-            return match cached.filter(|digest| self.store.contains(digest)) {
+        // With a cached answer to fall back on, an unreachable registry is
+        // given seconds, not the full retry budget of a push (~40 s offline).
+        let cached = self.cached_root();
+        let first_contact = match cached {
+            Some(_) => CACHED_FIRST_CONTACT,
+            None => self.transport.retry.clone(),
+        };
+        if let Err(err) = self.connect_within(first_contact).await {
+            return match cached {
                 Some(digest) => {
                     self.reporter.line(&format!(
                         "cannot reach the base's registry ({err:#}); using the cached {digest}"

@@ -20,8 +20,10 @@ use tokio_util::io::ReaderStream;
 use url::Url;
 
 use crate::auth::Authenticator;
-use crate::errors::{is_transient, printable, status_error, transport_error, RequestError};
-use crate::limits::{Progress, REQUEST_DEADLINE};
+use crate::errors::{
+    error_codes, is_transient, printable, status_error, transport_error, RequestError,
+};
+use crate::limits::{read_limited, Progress, ERROR_BODY_LIMIT, REQUEST_DEADLINE};
 use crate::progress::Reporter;
 use crate::transport::Clients;
 use crate::RetryPolicy;
@@ -254,8 +256,65 @@ impl RegistryClient {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             _ => Err(self
-                .status_error(response, "checking whether the blob exists")
+                .push_refused(response, "checking whether the blob exists", repository)
                 .await),
+        }
+    }
+
+    /// [`Self::status_error`] for a request of a push to `repository`; a 403
+    /// with credentials says which of two things it likely is, as Artifact
+    /// Registry's "permission denied … (or it may not exist)" does not: if the
+    /// same credentials can read the repository, they lack push access; if
+    /// not, the repository most likely does not exist.
+    pub(crate) async fn push_refused(
+        &self,
+        response: Response,
+        what: &str,
+        repository: &str,
+    ) -> RequestError {
+        let credentials = &self.auth.credentials;
+        if response.status() != StatusCode::FORBIDDEN || credentials.credential.is_none() {
+            return self.status_error(response, what).await;
+        }
+        let body = read_limited(response, ERROR_BODY_LIMIT, "an error body")
+            .await
+            .unwrap_or_default();
+        let codes = error_codes(&body);
+        let detail = match codes.is_empty() {
+            true => String::new(),
+            false => format!(": {codes}"),
+        };
+        let advice = match self.can_read(repository).await {
+            Some(true) => format!(
+                "they can read {repository} but not push to it: grant them push access \
+                 (Artifact Registry: the role roles/artifactregistry.writer)"
+            ),
+            Some(false) => format!(
+                "they cannot read {repository} either, so it most likely does not exist: {}",
+                create_repository_hint(&self.registry, repository)
+            ),
+            None => format!("check them or run `imgpack login {}`", self.registry),
+        };
+        RequestError::fatal(format!(
+            "registry {} refused {what} (403 Forbidden{detail}) with {}: {advice}",
+            self.registry,
+            credentials.describe()
+        ))
+    }
+
+    /// Whether these credentials may read `repository`: a manifest `HEAD`
+    /// answered (200, or 404 for a tag it lacks) or refused (401, 403).
+    async fn can_read(&self, repository: &str) -> Option<bool> {
+        let url = self.endpoint(&format!("v2/{repository}/manifests/latest"));
+        let scopes = [crate::pull::pull_scope(repository)];
+        let response = self
+            .send(&scopes, Method::HEAD, url, Timing::Short, Ok)
+            .await
+            .ok()?;
+        match response.status() {
+            StatusCode::OK | StatusCode::NOT_FOUND => Some(true),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Some(false),
+            _ => None,
         }
     }
 
@@ -270,11 +329,16 @@ impl RegistryClient {
             .append_pair("mount", &digest.to_string())
             .append_pair("from", from);
         let scopes = [push_scope(repository), format!("repository:{from}:pull")];
-        let response = self
+        let sent = self
             .send(&scopes, Method::POST, url.clone(), Timing::Short, |r| {
                 Ok(r.header(CONTENT_LENGTH, 0))
             })
-            .await?;
+            .await;
+        let response = match sent {
+            // ECR hangs up on a repository it does not have: the upload says so.
+            Err(err) if is_dropped(&err) => return Ok(Mount::Unavailable),
+            sent => sent?,
+        };
         // 201 is a mount; another success with a Location is an upload session
         // the registry opened instead (202, as container-registry and registries
         // without cross-repository mounts answer); a refusal means: upload.
@@ -295,24 +359,37 @@ impl RegistryClient {
     /// Opens an upload session: its URL and the registry's minimum chunk size, if it has one.
     async fn start_upload(&self, repository: &str) -> Result<(Url, Option<u64>), RequestError> {
         let url = self.endpoint(&format!("v2/{repository}/blobs/uploads/"));
-        let response = self
-            .send(
-                &[push_scope(repository)],
-                Method::POST,
-                url.clone(),
-                Timing::Short,
-                |r| Ok(r.header(CONTENT_LENGTH, 0)),
-            )
-            .await?;
+        let scopes = [push_scope(repository)];
+        let post = || {
+            self.send(&scopes, Method::POST, url.clone(), Timing::Short, |r| {
+                Ok(r.header(CONTENT_LENGTH, 0))
+            })
+        };
+        // ECR hangs up on an upload to a repository it does not have: once
+        // may be the network, twice in a row from a registry that answers
+        // everything else is that.
+        let response = match post().await {
+            Err(err) if is_dropped(&err) => post().await.map_err(|err| match is_dropped(&err) {
+                true => RequestError::fatal(format!(
+                    "registry {} closed the connection twice when starting an upload to \
+                     {repository}, as ECR does for a repository that does not exist: {}",
+                    self.registry,
+                    create_repository_hint(&self.registry, repository)
+                )),
+                false => err,
+            })?,
+            sent => sent?,
+        };
         // The spec says 202; any success with a Location opens a session.
         if !response.status().is_success() {
             let not_found = response.status() == StatusCode::NOT_FOUND;
-            let mut err = self.status_error(response, "starting an upload").await;
+            let mut err = self
+                .push_refused(response, "starting an upload", repository)
+                .await;
             if not_found {
                 err.message.push_str(&format!(
-                    ": it has no repository {repository} to push to (some registries want an \
-                     existing project, or names of a fixed depth such as namespace/name); check \
-                     the repository name"
+                    ": it has no repository {repository} to push to: {}",
+                    create_repository_hint(&self.registry, repository)
                 ));
             }
             return Err(err);
@@ -353,13 +430,32 @@ impl RegistryClient {
             Some(location) => (location, None),
             None => self.start_upload(repository).await?,
         };
-        let result = self
-            .send_blob(repository, store, blob, &mut location, min_chunk, bar)
+        let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
+        let mut result = self
+            .send_blob(repository, store, blob, &mut location, chunk, bar)
             .await;
+        if let Err(Failure::TooLarge(_)) = &result {
+            if chunk > SMALL_CHUNK {
+                // GHCR refuses any request over 4 MiB (416): the same blob in
+                // chunks under that, in a new session.
+                self.cancel_upload(repository, &location).await;
+                self.reporter.line(&format!(
+                    "registry {} refused a {chunk}-byte request: sending blob {} in {} MiB chunks",
+                    self.registry,
+                    blob.digest,
+                    SMALL_CHUNK >> 20
+                ));
+                bar.set_position(0);
+                location = self.start_upload(repository).await?.0;
+                result = self
+                    .send_blob(repository, store, blob, &mut location, SMALL_CHUNK, bar)
+                    .await;
+            }
+        }
         if result.is_err() {
             self.cancel_upload(repository, &location).await;
         }
-        result
+        result.map_err(|failure| failure.into_error(chunk.min(SMALL_CHUNK)))
     }
 
     async fn send_blob(
@@ -368,13 +464,12 @@ impl RegistryClient {
         store: &BlobStore,
         blob: &BlobInfo,
         location: &mut Url,
-        min_chunk: Option<u64>,
+        chunk: u64,
         bar: &ProgressBar,
-    ) -> Result<(), RequestError> {
+    ) -> Result<(), Failure> {
         let scopes = [push_scope(repository)];
         let path = store.path(&blob.digest);
         let what = "uploading the blob";
-        let chunk = chunk_length(self.chunk_size, min_chunk, blob.size);
         // Hashed as it goes up, checked before the closing PUT: the file is read once.
         let mut hashed = Hasher::new(std::io::sink());
         let mut offset = 0;
@@ -394,13 +489,25 @@ impl RegistryClient {
                         .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
                         .body(body))
                 })
-                .await?;
+                .await
+                .map_err(Failure::Other)?;
             // 202 in the spec; some registries answer 204 or 201.
-            if !response.status().is_success() {
-                return Err(self.status_error(response, what).await);
+            let status = response.status();
+            if !status.is_success() {
+                let error = self.status_error(response, what).await;
+                // 416 to a range that starts where the upload stands (0 for the
+                // first chunk) can only be about the request's size; 413 says so.
+                let too_large = status == StatusCode::PAYLOAD_TOO_LARGE
+                    || (status == StatusCode::RANGE_NOT_SATISFIABLE && offset == 0);
+                return Err(match too_large {
+                    true => Failure::TooLarge(error),
+                    false => Failure::Other(error),
+                });
             }
             if header(&response, LOCATION).is_some() {
-                *location = self.upload_location(location, &response)?;
+                *location = self
+                    .upload_location(location, &response)
+                    .map_err(Failure::Other)?;
             }
             let sent = attempt.lock().expect("not poisoned").take();
             hashed = sent.map_or(hashed, |h| h.lock().expect("not poisoned").clone());
@@ -408,7 +515,7 @@ impl RegistryClient {
         }
         let (digest, size) = hashed.digest_so_far();
         if digest != blob.digest || size != blob.size {
-            return Err(corrupt_blob(store, &digest, size));
+            return Err(Failure::Other(corrupt_blob(store, &digest, size)));
         }
         let mut url = location.clone();
         url.query_pairs_mut()
@@ -425,12 +532,22 @@ impl RegistryClient {
                         .header(CONTENT_LENGTH, 0))
                 },
             )
-            .await?;
+            .await
+            .map_err(Failure::Other)?;
         if !response.status().is_success() {
-            let what = "finishing the upload";
-            return Err(self.status_error(response, what).await);
+            let status = response.status();
+            let mut error = self.status_error(response, "finishing the upload").await;
+            if status == StatusCode::BAD_REQUEST && chunk < blob.size {
+                // ECR takes parts of at least 5 MiB (but the last), and says nothing until now.
+                error.message.push_str(&format!(
+                    ": it may need larger chunks than {} MiB (ECR: at least 5 MiB): pass \
+                     --chunk-size 5 or more, or 0 for one request",
+                    chunk.div_ceil(1 << 20)
+                ));
+            }
+            return Err(Failure::Other(error));
         }
-        check_digest(&self.registry, &response, &blob.digest)
+        check_digest(&self.registry, &response, &blob.digest).map_err(Failure::Other)
     }
 
     /// Uploads a blob that is still being written: one PATCH whose body
@@ -486,7 +603,8 @@ impl RegistryClient {
                 },
             )
             .await?;
-        if response.status() != StatusCode::ACCEPTED {
+        // 202 in the spec; ECR answers 201, others 204.
+        if !response.status().is_success() {
             return Err(self.status_error(response, what).await);
         }
         if header(&response, LOCATION).is_some() {
@@ -504,7 +622,7 @@ impl RegistryClient {
                     .header(CONTENT_LENGTH, 0))
             })
             .await?;
-        if response.status() != StatusCode::CREATED {
+        if !response.status().is_success() {
             return Err(self.status_error(response, "finishing the upload").await);
         }
         check_digest(&self.registry, &response, &blob.digest)?;
@@ -636,6 +754,67 @@ fn racing_link_is_transient(mut error: RequestError) -> RequestError {
         error.transient = true;
     }
     error
+}
+
+/// A request the registry's end of the connection closed without an answer.
+fn is_dropped(err: &RequestError) -> bool {
+    let lower = err.message.to_ascii_lowercase();
+    lower.contains("connection closed before message completed")
+        || lower.contains("connection reset")
+}
+
+/// What to do about a repository the registry does not have: the command
+/// that creates it on registries that never create one on push (ECR,
+/// Artifact Registry), else check the name.
+pub(crate) fn create_repository_hint(registry: &str, repository: &str) -> String {
+    let host = registry.split(':').next().unwrap_or(registry);
+    if host.contains(".dkr.ecr.") {
+        return format!(
+            "create it with `aws ecr create-repository --repository-name {repository}`, or check the name"
+        );
+    }
+    if let Some(location) = host.strip_suffix("-docker.pkg.dev") {
+        let mut parts = repository.splitn(3, '/');
+        let (project, repo) = (
+            parts.next().unwrap_or("PROJECT"),
+            parts.next().unwrap_or("REPOSITORY"),
+        );
+        return format!(
+            "create it with `gcloud artifacts repositories create {repo} --repository-format=docker \
+             --location={location} --project={project}`, or check the name"
+        );
+    }
+    format!(
+        "create it first where the registry wants that (ECR: `aws ecr create-repository \
+         --repository-name {repository}`; a GitLab or Harbor project; Artifact Registry: `gcloud \
+         artifacts repositories create`), or check the name (some registries want names of a \
+         fixed depth such as namespace/name)"
+    )
+}
+
+/// Chunks that every registry takes: GHCR refuses requests over 4 MiB.
+const SMALL_CHUNK: u64 = 4 << 20;
+
+/// Why a blob upload failed: the registry refused a request for its size, or anything else.
+enum Failure {
+    TooLarge(RequestError),
+    Other(RequestError),
+}
+
+impl Failure {
+    /// The error, with what to do when even `chunk`-byte requests were too large.
+    fn into_error(self, chunk: u64) -> RequestError {
+        match self {
+            Failure::TooLarge(mut error) => {
+                error.message.push_str(&format!(
+                    ": it refuses requests of {} MiB: pass a smaller --chunk-size",
+                    chunk.div_ceil(1 << 20)
+                ));
+                error
+            }
+            Failure::Other(error) => error,
+        }
+    }
 }
 
 /// Bytes per PATCH: the configured chunk size (0: the whole blob), never below

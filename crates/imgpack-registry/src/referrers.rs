@@ -83,20 +83,52 @@ pub(crate) async fn push_referrers(
         Ok::<_, anyhow::Error>(answered.as_deref() == Some(&referrer.subject.digest().to_string()))
     });
     let indexed = futures_util::future::try_join_all(puts).await?;
-    let support = if indexed.iter().all(|indexed| *indexed) {
+    let groups = by_subject(&image.referrers);
+    // Docker Hub answers with `OCI-Subject` but serves no referrers API: the
+    // header is believed only once the API lists what was put.
+    let support = if indexed.iter().all(|indexed| *indexed)
+        && api_lists_all(client, repository, &groups, reporter).await?
+    {
         ReferrersSupport::Api
     } else {
         ReferrersSupport::TagFallback
     };
     if support == ReferrersSupport::TagFallback {
         // One tag per subject, updated at once: each waits out its own settle pause.
-        let groups = by_subject(&image.referrers);
         let updates = groups.iter().map(|(subject, descriptors)| {
             update_referrers_tag(client, repository, subject, descriptors, reporter)
         });
         futures_util::future::try_join_all(updates).await?;
     }
     Ok(Some(support))
+}
+
+/// Whether the referrers API lists every descriptor of `groups` under its subject.
+async fn api_lists_all(
+    client: &RegistryClient,
+    repository: &str,
+    groups: &[(Digest, Vec<Value>)],
+    reporter: &Reporter,
+) -> Result<bool> {
+    for (subject, descriptors) in groups {
+        let what = format!("checking the referrers API for {repository}@{subject}");
+        let answered = with_retries(&client.retry, reporter, &what, || {
+            client.referrers_api(repository, subject)
+        })
+        .await?;
+        let listed = answered
+            .and_then(|bytes| parse_index(&bytes).ok())
+            .is_some_and(|index| lists_all(&index, descriptors));
+        if !listed {
+            reporter.line(&format!(
+                "registry {} answered OCI-Subject but its referrers API does not list the \
+                 referrers: keeping the sha256-<hex> tag too",
+                client.registry()
+            ));
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The referrers' descriptors grouped by subject, in first-seen order.
@@ -177,7 +209,11 @@ async fn read_index(
         client.get_optional_index(scope, repository, tag)
     })
     .await?;
+    // GitLab reads an absent `sha256-<hex>` tag as the digest `sha256:<hex>`:
+    // the subject itself is no list of its referrers.
+    let is_subject = |bytes: &Vec<u8>| referrers_tag(&Digest::of_bytes(bytes)) == tag;
     bytes
+        .filter(|bytes| !is_subject(bytes))
         .map(|bytes| parse_index(&bytes))
         .transpose()
         .with_context(|| format!("{repository}:{tag} on registry {}", client.registry()))
