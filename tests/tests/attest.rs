@@ -262,10 +262,15 @@ fn go_sbom_lists_the_replaced_module_matches_go_version_m_and_is_reproducible() 
     );
     let from_sbom: BTreeSet<(String, String)> = packages
         .iter()
-        .filter(|(name, _, purl)| name != "example.com/app" && !purl.starts_with("pkg:golang/stdlib"))
+        .filter(|(name, _, purl)| {
+            name != "example.com/app" && !purl.starts_with("pkg:golang/stdlib")
+        })
         .map(|(name, version, _)| (name.clone(), version.clone()))
         .collect();
-    assert_eq!(from_sbom, from_go, "the SBOM's Go modules against go version -m of the image's binary");
+    assert_eq!(
+        from_sbom, from_go,
+        "the SBOM's Go modules against go version -m of the image's binary"
+    );
 
     // The same binary given prebuilt: the same Go packages.
     run_expect(

@@ -157,10 +157,17 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     // `deepen 1` asks for one commit's objects, no `deepen` for the whole history.
     let deepens = || {
         let bodies = server.take_upload_packs();
-        assert!(!bodies.is_empty(), "no upload-pack request reached the server");
+        assert!(
+            !bodies.is_empty(),
+            "no upload-pack request reached the server"
+        );
         let lines: Vec<String> = bodies
             .iter()
-            .flat_map(|body| body.split(['\n', '\0']).map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|body| {
+                body.split(['\n', '\0'])
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
             .filter_map(|line| Some(line[line.find("deepen")?..].trim().to_owned()))
             .collect();
         lines
@@ -218,7 +225,11 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
         status.contains(", shallow"),
         "a branch is fetched shallow: {status}"
     );
-    assert_eq!(deepens(), ["deepen 1"], "a branch is fetched with `deepen 1`");
+    assert_eq!(
+        deepens(),
+        ["deepen 1"],
+        "a branch is fetched with `deepen 1`"
+    );
     assert_eq!(
         annotations_of(d, "netrc"),
         git(&repo, &["rev-parse", "next"])
@@ -232,7 +243,11 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
         ),
         true,
     );
-    assert_eq!(deepens(), ["deepen 1"], "a commit id is fetched with `deepen 1`");
+    assert_eq!(
+        deepens(),
+        ["deepen 1"],
+        "a commit id is fetched with `deepen 1`"
+    );
     assert_eq!(printed_digest(&by_url), printed_digest(&by_env));
     for out in ["env", "netrc", "url"] {
         let layout = Layout::new(d.join(out));

@@ -245,11 +245,14 @@ fn a_silent_registry_ends_push_build_and_login_in_bounded_time() {
     login
         .args(["login", &host, "-u", USER, "--password-stdin"])
         .stdin(std::fs::File::open(write_password(&d)).unwrap());
-    let runs: Vec<(&str, std::thread::JoinHandle<(Output, Duration)>)> =
-        [("build --push", build_push), ("push", push), ("login", login)]
-            .into_iter()
-            .map(|(name, mut command)| (name, std::thread::spawn(move || timed(&mut command))))
-            .collect();
+    let runs: Vec<(&str, std::thread::JoinHandle<(Output, Duration)>)> = [
+        ("build --push", build_push),
+        ("push", push),
+        ("login", login),
+    ]
+    .into_iter()
+    .map(|(name, mut command)| (name, std::thread::spawn(move || timed(&mut command))))
+    .collect();
     for (name, run) in runs {
         let (output, took) = run.join().unwrap();
         let err = last_error_line(&output);

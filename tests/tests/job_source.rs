@@ -230,11 +230,7 @@ fn the_go_builder_image_builds_a_commit_from_git_as_a_read_only_job() {
         in_job.as_secs_f64(),
         outside_time.as_secs_f64()
     );
-    assert_no_secrets(
-        "the build outside",
-        &outside,
-        &secret_forms(USER, PASSWORD),
-    );
+    assert_no_secrets("the build outside", &outside, &secret_forms(USER, PASSWORD));
     let outside_ref = String::from_utf8_lossy(&outside.stdout).trim().to_owned();
     let inside_layers = layers_by_platform(&repository, "job");
     assert_eq!(inside_layers.len(), 2);

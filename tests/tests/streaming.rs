@@ -43,11 +43,7 @@ fn incompressible_binary(path: &Path, size: usize) {
 /// succeeded.
 fn peak_rss_mib(command: &mut Command) -> u64 {
     let mut measured = PeakRss::new(command).expect("GNU time is installed");
-    let status = measured
-        .command()
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
+    let status = measured.command().stdout(Stdio::null()).status().unwrap();
     assert!(status.success(), "{command:?} failed");
     measured.peak_kib() / 1024
 }

@@ -89,9 +89,14 @@ pub fn run_ci() -> Result<()> {
             }
             musl_built.open(built.is_ok());
         });
-        test_lanes::run(tests, lanes(), timeout, &cargo_path, &musl_built, |binary| {
-            NEED_MUSL_BUILDS.contains(&binary.test_name.as_str())
-        })
+        test_lanes::run(
+            tests,
+            lanes(),
+            timeout,
+            &cargo_path,
+            &musl_built,
+            |binary| NEED_MUSL_BUILDS.contains(&binary.test_name.as_str()),
+        )
     });
     // Doc tests are not among the compiled binaries; cargo runs them itself.
     let doc_tests = run(cargo().args(["test", "--workspace", "--doc", "--quiet"]));

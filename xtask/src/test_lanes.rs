@@ -209,7 +209,8 @@ pub fn run(
                     return;
                 };
                 if waits(&binary) && !gate.wait() {
-                    let not_run = anyhow::anyhow!("not run: what it needs was not built (see above)");
+                    let not_run =
+                        anyhow::anyhow!("not run: what it needs was not built (see above)");
                     let _ = results.send((binary.label.clone(), Duration::ZERO, Err(not_run)));
                     continue;
                 }
@@ -358,7 +359,12 @@ fn forward_interrupts() {
     }
     for signal in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: installs a handler that only reads atomics and makes async-signal-safe calls.
-        unsafe { libc::signal(signal, on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t) };
+        unsafe {
+            libc::signal(
+                signal,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
     }
 }
 
@@ -449,14 +455,15 @@ mod tests {
         let started = Instant::now();
         let err = run_one(&binary, "cargo", Duration::from_secs(1)).unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(30));
-        assert!(format!("{err}").starts_with("timed out: still running after 1 s"), "{err}");
+        assert!(
+            format!("{err}").starts_with("timed out: still running after 1 s"),
+            "{err}"
+        );
         let grandchild = std::fs::read_to_string(marker.path()).unwrap();
         let alive = std::path::Path::new("/proc").join(grandchild.trim());
         // Killed and reaped by init: gone, or a zombie for an instant.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::fs::read_to_string(alive.join("stat"))
-            .is_ok_and(|stat| !stat.contains(") Z "))
-        {
+        while std::fs::read_to_string(alive.join("stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
             assert!(Instant::now() < deadline, "the grandchild still runs");
             std::thread::sleep(Duration::from_millis(50));
         }
