@@ -494,3 +494,22 @@ impl Layout {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_threads_get_a_cache_dir() {
+        let unnamed = std::thread::spawn(test_cache_dir).join();
+        assert!(unnamed.is_err(), "a thread without a name got a cache dir");
+        let named = std::thread::Builder::new()
+            .name("some::test".into())
+            .spawn(test_cache_dir)
+            .unwrap()
+            .join()
+            .unwrap();
+        let name = named.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with("-some-test"), "{name}");
+    }
+}
