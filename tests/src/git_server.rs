@@ -1,7 +1,8 @@
 //! A git server on 127.0.0.1 for the git-source tests: git's own smart HTTP
 //! server, `git http-backend`, run as a CGI program behind a few lines of
 //! HTTP/1.1, optionally behind basic auth. It serves the repositories under
-//! one directory, as `http://127.0.0.1:PORT/NAME.git`.
+//! one directory, as `http://127.0.0.1:PORT/NAME.git`, and keeps what clients
+//! asked `git-upload-pack` for (a shallow fetch says `deepen 1`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -17,6 +18,9 @@ pub struct GitServer {
     /// The `Authorization` header of every request that sent one, for tests
     /// that check which credentials reached this host.
     pub authorizations: Arc<Mutex<Vec<String>>>,
+    /// The bodies of the authorized `POST …/git-upload-pack` requests (the fetch negotiation,
+    /// pkt-lines such as `want …` and `deepen 1`), ungzipped, in arrival order.
+    upload_packs: Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl GitServer {
@@ -34,17 +38,18 @@ impl GitServer {
         });
         let requests = Arc::new(AtomicUsize::new(0));
         let authorizations = Arc::new(Mutex::new(Vec::new()));
-        let counter = requests.clone();
         let seen = authorizations.clone();
+        let upload_packs = Arc::new(Mutex::new(Vec::new()));
+        let (counter, recorded) = (requests.clone(), upload_packs.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let root = root.clone();
                 let expected = expected.clone();
-                let counter = counter.clone();
+                let (counter, recorded) = (counter.clone(), recorded.clone());
                 let seen = seen.clone();
                 std::thread::spawn(move || {
                     counter.fetch_add(1, Ordering::SeqCst);
-                    let _ = serve(stream, &root, expected.as_deref(), &seen);
+                    let _ = serve(stream, &root, expected.as_deref(), &seen, &recorded);
                 });
             }
         });
@@ -52,6 +57,7 @@ impl GitServer {
             port,
             requests,
             authorizations,
+            upload_packs,
         }
     }
 
@@ -63,6 +69,15 @@ impl GitServer {
     /// `127.0.0.1:PORT`.
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The upload-pack request bodies received since the last call (as text: pkt-lines are
+    /// ASCII), forgetting them.
+    pub fn take_upload_packs(&self) -> Vec<String> {
+        std::mem::take(&mut *self.upload_packs.lock().unwrap())
+            .iter()
+            .map(|body| String::from_utf8_lossy(body).into_owned())
+            .collect()
     }
 
     /// `http://127.0.0.1:PORT/NAME`.
@@ -93,6 +108,7 @@ fn serve(
     root: &Path,
     expected: Option<&str>,
     seen: &Mutex<Vec<String>>,
+    upload_packs: &Mutex<Vec<Vec<u8>>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let request = read_request(&mut reader)?;
@@ -107,6 +123,9 @@ fn serve(
                   Content-Length: 0\r\nConnection: close\r\n\r\n",
             );
         }
+    }
+    if request.method == "POST" && request.path.ends_with("/git-upload-pack") {
+        upload_packs.lock().unwrap().push(plain_body(&request));
     }
     let cgi = run_backend(&request, root)?;
     let split = cgi
@@ -136,6 +155,20 @@ fn serve(
         body.len()
     )?;
     out.write_all(body)
+}
+
+/// A request body without its `Content-Encoding: gzip` (git compresses larger requests).
+fn plain_body(request: &Request) -> Vec<u8> {
+    match request.header("content-encoding") {
+        Some(encoding) if encoding.eq_ignore_ascii_case("gzip") => {
+            let mut plain = Vec::new();
+            match flate2::read::GzDecoder::new(&request.body[..]).read_to_end(&mut plain) {
+                Ok(_) => plain,
+                Err(_) => request.body.clone(),
+            }
+        }
+        _ => request.body.clone(),
+    }
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Request> {

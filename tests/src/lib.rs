@@ -75,16 +75,24 @@ pub fn imgpack() -> Command {
 /// its own, and empty when the test first asks for it in this run, so that nothing another
 /// test, an earlier run or the user's home left there can satisfy what a test checks. Keyed
 /// by the test binary and the test thread's name (libtest names each thread after its test).
+///
+/// Panics on a thread without a name (one a test spawned): every such thread would share one
+/// key, and so one cache, with those of every other test. Build the command on the test's own
+/// thread and move it into the other.
 pub fn test_cache_dir() -> PathBuf {
     static EMPTIED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     let binary = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.file_stem()?.to_string_lossy().into_owned()))
         .unwrap_or_default();
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("main")
-        .replace("::", "-");
+    let current = std::thread::current();
+    let Some(name) = current.name() else {
+        panic!(
+            "test_cache_dir() (and imgpack()) called from a thread without a name: its cache \
+             would be shared with other tests; build the command on the test's thread"
+        );
+    };
+    let test = name.replace("::", "-");
     let key = format!("{binary}-{test}");
     let dir = target_dir().join("tmp/e2e-cache").join(&key);
     if EMPTIED.lock().unwrap().insert(key) {
@@ -297,21 +305,84 @@ pub fn write_static_elf(path: &Path, arch: Arch, payload: &[u8]) -> PathBuf {
     path.to_owned()
 }
 
-/// Waits for `child` and returns (exit code, peak RSS in KiB) of that one process. Linux starts
-/// a child's peak at its parent's, so the test process must never hold a large buffer itself
-/// (hence [`file_digest`] rather than reading blobs whole).
-pub fn wait_with_peak_rss(child: std::process::Child) -> (i32, u64) {
+/// Waits for `child` with wait4 and returns its exit code (128 + the signal if one ended it) and
+/// its resource use. Its CPU times are its own; its `ru_maxrss` is not (see [`PeakRss`]).
+pub fn wait_with_usage(child: std::process::Child) -> (i32, libc::rusage) {
     let mut status = 0;
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: wait4 on our own child's pid; std's Child is not waited on afterwards.
     let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
-    (libc::WEXITSTATUS(status), usage.ru_maxrss as u64)
+    let code = match libc::WIFSIGNALED(status) {
+        true => 128 + libc::WTERMSIG(status),
+        false => libc::WEXITSTATUS(status),
+    };
+    (code, usage)
 }
 
-/// The digest of a file, read a piece at a time: a test that then measures a child's memory
-/// must stay small itself, because on Linux a child's peak RSS (`ru_maxrss`) starts from its
-/// parent's peak when it is forked.
+/// User plus system CPU time of a [`wait_with_usage`] rusage.
+pub fn cpu_time(usage: &libc::rusage) -> std::time::Duration {
+    let micros = |time: libc::timeval| time.tv_sec as u64 * 1_000_000 + time.tv_usec as u64;
+    std::time::Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// A command run under GNU time (`/usr/bin/time -f %M`), to read the peak RSS of that command
+/// alone. wait4 on a child this process starts cannot: std spawns with vfork, and at exec
+/// Linux carries the old address space's high-water mark (this test process's, fake registries'
+/// blobs and all) into the child's `ru_maxrss`. GNU time forks its command from its own small
+/// address space, so the figure it reports starts near zero.
+pub struct PeakRss {
+    command: Command,
+    report: tempfile::NamedTempFile,
+}
+
+impl PeakRss {
+    /// `command` (program, arguments, environment and directory; not its stdio) under GNU time.
+    /// None (a skip) when GNU time is missing outside IMGPACK_E2E=1.
+    pub fn new(command: &Command) -> Option<PeakRss> {
+        if !have_tool("time") {
+            return None;
+        }
+        let report = tempfile::NamedTempFile::new().unwrap();
+        let mut wrapped = Command::new("time");
+        wrapped
+            .args(["-f", "%M", "-o"])
+            .arg(report.path())
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        if let Some(dir) = command.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        Some(PeakRss {
+            command: wrapped,
+            report,
+        })
+    }
+
+    /// The wrapped command, to set its stdio and run it; its exit status is the command's.
+    pub fn command(&mut self) -> &mut Command {
+        &mut self.command
+    }
+
+    /// The command's peak RSS in KiB, once it has ended (GNU time's last line; a line saying
+    /// how a failed command ended may come before it).
+    pub fn peak_kib(&self) -> u64 {
+        let report = std::fs::read_to_string(self.report.path()).unwrap();
+        let last = report.trim_end().lines().last().unwrap_or_default();
+        last.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("GNU time reported no peak RSS: {report:?}"))
+    }
+}
+
+/// The digest of a file, read a piece at a time (layers of hundreds of MiB are hashed this way
+/// without holding them).
 pub fn file_digest(path: &Path) -> Digest {
     let mut file = std::fs::File::open(path)
         .unwrap_or_else(|err| panic!("cannot open {}: {err}", path.display()));
@@ -421,5 +492,24 @@ impl Layout {
                 )
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_named_threads_get_a_cache_dir() {
+        let unnamed = std::thread::spawn(test_cache_dir).join();
+        assert!(unnamed.is_err(), "a thread without a name got a cache dir");
+        let named = std::thread::Builder::new()
+            .name("some::test".into())
+            .spawn(test_cache_dir)
+            .unwrap()
+            .join()
+            .unwrap();
+        let name = named.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with("-some-test"), "{name}");
     }
 }

@@ -98,6 +98,16 @@ struct ActiveFault {
     remaining: Option<usize>,
     /// How many requests this fault was applied to.
     served: usize,
+    /// Only requests whose `Content-Length` is at least this match (0: any request).
+    min_length: u64,
+}
+
+/// One request as the proxy received it.
+struct Recorded {
+    method: String,
+    target: String,
+    /// The body's `Content-Length` (0 without a body), None when chunked.
+    length: Option<u64>,
 }
 
 /// Names a fault added with [`Proxy::add_fault`], to ask how often it was served.
@@ -107,7 +117,7 @@ pub struct FaultId(usize);
 struct Shared {
     upstream: String,
     faults: Mutex<Vec<ActiveFault>>,
-    requests: Mutex<Vec<(String, String)>>,
+    requests: Mutex<Vec<Recorded>>,
     /// Faults applied so far (throttled requests not counted).
     injected: std::sync::atomic::AtomicUsize,
 }
@@ -131,10 +141,12 @@ enum Action {
 }
 
 impl Shared {
-    fn action(&self, method: &str, target: &str) -> Action {
+    fn action(&self, method: &str, target: &str, length: Option<u64>) -> Action {
         let mut faults = self.faults.lock().unwrap();
         for active in faults.iter_mut() {
-            if active.remaining == Some(0) || !active.fault.matches(method, target) {
+            let long_enough = active.min_length == 0 || length >= Some(active.min_length);
+            if active.remaining == Some(0) || !active.fault.matches(method, target) || !long_enough
+            {
                 continue;
             }
             if let Some(remaining) = &mut active.remaining {
@@ -227,6 +239,12 @@ impl Proxy {
 
     /// Adds a fault after the existing ones (the first matching fault with uses left applies).
     pub fn add_fault(&self, fault: Fault) -> FaultId {
+        self.add_fault_for_bodies_of(0, fault)
+    }
+
+    /// Adds a fault that only requests with a `Content-Length` of at least `min_length` match:
+    /// a test aims it at one large blob's PATCH (whose path names no digest) this way.
+    pub fn add_fault_for_bodies_of(&self, min_length: u64, fault: Fault) -> FaultId {
         let remaining = match &fault {
             Fault::Status { times, .. } => *times,
             Fault::ResetDuringBody { times, .. } => Some(*times),
@@ -238,6 +256,7 @@ impl Proxy {
             fault,
             remaining,
             served: 0,
+            min_length,
         });
         FaultId(faults.len() - 1)
     }
@@ -260,17 +279,30 @@ impl Proxy {
 
     /// `(method, path?query)` of every request received, in arrival order (faulted ones too).
     pub fn requests(&self) -> Vec<(String, String)> {
-        self.shared.requests.lock().unwrap().clone()
-    }
-
-    /// How many recorded requests have `method` and a path-and-query containing `path_contains`.
-    pub fn count(&self, method: &str, path_contains: &str) -> usize {
         self.shared
             .requests
             .lock()
             .unwrap()
             .iter()
-            .filter(|(m, target)| m == method && target.contains(path_contains))
+            .map(|request| (request.method.clone(), request.target.clone()))
+            .collect()
+    }
+
+    /// How many recorded requests have `method` and a path-and-query containing `path_contains`.
+    pub fn count(&self, method: &str, path_contains: &str) -> usize {
+        self.count_bodies_of(0, method, path_contains)
+    }
+
+    /// Like [`Proxy::count`], counting only requests with a `Content-Length` of at least
+    /// `min_length` (all of them with 0).
+    pub fn count_bodies_of(&self, min_length: u64, method: &str, path_contains: &str) -> usize {
+        self.shared
+            .requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|request| request.method == method && request.target.contains(path_contains))
+            .filter(|request| min_length == 0 || request.length >= Some(min_length))
             .count()
     }
 
@@ -546,12 +578,18 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
         Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]).to_owned(),
         None => target.clone(),
     };
-    shared
-        .requests
-        .lock()
-        .unwrap()
-        .push((method.clone(), path.clone()));
-    let body = match Body::of(&head) {
+    let body = Body::of(&head);
+    let length = match &body {
+        Ok(Body::Empty) => Some(0),
+        Ok(Body::Length(length)) => Some(*length),
+        _ => None,
+    };
+    shared.requests.lock().unwrap().push(Recorded {
+        method: method.clone(),
+        target: path.clone(),
+        length,
+    });
+    let body = match body {
         Ok(body) => body,
         Err(_) => {
             client.write_all(&error_response(&method, 400, None))?;
@@ -561,7 +599,7 @@ fn handle(client: TcpStream, shared: &Shared) -> io::Result<()> {
     let expects_continue = head.has_token("expect", "100-continue");
     let has_body = !matches!(body, Body::Empty);
 
-    let mut action = shared.action(&method, &path);
+    let mut action = shared.action(&method, &path, length);
     if let Action::Stall {
         seconds,
         then_close,

@@ -358,6 +358,31 @@ impl Registry {
             .count()
     }
 
+    /// The bytes the largest upload in progress in `repository` holds so far, as distribution
+    /// stores it (`_uploads/<id>/data`): a test sees a blob's upload under way at the registry
+    /// itself. Distribution only.
+    pub fn largest_upload(&self, repository: &str) -> u64 {
+        assert_eq!(
+            self.implementation,
+            Implementation::Distribution,
+            "uploads are read from distribution's storage"
+        );
+        let uploads = self
+            .data_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repository)
+            .join("_uploads");
+        let Ok(sessions) = std::fs::read_dir(uploads) else {
+            return 0;
+        };
+        sessions
+            .flatten()
+            .filter_map(|session| std::fs::metadata(session.path().join("data")).ok())
+            .map(|data| data.len())
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The digest the registry serves for `repository:reference` (a tag or a digest), asked
     /// with every manifest type accepted; None when it has no such manifest. Distribution is
     /// asked with `HEAD` (its Docker-Content-Digest); container-registry, which sends no such

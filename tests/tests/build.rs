@@ -398,7 +398,9 @@ fn builds_are_reproducible_across_directories_umask_and_time_zone() {
                 .arg0_imgpack()
                 .current_dir(dir.path())
                 .env("TZ", tz)
-                .env("IMGPACK_CACHE_DIR", test_cache_dir())
+                // A cache of each build's own, empty: a shared one would hand the second build
+                // the first one's layers, and nothing it reads from the host could show.
+                .env("IMGPACK_CACHE_DIR", dir.path().join("cache"))
                 .env_remove("SOURCE_DATE_EPOCH"),
             true,
         );
@@ -407,6 +409,10 @@ fn builds_are_reproducible_across_directories_umask_and_time_zone() {
         let manifests = layout.manifests(&layout.entry("latest"));
         // rootfs, certs, tzdata, the [[files]] of imgpack.toml, the app.
         assert_eq!(manifests[0]["layers"].as_array().unwrap().len(), 5);
+        // Every layer of both platforms was written by this build, none taken from a cache.
+        let err = stderr(&output);
+        assert!(!err.contains(", cached): "), "{err}");
+        assert!(err.contains(", written): "), "{err}");
         (digest, layout.verified_blobs())
     };
     let first = build_in(

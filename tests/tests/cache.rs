@@ -4,7 +4,8 @@
 //! once, a damaged entry rebuilt, and `imgpack cache`.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use imgpack_e2e::*;
 
@@ -230,6 +231,48 @@ fn unchanged_layers_come_from_the_cache_and_changed_ones_are_written() {
         cached_and_written(&build(d, &cache, &["-o", "oci:after"])),
         (0, 4)
     );
+}
+
+/// The CPU time (user + system, from wait4) of one build, and its digest.
+fn build_cpu(dir: &Path, cache: &Path, args: &[&str]) -> (Duration, String) {
+    let mut child = build_in(dir, cache, args)
+        .arg("-q")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut printed = String::new();
+    // The one short line fits the pipe: read once the child is gone.
+    let (code, usage) = wait_with_usage(child);
+    std::io::Read::read_to_string(&mut stdout, &mut printed).unwrap();
+    assert_eq!(code, 0, "{args:?} failed");
+    (cpu_time(&usage), printed.trim().to_owned())
+}
+
+/// A hit skips the work, seen from outside the build rather than in its log: with an app layer
+/// of 32 MiB that gzip cannot shrink, a build that takes every layer from the cache costs a
+/// fraction of the CPU time of one that compresses them (with and without a cache).
+#[test]
+fn a_cache_hit_costs_a_fraction_of_the_cpu_of_a_miss() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_static_elf(&d.join("api"), Arch::Amd64, &noise(32 << 20, 6));
+    let cache = d.join("cache");
+    let (miss, digest) = build_cpu(d, &cache, &["-o", "oci:miss"]);
+    let (hit, hit_digest) = build_cpu(d, &cache, &["-o", "oci:hit"]);
+    let (no_cache, no_cache_digest) = build_cpu(d, &cache, &["--no-cache", "-o", "oci:none"]);
+    eprintln!("CPU time: miss {miss:?}, hit {hit:?}, --no-cache {no_cache:?}");
+    assert_eq!(hit_digest, digest);
+    assert_eq!(no_cache_digest, digest);
+    // Hashing the binary (the cache key) and copying the cached blob are what a hit costs;
+    // compressing 32 MiB costs many times that.
+    for (what, work) in [("the first build", miss), ("--no-cache", no_cache)] {
+        assert!(
+            hit * 4 < work,
+            "a cache hit took {hit:?} of CPU, {what} {work:?}: not a quarter"
+        );
+    }
 }
 
 #[test]

@@ -4,14 +4,14 @@
 //! that command's `--help`, and the defaults of flag tables are the ones
 //! `--help` shows. CONTRIBUTING.md states the rule that decides which
 //! command a flag belongs to; this file implements it. A few documented
-//! commands are run as written: the "Try it locally" registry config and the
-//! `go build` lines that CI and users copy.
+//! commands are run as written: the "Try it locally" registry config and its
+//! two-platform push, and the `go build` lines that CI and users copy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use imgpack_e2e::http::{free_port, get_when_up};
-use imgpack_e2e::{have_tool, imgpack, run_expect, stderr, workspace_root, write_static_elf, Arch};
+use imgpack_e2e::{copy_project, have_tool, imgpack, run_expect, stderr, workspace_root};
 use pulldown_cmark::{Event, HeadingLevel, Options, Parser, Tag, TagEnd};
 
 /// Programs whose flags the docs mention too; their flags are never checked.
@@ -752,32 +752,45 @@ fn the_try_it_locally_config_starts_a_registry_imgpack_pushes_to() {
     let patience = std::time::Duration::from_secs(30);
     let ping = get_when_up(&host, "/v2/", patience);
     assert_eq!((ping.status, ping.text().trim()), (200, "{}"));
-    // What the section pushes with, on the documented localhost name.
-    write_static_elf(&dir.path().join("api"), Arch::Amd64, b"code");
-    let reference = format!("localhost:{port}/rust-hello:v1");
-    run_expect(
-        imgpack().current_dir(dir.path()).args([
-            "build",
-            "-q",
-            "--binary",
-            "linux/amd64=api",
-            "--push",
-            &reference,
-        ]),
-        true,
+    // The section's own push line, as written but for the port, run in a directory holding
+    // a copy of fixtures/rust-hello where the line expects it (a checkout of this repository).
+    let push_line = try_it
+        .lines()
+        .find(|line| line.starts_with("imgpack build ") && line.contains("--push"))
+        .expect("a documented imgpack build --push line");
+    let line = push_line.replace("localhost:5000", &format!("localhost:{port}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(
+        words.contains(&"linux/amd64,linux/arm64"),
+        "the documented push is two platforms: {push_line}"
     );
+    let checkout = dir.path().join("checkout");
+    copy_project(
+        &workspace_root().join("fixtures/rust-hello"),
+        &checkout.join("fixtures/rust-hello"),
+    );
+    run_expect(imgpack().current_dir(&checkout).args(&words[1..]), true);
     let tags = get_when_up(&host, "/v2/rust-hello/tags/list", patience).text();
     registry.kill().unwrap();
     registry.wait().unwrap();
-    // v1, and the referrers tag (sha256-<hex>) holding the SBOM and provenance.
+    // What the section says `curl …/tags/list` shows: v1 and one `sha256-…` referrers tag per
+    // platform manifest (each holding its SBOM and provenance), counted from the docs' line.
+    let documented = try_it
+        .lines()
+        .find(|line| line.starts_with("curl ") && line.contains("tags/list"))
+        .and_then(|line| line.split_once('#'))
+        .map(|(_, shown)| shown.trim())
+        .expect("a documented tags/list answer");
+    let referrers_documented = documented.matches("\"sha256-").count();
+    assert_eq!(referrers_documented, 2, "{documented}");
     let listed: serde_json::Value = serde_json::from_str(&tags).unwrap();
     let listed: Vec<&str> = imgpack_e2e::strings(&listed["tags"]);
+    let referrer_tags = listed.iter().filter(|t| t.starts_with("sha256-")).count();
     assert!(listed.contains(&"v1"), "{tags}");
-    assert!(
-        listed
-            .iter()
-            .all(|t| *t == "v1" || t.starts_with("sha256-")),
-        "{tags}"
+    assert_eq!(
+        (referrer_tags, listed.len()),
+        (referrers_documented, referrers_documented + 1),
+        "the docs show {documented}; the registry has {tags}"
     );
     assert!(
         dir.path()

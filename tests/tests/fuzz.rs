@@ -36,8 +36,14 @@ fn corpus_lines(name: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// The runner config of target `name`: `cases` cases (or IMGPACK_FUZZ_CASES), failures saved
-/// in tests/fuzz/regressions/NAME.txt.
+/// The longest one case may take before it counts as a hang and fails (far above what any
+/// case takes on a loaded machine; a parser in a loop never ends). Proptest runs the cases of a
+/// target with a timeout in a child process, so a hang is found, shrunk and saved like any
+/// failure instead of stopping the test binary.
+const CASE_TIMEOUT_MS: u32 = 30_000;
+
+/// The runner config of target `name`: `cases` cases (or IMGPACK_FUZZ_CASES), each within
+/// [`CASE_TIMEOUT_MS`], failures saved in tests/fuzz/regressions/NAME.txt.
 fn config(name: &'static str, cases: u32) -> Config {
     let cases = std::env::var("IMGPACK_FUZZ_CASES")
         .ok()
@@ -47,6 +53,7 @@ fn config(name: &'static str, cases: u32) -> Config {
     Config {
         cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
+        timeout: CASE_TIMEOUT_MS,
         ..Config::default()
     }
 }
@@ -333,6 +340,9 @@ proptest! {
     }
 }
 
+/// The error of a build in a directory with no project, whatever config it accepted.
+const NO_PROJECT: &str = "error: . holds neither Go files nor a Cargo.toml";
+
 proptest! {
     #![proptest_config(config("imgpack_toml", 120))]
     #[test]
@@ -351,6 +361,13 @@ proptest! {
         prop_assert_eq!(output.status.code(), Some(1), "{}", err);
         let last = err.trim_end().lines().last().unwrap_or_default();
         prop_assert!(last.starts_with("error: "), "{}", err);
+        // A file imgpack refuses is named (with its line) in that error; one it accepts leaves
+        // the build to fail on the empty directory, which is all the line may say then.
+        prop_assert!(
+            last.contains("imgpack.toml") || last.starts_with(NO_PROJECT),
+            "{}",
+            err
+        );
     }
 }
 

@@ -189,6 +189,27 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     let token = "glpat-s3cret-t0ken";
     let server = GitServer::start(&served, Some(("ci", token)));
     let url = server.url("team/app.git");
+    // The token, and the basic Authorization header git sends with it, in any form.
+    let secrets = secret_forms("ci", token);
+    // The `deepen` lines of the fetch since the last call (at the server, not from our log):
+    // `deepen 1` asks for one commit's objects, no `deepen` for the whole history.
+    let deepens = || {
+        let bodies = server.take_upload_packs();
+        assert!(
+            !bodies.is_empty(),
+            "no upload-pack request reached the server"
+        );
+        let lines: Vec<String> = bodies
+            .iter()
+            .flat_map(|body| {
+                body.split(['\n', '\0'])
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|line| Some(line[line.find("deepen")?..].trim().to_owned()))
+            .collect();
+        lines
+    };
 
     // Without credentials: refused, one line, with the fix.
     let refused = run_expect(
@@ -212,12 +233,14 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     assert!(!err.contains("wrong-t0ken"));
 
     // The token from the environment, a tag, shallow: one commit's objects.
+    server.take_upload_packs();
     let by_env = run_expect(
         go_build(d, &format!("git+{url}@v1#services/hello"), "env")
             .env("IMGPACK_GIT_TOKEN", token)
             .env("IMGPACK_GIT_USERNAME", "ci"),
         true,
     );
+    assert_eq!(deepens(), ["deepen 1"], "a tag is fetched with `deepen 1`");
     assert_eq!(annotations_of(d, "env"), first);
     let annotations = annotations(d, "env");
     assert_eq!(annotations["org.opencontainers.image.source"], url.as_str());
@@ -241,6 +264,11 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
         "a branch is fetched shallow: {status}"
     );
     assert_eq!(
+        deepens(),
+        ["deepen 1"],
+        "a branch is fetched with `deepen 1`"
+    );
+    assert_eq!(
         annotations_of(d, "netrc"),
         git(&repo, &["rev-parse", "next"])
     );
@@ -253,15 +281,22 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
         ),
         true,
     );
+    assert_eq!(
+        deepens(),
+        ["deepen 1"],
+        "a commit id is fetched with `deepen 1`"
+    );
     assert_eq!(printed_digest(&by_url), printed_digest(&by_env));
     for out in ["env", "netrc", "url"] {
         let layout = Layout::new(d.join(out));
         for digest in layout.verified_blobs() {
             let blob = layout.blob(&format!("sha256:{digest}"));
-            assert!(
-                !blob.windows(token.len()).any(|w| w == token.as_bytes()),
-                "{out}: the token is in {digest}"
-            );
+            for secret in &secrets {
+                assert!(
+                    !blob.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{out}: the token ({secret}) is in {digest}"
+                );
+            }
         }
     }
     assert!(stderr(&by_url).contains(", shallow"), "a commit id too");
@@ -278,13 +313,20 @@ fn an_http_remote_is_fetched_shallow_with_credentials_that_never_show() {
     );
     assert_eq!(printed_digest(&by_abbreviation), printed_digest(&by_env));
     assert!(!stderr(&by_abbreviation).contains(", shallow"));
-    for output in [&by_env, &by_url, &by_netrc] {
-        let text = format!(
-            "{}{}",
-            stderr(output),
-            String::from_utf8_lossy(&output.stdout)
-        );
-        assert!(!text.contains(token), "{text}");
+    assert_eq!(
+        deepens(),
+        Vec::<String>::new(),
+        "an abbreviated id needs the whole history"
+    );
+    for (what, output) in [
+        ("refused", &refused),
+        ("wrong token", &wrong),
+        ("token", &by_env),
+        ("url", &by_url),
+        (".netrc", &by_netrc),
+        ("abbreviation", &by_abbreviation),
+    ] {
+        assert_no_secrets(what, output, &secrets);
     }
 
     // Unreachable: nothing listens on the port any more.

@@ -235,30 +235,55 @@ fn a_base_image_is_pulled_from_both_registries() {
         let host = registry.host();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        // Each registry's builds have a cache of their own: the same base bytes pulled from the
+        // first registry must not serve the second one's pull.
+        let cache = d.join("cache");
         let config = docker_config(d, "docker", &host, PASSWORD);
         write_static_elf(&d.join("base-app"), Arch::Amd64, b"the base's own binary");
-        ok(build_in(d, Some(&config)).args([
-            "-q",
-            "--binary",
-            "linux/amd64=base-app",
-            "--output",
-            "oci:base-layout:v1",
-            "--push",
-            &format!("{host}/base/tools:v1"),
-        ]));
+        ok(build_in(d, Some(&config))
+            .env("IMGPACK_CACHE_DIR", &cache)
+            .args([
+                "-q",
+                "--binary",
+                "linux/amd64=base-app",
+                "--output",
+                "oci:base-layout:v1",
+                "--push",
+                &format!("{host}/base/tools:v1"),
+            ]));
         let base = Layout::new(d.join("base-layout"));
         let base_manifest = &base.manifests(&base.entry("v1"))[0];
 
+        // Pulled through a counting proxy: every base blob must come from this registry.
+        let proxy = Proxy::start(&host);
+        let proxy_config = docker_config(d, "docker-proxy", &proxy.host(), PASSWORD);
         write_static_elf(&d.join("app"), Arch::Amd64, b"the app on the base");
-        ok(build_in(d, Some(&config)).args([
-            "-q",
-            "--binary",
-            "linux/amd64=app",
-            "--base",
-            &format!("{host}/base/tools:v1"),
-            "--output",
-            "oci:layout:v1",
-        ]));
+        ok(build_in(d, Some(&proxy_config))
+            .env("IMGPACK_CACHE_DIR", &cache)
+            .args([
+                "-q",
+                "--binary",
+                "linux/amd64=app",
+                "--base",
+                &format!("{}/base/tools:v1", proxy.host()),
+                "--output",
+                "oci:layout:v1",
+            ]));
+        let base_blobs: Vec<&str> = base_manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain([&base_manifest["config"]])
+            .map(|blob| blob["digest"].as_str().unwrap())
+            .collect();
+        for digest in &base_blobs {
+            assert_eq!(
+                proxy.count("GET", &format!("/v2/base/tools/blobs/{digest}")),
+                1,
+                "{name}: base blob {digest} was not fetched once from the registry: {:?}",
+                proxy.requests()
+            );
+        }
         let layout = Layout::new(d.join("layout"));
         layout.verified_blobs();
         let manifest = &layout.manifests(&layout.entry("v1"))[0];

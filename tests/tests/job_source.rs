@@ -187,7 +187,9 @@ fn the_go_builder_image_builds_a_commit_from_git_as_a_read_only_job() {
         output.status.success(),
         "the job failed:\n{stdout}\n{stderr_text}"
     );
-    assert!(!stdout.contains(PASSWORD) && !stderr_text.contains(PASSWORD));
+    // The password in every form it could leak in (plain, base64 of `user:password` as in the
+    // mounted config.json and the Authorization header).
+    assert_no_secrets("the job", &output, &secret_forms(USER, PASSWORD));
     assert!(
         stdout.starts_with(&format!("{repository}@sha256:")),
         "{stdout}"
@@ -228,6 +230,7 @@ fn the_go_builder_image_builds_a_commit_from_git_as_a_read_only_job() {
         in_job.as_secs_f64(),
         outside_time.as_secs_f64()
     );
+    assert_no_secrets("the build outside", &outside, &secret_forms(USER, PASSWORD));
     let outside_ref = String::from_utf8_lossy(&outside.stdout).trim().to_owned();
     let inside_layers = layers_by_platform(&repository, "job");
     assert_eq!(inside_layers.len(), 2);

@@ -472,6 +472,16 @@ fn basic_auth_credentials_come_from_login_docker_helpers_and_podman_and_never_le
 
     // Podman's auth.json when docker has nothing: named by REGISTRY_AUTH_FILE, or in
     // $XDG_RUNTIME_DIR/containers. Without it the same environment has no credentials (above).
+    // The runs above (login among them) may have written into their HOME: these get a fresh one,
+    // empty, so that only the auth.json can have let them in.
+    let home = d.join("home-podman");
+    let push = |tag: &str| {
+        let mut command = imgpack_in(d);
+        without_credentials(&mut command, &home)
+            .args(["build", "--push", &format!("{host}/team/app:{tag}")])
+            .args(&bins);
+        command
+    };
     let runtime_dir = d.join("run");
     std::fs::create_dir_all(runtime_dir.join("containers")).unwrap();
     let auth_file = runtime_dir.join("containers/auth.json");
@@ -490,6 +500,11 @@ fn basic_auth_credentials_come_from_login_docker_helpers_and_podman_and_never_le
         push("podman-runtime").env("XDG_RUNTIME_DIR", &runtime_dir),
     );
     assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        std::fs::read_dir(&home).unwrap().count(),
+        0,
+        "the podman runs' HOME is not empty"
+    );
 
     // Wrong stored credentials: the error says which source was used.
     let bad = docker_config(
@@ -739,14 +754,17 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
         retry_after: None,
         times: Some(1),
     });
-    // One PATCH, whichever blob's comes first: cut after 1 MiB (a smaller body goes through
-    // whole and its answer is cut).
-    let cut_patch = proxy.add_fault(Fault::ResetDuringBody {
-        method: "PATCH",
-        path_contains: "/blobs/uploads/",
-        after_bytes: 1 << 20,
-        times: 1,
-    });
+    // The large blob's PATCH (the only body over 4 MiB: a PATCH's path names no digest), cut
+    // after 1 MiB, in the middle of the blob.
+    let cut_patch = proxy.add_fault_for_bodies_of(
+        LARGE_BLOB,
+        Fault::ResetDuringBody {
+            method: "PATCH",
+            path_contains: "/blobs/uploads/",
+            after_bytes: 1 << 20,
+            times: 1,
+        },
+    );
     let manifest_503 = proxy.add_fault(Fault::Status {
         method: "PUT",
         path_contains: "/manifests/",
@@ -766,8 +784,15 @@ fn transient_faults_are_retried_and_the_pushed_image_is_intact() {
     let retries = stderr(&output).matches("trying again").count();
     assert_eq!(retries, 6, "{}", stderr(&output));
     // The failed blobs went up again in new sessions: the certificates finished by two PUTs,
-    // and two PATCHes more than the seven blobs (the certificates' again, the cut one's).
+    // the large blob sent whole twice (cut, then again) and finished by one, and two PATCHes
+    // more than the seven blobs (the certificates' again, the large one's).
     assert_eq!(proxy.count("PUT", certs_hex), 2, "{:?}", proxy.requests());
+    assert_eq!(
+        proxy.count_bodies_of(big_size, "PATCH", "/blobs/uploads/"),
+        2,
+        "{:?}",
+        proxy.requests()
+    );
     assert_eq!(
         proxy.count("PATCH", "/blobs/uploads/"),
         9,
@@ -969,28 +994,36 @@ fn a_registry_that_never_recovers_fails_in_bounded_time_and_writes_no_tag() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bins = binaries(d, "down");
+    // Built first, so that only the push is timed.
+    ok(imgpack_in(d)
+        .args(["build", "-q", "--output", "oci:layout:v1"])
+        .args(&bins));
     let started = Instant::now();
-    let err = fails(
-        imgpack_in(d)
-            .args([
-                "build",
-                "--retry-timeout",
-                "3",
-                "--push",
-                &format!("{}/team/app:v1", proxy.host()),
-            ])
-            .args(&bins),
-    );
-    // Generous: a busy machine must not fail this; a push that retried forever still would.
+    let err = fails(imgpack_in(d).args([
+        "push",
+        "--retry-timeout",
+        "3",
+        "oci:layout:v1",
+        &format!("{}/team/app:v1", proxy.host()),
+    ]));
+    let took = started.elapsed();
+    // Every request is answered at once here (an injected 503), so no try waits out a request
+    // deadline: the push gives up 3 s after its first refusal, plus the time to start and to
+    // read the layout. The bound leaves a loaded machine 7 s for that; the default timeout
+    // would still be backing off (8 tries over at least 25 s).
     assert!(
-        started.elapsed() < Duration::from_secs(120),
-        "gave up only after {:?}",
-        started.elapsed()
+        took < Duration::from_secs(3 + 7),
+        "gave up only after {took:?}: {err}"
     );
-    assert!(
-        err.contains("failed after") && err.contains("tries") && err.contains("503"),
-        "{err}"
-    );
+    // It stopped on time, not on running out of tries.
+    let tries: usize = err
+        .split("failed after ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no try count in: {err}"));
+    assert!((2..8).contains(&tries), "{tries} tries: {err}");
+    assert!(err.contains("tries") && err.contains("503"), "{err}");
     assert_eq!(
         proxy.count("PUT", "/manifests/"),
         0,
@@ -1045,23 +1078,36 @@ fn a_push_killed_mid_upload_completes_when_run_again() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    // Killed once the large blob's upload is under way at the registry itself: its PATCH (the
+    // one body as large as the blob) went through the proxy, and the registry's upload session
+    // holds a megabyte of it. The other blobs are a few KiB at most, so this is the large one.
     let deadline = Instant::now() + Duration::from_secs(120);
-    while proxy.count("PATCH", "/blobs/uploads/") == 0 {
+    while proxy.count_bodies_of(big_size, "PATCH", "/blobs/uploads/") == 0
+        || registry.largest_upload("team/big") < 1 << 20
+    {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the push ended before the large blob went up"
+            "the push ended before the large blob was under way"
         );
-        assert!(Instant::now() < deadline, "the large blob never went up");
+        assert!(
+            Instant::now() < deadline,
+            "the large blob's upload never got under way: {:?}, {} bytes at the registry",
+            proxy.requests(),
+            registry.largest_upload("team/big")
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // About a megabyte into the large blob.
-    std::thread::sleep(Duration::from_secs(1));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the push ended before it could be killed"
     );
     child.kill().unwrap();
     child.wait().unwrap();
+    let started = registry.largest_upload("team/big");
+    assert!(
+        (1 << 20..big_size).contains(&started),
+        "the registry holds {started} bytes of the {big_size}-byte blob"
+    );
     // Killed during the large blob: it never arrived, and no tag names an incomplete image.
     assert!(
         !registry.has_blob("team/big", &big),

@@ -2,8 +2,10 @@
 //! of the real registry, with resets, stalls, 5xx and 429 mixed in (first contact included) and
 //! some runs SIGKILLed midway and run again. At the default retry timeout no unkilled run may
 //! fail, every tag in the registry must copy completely with skopeo (no broken tags), and a
-//! run that exits 0 must have tagged exactly the digest it printed. The faults come from a
-//! seeded generator, so a failure can be replayed (IMGPACK_SOAK_SEED, IMGPACK_SOAK_RUNS).
+//! run that exits 0 must have tagged exactly the digest it printed. A killed run pushes to a
+//! tag of its own (`rN-killed`), is still running when it is killed, and leaves that tag
+//! absent or complete. The faults come from a seeded generator, so a failure can be replayed
+//! (IMGPACK_SOAK_SEED, IMGPACK_SOAK_RUNS).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -157,6 +159,8 @@ fn soak_pushes_through_faults_and_kills_never_break_a_tag() {
     let started = Instant::now();
     let (mut pushes, mut killed, mut failures) = (0u64, 0u64, Vec::new());
     let mut payload = String::from("start");
+    // The quickest unkilled push so far: a kill lands inside a push's own time.
+    let mut quickest = Duration::MAX;
     for run in 0..runs {
         // A quarter of the runs push the same image again (every blob exists).
         if rng.below(4) != 0 {
@@ -168,20 +172,32 @@ fn soak_pushes_through_faults_and_kills_never_break_a_tag() {
         for _ in 0..=rng.below(3) {
             proxy.add_fault(random_fault(&mut rng));
         }
-        // Every sixth run is SIGKILLed at a random moment, then run again.
+        // Every sixth run is SIGKILLed at a random moment of its push (to a tag of its own, so
+        // the rerun cannot cover what it left), then run again.
         if run % 6 == 5 {
-            let mut child = push_command(d, &target)
+            let killed_target = format!("{}/team/soak:r{run}-killed", proxy.host());
+            let mut child = push_command(d, &killed_target)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(100 + rng.below(1400)));
-            let _ = child.kill();
-            let _ = child.wait();
+            let window = quickest.as_millis().clamp(100, 1500) as u64;
+            std::thread::sleep(Duration::from_millis(
+                window / 10 + rng.below(window * 8 / 10),
+            ));
+            assert_eq!(
+                child.try_wait().unwrap(),
+                None,
+                "run {run}: the push ended before it was killed"
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
             killed += 1;
         }
         pushes += 1;
+        let started_push = Instant::now();
         let output = push_command(d, &target).output().unwrap();
+        quickest = quickest.min(started_push.elapsed());
         if !output.status.success() {
             failures.push(format!("run {run}: {}", stderr(&output).trim()));
             continue;
@@ -195,24 +211,31 @@ fn soak_pushes_through_faults_and_kills_never_break_a_tag() {
     }
     // Every tag in the registry, killed runs' included, must copy completely.
     let mut broken = Vec::new();
-    let mut tags = 0;
-    for run in 0..runs {
-        let direct = format!("{}/team/soak:r{run}", registry.host());
+    let (mut tags, mut killed_tags) = (0, 0);
+    let killed_runs = (0..runs).filter(|run| run % 6 == 5);
+    let names = (0..runs)
+        .map(|run| (format!("r{run}"), false))
+        .chain(killed_runs.map(|run| (format!("r{run}-killed"), true)));
+    for (tag, of_killed_run) in names {
+        let direct = format!("{}/team/soak:{tag}", registry.host());
         if tagged_digest(&direct).is_none() {
             continue;
         }
-        tags += 1;
-        let out = d.join(format!("copy-{run}"));
+        match of_killed_run {
+            true => killed_tags += 1,
+            false => tags += 1,
+        }
+        let out = d.join(format!("copy-{tag}"));
         let copy = skopeo(&[
             "copy",
             "--all",
             "--src-tls-verify=false",
             &format!("docker://{direct}"),
-            &format!("oci:{}:r{run}", out.display()),
+            &format!("oci:{}:{tag}", out.display()),
         ]);
         if !copy.status.success() {
             broken.push(format!(
-                "r{run}: {}",
+                "{tag}: {}",
                 String::from_utf8_lossy(&copy.stderr).trim()
             ));
         } else {
@@ -220,8 +243,8 @@ fn soak_pushes_through_faults_and_kills_never_break_a_tag() {
         }
     }
     eprintln!(
-        "soak: {pushes} pushes ({killed} SIGKILLed and rerun), {} faults injected, {} failures, \
-         {tags} tags read back, {} broken, {:.0}s",
+        "soak: {pushes} pushes ({killed} SIGKILLed midway, {killed_tags} of them left a tag, and \
+         rerun), {} faults injected, {} failures, {tags} tags read back, {} broken, {:.0}s",
         proxy.injected(),
         failures.len(),
         broken.len(),

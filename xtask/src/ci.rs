@@ -11,7 +11,7 @@ use crate::{on_path, run, workspace_root};
 
 /// What the end-to-end tests need, each as (a command on PATH or an absolute
 /// path that the package provides, the Debian package).
-const TOOLS: [(&str, &str); 13] = [
+const TOOLS: [(&str, &str); 14] = [
     ("git", "git"),
     // The arm64 runner: a user and mount namespace with a private binfmt_misc.
     ("unshare", "util-linux"),
@@ -32,6 +32,8 @@ const TOOLS: [(&str, &str); 13] = [
     ("/usr/sbin/sshd", "openssh-server"),
     // python3 -m venv: the venv that holds zig for imgpack's own musl builds (`dist`).
     ("/usr/share/doc/python3-venv", "python3-venv"),
+    // GNU time: imgpack's own peak memory in the tests (tests/src/lib.rs, PeakRss) and benches.
+    ("/usr/bin/time", "time"),
 ];
 const RUST_TARGETS: [&str; 2] = ["x86_64-unknown-linux-musl", "aarch64-unknown-linux-musl"];
 /// The second, independent registry of the end-to-end tests (crates.io); tests/src/registry.rs
@@ -44,6 +46,8 @@ const DIST_PROFILE: &str = "dev-static";
 const NEED_MUSL_BUILDS: [&str; 2] = ["job", "job_source"];
 
 pub fn run_ci() -> Result<()> {
+    // Read first: a bad value fails before anything is installed or built.
+    let timeout = test_lanes::timeout()?;
     install_tools()?;
     install_rust_targets()?;
     install_container_registry()?;
@@ -85,12 +89,21 @@ pub fn run_ci() -> Result<()> {
             }
             musl_built.open(built.is_ok());
         });
-        test_lanes::run(tests, lanes(), &cargo_path, &musl_built, |binary| {
-            NEED_MUSL_BUILDS.contains(&binary.test_name.as_str())
-        })
+        test_lanes::run(
+            tests,
+            lanes(),
+            timeout,
+            &cargo_path,
+            &musl_built,
+            |binary| NEED_MUSL_BUILDS.contains(&binary.test_name.as_str()),
+        )
     });
     // Doc tests are not among the compiled binaries; cargo runs them itself.
     let doc_tests = run(cargo().args(["test", "--workspace", "--doc", "--quiet"]));
+    println!("xtask: the slowest test binaries:");
+    for line in outcome.slowest() {
+        println!("xtask: {line}");
+    }
     println!("{} passed, {} failed", outcome.passed, outcome.failed);
     if !outcome.failing.is_empty() {
         bail!("failing: {}", outcome.failing.join(", "));

@@ -4,15 +4,20 @@
 //! cuts the run to a fraction of `cargo test`'s one-after-the-other, on 2
 //! cores as on 16. Each binary's output is printed whole when it ends, so
 //! logs never interleave; the run goes on past a failure and names every
-//! failing binary at the end.
+//! failing binary at the end. A binary that runs longer than its timeout
+//! (IMGPACK_CI_TEST_TIMEOUT seconds, default 15 minutes) is killed with its
+//! whole process group and counted as failed, so a hang fails CI instead of
+//! stopping it; the slowest binaries are listed at the end of every run.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -108,11 +113,47 @@ fn package_name(id: &str) -> Option<&str> {
     }
 }
 
+/// The longest a test binary may run when IMGPACK_CI_TEST_TIMEOUT does not say: three times
+/// the slowest binary's time on a loaded 2-core machine.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How many of the slowest binaries the end of a run lists.
+const SLOWEST_SHOWN: usize = 10;
+
 /// What the whole run came to.
 pub struct Outcome {
     pub passed: u64,
     pub failed: u64,
     pub failing: Vec<String>,
+    /// Every binary that ran (or was given up on) and how long it took.
+    pub times: Vec<(String, Duration)>,
+}
+
+impl Outcome {
+    /// The `SLOWEST_SHOWN` slowest binaries, slowest first, one line each.
+    pub fn slowest(&self) -> Vec<String> {
+        let mut times = self.times.clone();
+        times.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        times
+            .iter()
+            .take(SLOWEST_SHOWN)
+            .map(|(label, took)| format!("{:>7.1} s  {label}", took.as_secs_f64()))
+            .collect()
+    }
+}
+
+/// The per-binary timeout: IMGPACK_CI_TEST_TIMEOUT (seconds), else [`DEFAULT_TIMEOUT`].
+pub fn timeout() -> Result<Duration> {
+    match std::env::var("IMGPACK_CI_TEST_TIMEOUT") {
+        Err(_) => Ok(DEFAULT_TIMEOUT),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+            _ => bail!(
+                "IMGPACK_CI_TEST_TIMEOUT={text} is not a number of seconds: give one above 0, \
+                 such as 900"
+            ),
+        },
+    }
 }
 
 /// A gate that binaries needing something built alongside the tests wait on.
@@ -136,11 +177,13 @@ impl Gate {
     }
 }
 
-/// Runs `binaries` on `lanes` at once; those that `waits` accepts start only
-/// once `gate` is open, and fail without running if it opened on a failure.
+/// Runs `binaries` on `lanes` at once, each for at most `timeout`; those that
+/// `waits` accepts start only once `gate` is open, and fail without running if
+/// it opened on a failure.
 pub fn run(
     mut binaries: Vec<TestBinary>,
     lanes: usize,
+    timeout: Duration,
     cargo: &str,
     gate: &Gate,
     waits: impl Fn(&TestBinary) -> bool + Sync,
@@ -154,8 +197,9 @@ pub fn run(
                 .unwrap_or(SLOW_FIRST.len()),
         )
     });
+    forward_interrupts();
     let queue = Mutex::new(VecDeque::from(binaries));
-    let (results, finished) = mpsc::channel::<(String, Result<(u64, u64)>)>();
+    let (results, finished) = mpsc::channel::<(String, Duration, Result<(u64, u64)>)>();
     std::thread::scope(|scope| {
         for _ in 0..lanes.max(1) {
             let results = results.clone();
@@ -164,14 +208,15 @@ pub fn run(
                 let Some(binary) = queue.lock().expect("not poisoned").pop_front() else {
                     return;
                 };
-                let result = if waits(&binary) && !gate.wait() {
-                    Err(anyhow::anyhow!(
-                        "not run: what it needs was not built (see above)"
-                    ))
-                } else {
-                    run_one(&binary, cargo)
-                };
-                let _ = results.send((binary.label.clone(), result));
+                if waits(&binary) && !gate.wait() {
+                    let not_run =
+                        anyhow::anyhow!("not run: what it needs was not built (see above)");
+                    let _ = results.send((binary.label.clone(), Duration::ZERO, Err(not_run)));
+                    continue;
+                }
+                let started = Instant::now();
+                let result = run_one(&binary, cargo, timeout);
+                let _ = results.send((binary.label.clone(), started.elapsed(), result));
             });
         }
         drop(results);
@@ -179,8 +224,12 @@ pub fn run(
             passed: 0,
             failed: 0,
             failing: Vec::new(),
+            times: Vec::new(),
         };
-        for (label, result) in finished {
+        for (label, took, result) in finished {
+            if took > Duration::ZERO {
+                outcome.times.push((label.clone(), took));
+            }
             match result {
                 Ok((passed, failed)) => {
                     outcome.passed += passed;
@@ -201,12 +250,14 @@ pub fn run(
 }
 
 /// Runs one test binary as cargo test would (in its package's directory, with
-/// cargo's variables), then prints its whole output. Returns the counts of
-/// its `test result:` line.
-fn run_one(binary: &TestBinary, cargo: &str) -> Result<(u64, u64)> {
+/// cargo's variables), in a process group of its own, then prints its whole
+/// output. Returns the counts of its `test result:` line. One still running
+/// after `timeout` is killed with everything it started (registries, imgpack
+/// runs) and is an error.
+fn run_one(binary: &TestBinary, cargo: &str, timeout: Duration) -> Result<(u64, u64)> {
     let started = Instant::now();
     let mut output = tempfile::tempfile()?;
-    let status = Command::new(&binary.executable)
+    let child = Command::new(&binary.executable)
         .current_dir(&binary.package_dir)
         .env("CARGO", cargo)
         .env("CARGO_MANIFEST_DIR", &binary.package_dir)
@@ -216,8 +267,11 @@ fn run_one(binary: &TestBinary, cargo: &str) -> Result<(u64, u64)> {
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output.try_clone()?)
-        .status()
+        // Its own group, so that a timeout can kill what it started along with it.
+        .process_group(0)
+        .spawn()
         .with_context(|| format!("cannot start {}", binary.executable.display()))?;
+    let status = wait_or_kill(child, timeout)?;
     let mut text = String::new();
     output.seek(SeekFrom::Start(0))?;
     output.read_to_string(&mut text)?;
@@ -227,11 +281,100 @@ fn run_one(binary: &TestBinary, cargo: &str) -> Result<(u64, u64)> {
         started.elapsed().as_secs_f64(),
         text.trim_end()
     );
+    let Some(status) = status else {
+        bail!(
+            "timed out: still running after {} s, killed with its process group \
+             (IMGPACK_CI_TEST_TIMEOUT sets the limit in seconds)",
+            timeout.as_secs()
+        );
+    };
     let (passed, failed) = counts(&text);
     if !status.success() && failed == 0 {
         bail!("exited with {status} before reporting a failing test");
     }
     Ok((passed, failed))
+}
+
+/// Waits for `child`, the leader of its own process group; after `timeout`,
+/// SIGKILLs the whole group and returns None.
+fn wait_or_kill(mut child: Child, timeout: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let _registered = Running::register(child.id());
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            kill_group(child.id());
+            child.wait()?;
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The process groups of the test binaries running now. In groups of their
+/// own they no longer get the terminal's Ctrl-C, so an interrupt of xtask is
+/// passed on to them by [`forward_interrupts`]'s handler, which may only read
+/// atomics.
+static RUNNING: [AtomicI32; 64] = [const { AtomicI32::new(0) }; 64];
+
+/// A group's slot in [`RUNNING`], emptied when dropped.
+struct Running(Option<usize>);
+
+impl Running {
+    fn register(group: u32) -> Running {
+        let slot = RUNNING.iter().position(|slot| {
+            slot.compare_exchange(0, group as i32, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        Running(slot)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0 {
+            RUNNING[slot].store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// On SIGINT or SIGTERM, kills every running test binary's group, then dies
+/// of the signal as it would have.
+fn forward_interrupts() {
+    extern "C" fn on_signal(signal: libc::c_int) {
+        for slot in &RUNNING {
+            let group = slot.load(Ordering::SeqCst);
+            if group > 0 {
+                // SAFETY: kill(2) is async-signal-safe.
+                unsafe { libc::kill(-group, libc::SIGKILL) };
+            }
+        }
+        // SAFETY: signal(2) and raise(3) are async-signal-safe.
+        unsafe {
+            libc::signal(signal, libc::SIG_DFL);
+            libc::raise(signal);
+        }
+    }
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: installs a handler that only reads atomics and makes async-signal-safe calls.
+        unsafe {
+            libc::signal(
+                signal,
+                on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            )
+        };
+    }
+}
+
+/// SIGKILL to every process in group `leader` (the binary, the registries and
+/// imgpack runs it started, unless one made a group of its own).
+fn kill_group(leader: u32) {
+    // SAFETY: kill(2) with a negative pid signals that process group; no memory is involved.
+    unsafe {
+        libc::kill(-(leader as libc::pid_t), libc::SIGKILL);
+    }
 }
 
 /// The passed and failed counts of `test result:` lines in `output`.
@@ -271,6 +414,59 @@ mod tests {
             test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n";
         assert_eq!(counts(output), (2, 1));
         assert_eq!(counts("no summary at all"), (0, 0));
+    }
+
+    #[test]
+    fn the_slowest_ten_come_first() {
+        let outcome = Outcome {
+            passed: 0,
+            failed: 0,
+            failing: Vec::new(),
+            times: (1..=12)
+                .map(|n| (format!("tests/t{n}.rs"), Duration::from_secs(n)))
+                .collect(),
+        };
+        let slowest = outcome.slowest();
+        assert_eq!(slowest.len(), 10);
+        assert_eq!(slowest[0], "   12.0 s  tests/t12.rs");
+        assert_eq!(slowest[9], "    3.0 s  tests/t3.rs");
+    }
+
+    #[test]
+    fn a_binary_that_hangs_is_killed_with_its_group_and_fails() {
+        // A shell that starts a grandchild in its group, then hangs: both must go.
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let script = format!(
+            "sleep 300 & echo $! > {}; echo 'running 1 test'; sleep 300",
+            marker.path().display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let binary = TestBinary {
+            label: "tests/hang.rs".into(),
+            test_name: "hang".into(),
+            executable: dir.path().join("hang"),
+            package_dir: dir.path().to_owned(),
+            package: "hang".into(),
+        };
+        std::fs::write(&binary.executable, format!("#!/bin/sh\n{script}\n")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&binary.executable, std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let started = Instant::now();
+        let err = run_one(&binary, "cargo", Duration::from_secs(1)).unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(
+            format!("{err}").starts_with("timed out: still running after 1 s"),
+            "{err}"
+        );
+        let grandchild = std::fs::read_to_string(marker.path()).unwrap();
+        let alive = std::path::Path::new("/proc").join(grandchild.trim());
+        // Killed and reaped by init: gone, or a zombie for an instant.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(alive.join("stat")).is_ok_and(|stat| !stat.contains(") Z ")) {
+            assert!(Instant::now() < deadline, "the grandchild still runs");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     #[test]
