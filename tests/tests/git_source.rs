@@ -6,33 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use imgpack_e2e::git_server::{publish, GitServer};
+use imgpack_e2e::git_server::{git, publish, GitServer};
 use imgpack_e2e::*;
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args([
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "-c",
-            "init.defaultBranch=main",
-        ])
-        .args(args)
-        .env("GIT_COMMITTER_DATE", "2024-05-01T12:00:00Z")
-        .env("GIT_AUTHOR_DATE", "2024-05-01T12:00:00Z")
-        .output()
-        .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
-}
 
 /// A repository holding go-hello under services/hello, with two commits
 /// (the first tagged v1) and a branch `next` with a third; returns it and

@@ -310,9 +310,9 @@ fn the_two_step_job_builds_without_secrets_then_pushes_and_signs() {
     let fifo = d.join("fifo");
     run_expect(Command::new("mkfifo").arg(&fifo), true);
     for (file, problem) in [
-        (fifo.clone(), "is not a regular file"),
-        (d.to_owned(), "is not a regular file"),
-        (d.join("missing"), "cannot read the password file"),
+        (fifo.clone(), "is a FIFO, not a regular file"),
+        (d.to_owned(), "is a directory, not a regular file"),
+        (d.join("missing"), "cannot read"),
     ] {
         let line = one_error_line(
             imgpack()

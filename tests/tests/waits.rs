@@ -71,7 +71,9 @@ fn contacting(host: &str, extra: &[&str]) -> Vec<(&'static str, Vec<String>)> {
     ]
 }
 
-/// Runs each command in `dir` at once (a thread each); returns name, output and time taken.
+/// Runs each command in `dir` at once (a thread each; each command is made on
+/// the test's own thread, whose name keys its cache); returns name, output and
+/// time taken.
 fn run_all(
     dir: &Path,
     commands: Vec<(&'static str, Vec<String>)>,
@@ -79,11 +81,9 @@ fn run_all(
     let runs: Vec<(&str, JoinHandle<(Output, Duration)>)> = commands
         .into_iter()
         .map(|(name, args)| {
-            let dir = dir.to_owned();
-            (
-                name,
-                std::thread::spawn(move || timed(imgpack_in(&dir).args(&args))),
-            )
+            let mut command = imgpack_in(dir);
+            command.args(&args);
+            (name, std::thread::spawn(move || timed(&mut command)))
         })
         .collect();
     runs.into_iter()
@@ -101,14 +101,18 @@ fn timed(command: &mut Command) -> (Output, Duration) {
 }
 
 /// `imgpack login HOST` with a password on stdin (no progress of its own).
-fn login(dir: &Path, host: &str) -> (Output, Duration) {
+fn login_command(dir: &Path, host: &str) -> Command {
     let password = dir.join("password.txt");
     std::fs::write(&password, "secret").unwrap();
     let mut command = imgpack_in(dir);
     command
         .args(["login", host, "-u", "ci", "--password-stdin"])
         .stdin(std::fs::File::open(password).unwrap());
-    timed(&mut command)
+    command
+}
+
+fn login(dir: &Path, host: &str) -> (Output, Duration) {
+    timed(&mut login_command(dir, host))
 }
 
 #[test]
@@ -141,8 +145,8 @@ fn a_silent_registry_ends_within_a_minute_by_default() {
     let dir = workdir();
     let d = dir.path();
     let login = {
-        let (d, host) = (d.to_owned(), host.clone());
-        std::thread::spawn(move || login(&d, &host))
+        let mut command = login_command(d, &host);
+        std::thread::spawn(move || timed(&mut command))
     };
     let mut results = run_all(d, contacting(&host, &[]));
     let (output, took) = login.join().unwrap();
