@@ -3,7 +3,7 @@
 //! the shell completions, each listed in SHA256SUMS, in target/dist/
 //! (target/dist-PROFILE/ for another profile).
 //!
-//! imgpack's C dependencies (zstd-sys; aws-lc-sys under rustls) need a C
+//! imgpack's C dependencies (zstd-sys; ring under rustls) need a C
 //! compiler for each musl target. Debian has no aarch64 musl cross compiler,
 //! so both targets are compiled and linked by zig through cargo-zigbuild,
 //! both pinned PyPI packages installed into a venv under target/ on first use:

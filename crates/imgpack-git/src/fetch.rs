@@ -184,6 +184,9 @@ fn clone(
     auth: &GitAuth,
     wanted: Option<Wanted<'_>>,
 ) -> std::result::Result<gix::Repository, gix::error::Error> {
+    // reqwest (gix's HTTPS client) is built without a crypto provider of its
+    // own: ring, the workspace's one (see its Cargo.toml), unless one is set.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let public_url = source.public_url();
     let login = source.host().and_then(|host| {
         credentials::find(source.connect_url(), &host, auth).map(|found| (host, found))

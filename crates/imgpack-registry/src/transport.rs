@@ -142,6 +142,7 @@ fn ca_certificates(options: &TransportOptions) -> Result<Vec<reqwest::Certificat
 }
 
 fn http_client(certificates: &[reqwest::Certificate], trust: Trust) -> Result<reqwest::Client> {
+    install_crypto_provider();
     let builder = reqwest::Client::builder()
         .user_agent(concat!("imgpack/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(PING_DEADLINE)
@@ -157,6 +158,13 @@ fn http_client(certificates: &[reqwest::Certificate], trust: Trust) -> Result<re
         Trust::Nothing => builder.tls_certs_only(Vec::new()),
     };
     builder.build().context("cannot set up the HTTP client")
+}
+
+/// Makes ring rustls's process-wide crypto provider, once: reqwest is built
+/// without one of its own (see the workspace's Cargo.toml). Another one
+/// installed first (a test's) is kept.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Connects to `registry` (host[:port]) the way docker does: HTTPS with
