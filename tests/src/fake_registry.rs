@@ -757,7 +757,12 @@ fn tls_config() -> (String, Arc<rustls::ServerConfig>) {
     let (ca, cert, key) = crate::registry::tls_material();
     let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder()
+    // ring, the workspace's provider: the tests' build also holds aws-lc
+    // (through sigstore), so rustls cannot pick a default by itself.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();

@@ -87,6 +87,10 @@ impl DockerDaemonSink {
     }
 
     fn client(&self, idle_timeout: Duration) -> Result<reqwest::Client> {
+        // reqwest is built without a crypto provider of its own (see the
+        // workspace's Cargo.toml), and wants one even for a unix socket: ring,
+        // unless one is already installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         reqwest::Client::builder()
             .unix_socket(self.socket.clone())
             .connect_timeout(QUICK_TIMEOUT)
