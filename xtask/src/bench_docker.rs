@@ -57,6 +57,20 @@ impl Route {
     }
 }
 
+/// Each route's median time and its ratio to the first route's.
+pub(crate) fn print_ratios(routes: &[&Route]) {
+    println!("{:<24} {:>9} {:>11}", "route", "median s", "time ratio");
+    let reference = routes[0].median(None).max(0.001);
+    for route in routes {
+        println!(
+            "{:<24} {:>9.2} {:>10.2}x",
+            route.name,
+            route.median(None),
+            route.median(None) / reference
+        );
+    }
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
@@ -177,16 +191,7 @@ fn print_report(size_mb: u64, runs: usize, docker: &Route, imgpack: &Route) {
         "cpus (nproc): {}, runs: {runs} (a fresh loopback docker-registry for every run of each route)",
         bench::nproc()
     );
-    println!("{:<24} {:>9} {:>11}", "route", "median s", "time ratio");
-    let reference = docker.median(None).max(0.001);
-    for route in [docker, imgpack] {
-        println!(
-            "{:<24} {:>9.2} {:>10.2}x",
-            route.name,
-            route.median(None),
-            route.median(None) / reference
-        );
-    }
+    print_ratios(&[docker, imgpack]);
     println!(
         "docker steps (median s): build {:.2}, push {:.2}",
         docker.median(Some("build")),

@@ -13,7 +13,7 @@ use anyhow::Result;
 use imgpack_e2e::Arch;
 
 use crate::bench::{self, TempDir};
-use crate::bench_docker::{time, Route};
+use crate::bench_docker::{print_ratios, time, Route};
 
 /// The binary's name in the image: /app/bench-app.
 const APP: &str = "bench-app";
@@ -75,16 +75,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bench::nproc(),
         options.runs
     );
-    println!("{:<24} {:>9} {:>11}", "route", "median s", "time ratio");
-    let reference = archive_route.median(None).max(0.001);
-    for route in [&archive_route, &daemon_route] {
-        println!(
-            "{:<24} {:>9.2} {:>10.2}x",
-            route.name,
-            route.median(None),
-            route.median(None) / reference
-        );
-    }
+    print_ratios(&[&archive_route, &daemon_route]);
     println!(
         "archive steps (median s): build {:.2}, docker load {:.2}",
         archive_route.median(Some("build")),
